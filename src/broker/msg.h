@@ -1,0 +1,64 @@
+/*
+ * Published messages: one immutable, reference-counted object per PUBLISH,
+ * shared by every receiver, the retained store and the session queues.
+ * Fan-out copies the pointer and takes a reference; nobody copies the
+ * payload.
+ */
+#ifndef HATO_BROKER_MSG_H
+#define HATO_BROKER_MSG_H
+
+#include <hato/mqtt.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct msg {
+    atomic_uint refs;
+    uint8_t qos;     /* QoS it was published with */
+    bool retain;     /* retain flag as published */
+    uint16_t topic_len;
+    uint32_t payload_len;
+    /* Absolute expiry (CLOCK_REALTIME, milliseconds), 0 = never. */
+    int64_t expiry_at;
+    /* Identity of the publishing session (for no-local), never dereferenced. */
+    const void *origin;
+    const char *topic;      /* NUL-terminated, inside this allocation */
+    const uint8_t *payload; /* inside this allocation */
+    /*
+     * Properties forwarded to receivers (payload format, content type,
+     * response topic, correlation data, user properties), as views into
+     * this allocation. message_expiry, topic_alias and subscription ids are
+     * per delivery and never set here.
+     */
+    struct mqtt_props props;
+};
+
+/*
+ * Make a message with one reference, copying topic, payload and the
+ * forwardable properties of `props` (may be NULL) into one allocation.
+ * `expiry_interval` seconds (0 = none) is turned into expiry_at.
+ * Returns NULL when out of memory.
+ */
+struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload,
+                    size_t payload_len, uint8_t qos, bool retain, const struct mqtt_props *props,
+                    uint32_t expiry_interval, const void *origin);
+
+/* Take one more reference; returns m. */
+static inline struct msg *msg_ref(struct msg *m) {
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+    return m;
+}
+
+/* Drop a reference; the last one frees the message. NULL is accepted. */
+void msg_unref(struct msg *m);
+
+/* Current CLOCK_REALTIME in milliseconds. */
+int64_t msg_now_ms(void);
+
+/*
+ * Remaining expiry interval in seconds at time now_ms: -1 when the message
+ * has no expiry, 0 when it has expired (do not deliver), else >= 1.
+ */
+int64_t msg_remaining_expiry(const struct msg *m, int64_t now_ms);
+
+#endif
