@@ -1,0 +1,24 @@
+#!/bin/sh
+# Install what hato needs from Debian's packages: `build` for the broker,
+# `test` for the test suite too. As root it runs apt-get; otherwise it
+# prints the one command to run.
+set -e
+want="cmake make gcc pkg-config libssl-dev liblmdb-dev libsystemd-dev libcjson-dev"
+if [ "$1" = "test" ]; then
+    want="$want clang libcmocka-dev python3 python3-pytest python3-pytest-xdist python3-pytest-timeout python3-paho-mqtt mosquitto mosquitto-clients"
+fi
+missing=""
+for p in $want; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" = 0 ]; then
+    echo "Installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q $missing >/dev/null
+else
+    echo "Missing packages:$missing"
+    echo "Run: sudo apt-get install -y$missing"
+    exit 1
+fi

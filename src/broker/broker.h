@@ -1,0 +1,290 @@
+/*
+ * The broker's runtime: workers, connections and sessions.
+ *
+ * Threading model. N workers, each a thread with its own event loop. A
+ * session (client id) belongs for its whole life to one worker, chosen by a
+ * hash of the client id; the connection of that client is moved to that
+ * worker once its CONNECT has been read. So everything about a session (its
+ * connection, queue, in-flight window, will) is touched by one thread only,
+ * and a session takeover is always local. The subscription tree and the
+ * retained store are shared and locked inside (readers in parallel).
+ *
+ * Delivery to a session owned by another worker goes through that worker's
+ * inbox: items collected during a loop turn are handed over in one batch at
+ * the end of the turn, with one eventfd wake-up. Items hold references on
+ * the message and the session, so neither can vanish in flight.
+ */
+#ifndef HATO_BROKER_BROKER_H
+#define HATO_BROKER_BROKER_H
+
+#include <hato/mqtt.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "base/strmap.h"
+#include "broker/config.h"
+#include "broker/msg.h"
+#include "broker/retain.h"
+#include "broker/subtree.h"
+#include "event/loop.h"
+
+#define HATO_VERSION "0.1.0"
+
+struct broker;
+struct worker;
+struct session;
+
+/* A listening socket (one listener line may give two: IPv4 and IPv6). */
+struct lsock {
+    int fd;
+    const struct hato_listener *cfg;
+    atomic_int nconns; /* connections open on this listener (for max_connections) */
+    struct ev_io *ios; /* one per worker (EPOLLEXCLUSIVE) */
+};
+
+/* One message as a session delivers it (queued or in flight). */
+struct deliv {
+    struct msg *m;
+    uint8_t qos;    /* QoS of this delivery */
+    bool retain;    /* retain flag to send */
+    uint8_t state;  /* enum deliv_state, for in-flight entries */
+    uint16_t pid;   /* packet id, in flight only */
+    uint16_t nsub;  /* number of subscription identifiers */
+    uint32_t subid; /* the identifier when nsub == 1 */
+    uint32_t *subids; /* malloc'd, when nsub > 1 */
+};
+
+enum deliv_state {
+    DS_QUEUED = 0,
+    DS_WAIT_PUBACK,  /* QoS 1 sent */
+    DS_WAIT_PUBREC,  /* QoS 2 sent */
+    DS_WAIT_PUBCOMP, /* PUBREL sent */
+};
+
+/* A subscription as the session remembers it (for unsubscribe and cleanup). */
+struct sess_sub {
+    struct sess_sub *next;
+    struct sub_opts opts;
+    uint16_t len;
+    char filter[]; /* full filter, mount point included; NUL-terminated */
+};
+
+struct session {
+    atomic_uint refs;
+    struct worker *w; /* owner, fixed */
+    char *client_id;
+    size_t id_len;
+    struct conn *conn; /* NULL while offline */
+    uint8_t version;
+    bool dead;         /* removed from the registry: drop what arrives */
+    uint32_t expiry;   /* session expiry interval, seconds (UINT32_MAX = never) */
+    int64_t expire_at; /* monotonic ms at which an offline session ends; 0 = not set */
+    struct sess_sub *subs;
+    size_t nsubs;
+
+    /* Outgoing QoS 1/2: in flight (sent, unacknowledged) and queued. */
+    struct deliv *inflight;
+    uint32_t ninflight, capinflight;
+    struct deliv *queue; /* ring */
+    uint32_t qhead, qlen, qcap;
+    size_t qbytes;
+    uint16_t next_pid;
+
+    /* Incoming QoS 2 packet ids received, PUBREL not yet (exactly once). */
+    uint16_t *in_pids;
+    uint32_t nin_pids, capin_pids;
+
+    /* Will: published on abnormal loss, after will_delay seconds. */
+    struct msg *will;
+    uint32_t will_delay;
+    int64_t will_at; /* monotonic ms when pending, 0 otherwise */
+
+    struct session *timer_next; /* in the worker's list of timed sessions */
+    bool on_timer_list;
+};
+
+enum conn_state {
+    CS_NEW,       /* waiting for CONNECT */
+    CS_CONNECTED, /* CONNACK sent */
+    CS_CLOSING,   /* closed, freed at the end of the turn */
+};
+
+/* Output: bytes in wbuf and large payloads by reference, written by writev. */
+struct oseg {
+    struct msg *m; /* NULL: bytes wbuf[off..off+len) */
+    uint32_t off;
+    uint32_t len;
+};
+
+struct conn {
+    struct ev_io io;
+    struct worker *w;
+    struct lsock *ls;
+    int fd;
+    enum conn_state state;
+    uint8_t version; /* 0 until CONNECT */
+    bool dirty;      /* on the worker's flush list */
+    bool will_pending; /* publish the will if the connection is lost */
+    bool counted;    /* counted in ls->nconns */
+    char peer[64];
+    char *username;
+    char *assigned_id; /* client id we assigned (empty id in CONNECT) */
+
+    struct conn *next, *prev;     /* worker's list */
+    struct conn *dirty_next;      /* worker's flush list */
+
+    /* Input: a partial packet kept between reads (complete ones are
+     * handled straight from the worker's read buffer). */
+    uint8_t *in;
+    size_t inlen, incap;
+
+    /* Output. */
+    uint8_t *wbuf;
+    size_t wlen, wcap;
+    struct oseg *segs;
+    uint32_t seghead, nsegs, capsegs;
+    uint32_t segoff; /* bytes of segs[seghead] already written */
+    size_t out_bytes;
+
+    int64_t last_rx;
+    uint16_t keep_alive; /* seconds, 0 = none */
+    struct session *s;
+
+    /* MQTT 5 limits the client asked for. */
+    uint32_t max_packet_out;    /* largest packet we may send it */
+    uint16_t receive_max_out;   /* its receive maximum */
+    uint32_t session_expiry_in; /* from CONNECT, for the DISCONNECT check */
+    /* Incoming topic aliases: alias -> topic, array of cfg max_topic_alias. */
+    char **aliases;
+    uint16_t nalias;
+};
+
+/* Cross-thread work item. */
+enum item_kind { IT_DELIVER, IT_ADOPT };
+struct item {
+    struct item *next;
+    enum item_kind kind;
+    struct session *s;
+    struct conn *c;
+    struct deliv d;
+};
+
+struct worker {
+    struct broker *b;
+    int id;
+    pthread_t thread;
+    struct ev_loop *loop;
+
+    pthread_mutex_t inbox_lock;
+    struct item *inbox_head, *inbox_tail;
+    /* Items for other workers collected this turn (index = worker id). */
+    struct item **out_head, **out_tail;
+    bool out_pending;
+
+    struct strmap sessions; /* client id -> session */
+    struct conn *conns;
+    struct conn *dirty;
+    struct conn *closed; /* freed at the end of the turn */
+    struct session *timed; /* sessions with a will or expiry pending */
+
+    uint8_t *rbuf; /* read buffer shared by this worker's connections */
+    size_t rcap;
+
+    /* Scratch for routing one message. */
+    struct match *matches;
+    size_t nmatches, capmatches;
+    uint32_t *subid_scratch;
+    size_t nsubid_scratch, capsubid_scratch;
+
+    /* Statistics, read by other threads without locks (approximate). */
+    atomic_ulong msgs_in, msgs_out, dropped;
+    atomic_uint nclients;
+};
+
+/* One matching subscription of a routed message (per worker scratch). */
+struct match {
+    struct session *s;
+    struct sub_opts opts;
+    bool shared;
+};
+
+struct broker {
+    struct hato_config *cfg;
+    struct sub_tree *subs;
+    struct retain_store *retain;
+    int nworkers;
+    struct worker *workers;
+    struct lsock *lsocks;
+    size_t nlsocks;
+    atomic_bool stopping;
+    atomic_ulong id_counter; /* for assigned client ids */
+    int64_t started;
+};
+
+/* logconf.c */
+void hato_config_apply_logging(const struct hato_config *cfg);
+
+/* broker.c */
+int broker_init(struct broker *b, struct hato_config *cfg);
+int broker_run(struct broker *b); /* until a stop signal; returns exit status */
+void broker_free(struct broker *b);
+struct worker *broker_owner(struct broker *b, const char *id, size_t len);
+
+/* worker.c */
+void worker_post(struct worker *from, struct worker *to, struct item *it);
+void conn_close(struct conn *c, const char *why);
+void conn_mark_dirty(struct conn *c);
+/* Append bytes for output (copied). 0 or -1 out of memory. */
+int conn_write(struct conn *c, const void *p, size_t len);
+/* Append a reference to a message's payload for output. */
+int conn_write_payload(struct conn *c, struct msg *m);
+/* Encode and queue a packet; returns 0, or -1 (out of memory / too large). */
+int conn_send(struct conn *c, const struct mqtt_packet *p);
+void conn_handle_input(struct conn *c, const uint8_t *data, size_t len);
+
+/* proto.c: one function per packet, after decoding. */
+void proto_packet(struct conn *c, struct mqtt_packet *p, const uint8_t *raw, size_t rawlen);
+/* Close with a reason: MQTT 5 gets DISCONNECT(reason) first. */
+void proto_fail(struct conn *c, uint8_t reason, const char *why);
+/* Finish a CONNECT on the owning worker (after adoption). */
+void proto_connect_owned(struct conn *c, struct mqtt_packet *p);
+
+/* session.c */
+struct session *session_new(struct worker *w, const char *id, size_t len);
+void session_ref(struct session *s);
+void session_unref(struct session *s);
+/* End a session: unsubscribe everything, drop queues, remove from registry. */
+void session_end(struct session *s);
+/* Deliver a message to a session owned by the calling worker. */
+void session_deliver(struct session *s, struct deliv *d);
+/* Send what the in-flight window allows (after acks, on connect). */
+void session_pump(struct session *s);
+/* Re-send in-flight messages (DUP) and PUBRELs on session resume. */
+void session_resend(struct session *s);
+/* Outgoing acknowledgements from the client. */
+void session_puback(struct session *s, uint16_t pid, uint8_t type, uint8_t reason);
+void session_timer_add(struct session *s);
+void session_timers(struct worker *w, int64_t now);
+void deliv_clear(struct deliv *d);
+/* Subscription bookkeeping. */
+int session_sub_add(struct session *s, const char *filter, size_t len, const struct sub_opts *o);
+int session_sub_remove(struct session *s, const char *filter, size_t len);
+bool session_has_sub(struct session *s, const char *filter, size_t len);
+void session_subs_clear(struct session *s);
+/* Drop a client's disconnect: will handling, expiry start. */
+void session_detach(struct session *s, bool publish_will);
+
+/* route.c */
+/* Route a message from worker w to every matching session. Returns the
+ * number of sessions it was delivered to. Takes no reference of m's own. */
+size_t route_publish(struct worker *w, struct msg *m);
+/* Publish a will (or any broker-made message): retain handling included. */
+void route_will(struct worker *w, struct msg *m);
+/* Flush the items collected for other workers (end of turn). */
+void route_flush(struct worker *w);
+
+#endif

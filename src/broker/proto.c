@@ -1,0 +1,675 @@
+/*
+ * Protocol handling: one function per control packet, each called with a
+ * packet the codec has fully decoded and validated. Policy lives here
+ * (client ids, limits, retained, sessions); turning an error into a
+ * DISCONNECT or CONNACK happens in proto_fail and connack_fail only.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "broker/broker.h"
+
+#define PROP(x) MQTT_PROP_BIT(MQTT_PROP_##x)
+
+void proto_fail(struct conn *c, uint8_t reason, const char *why) {
+    if (c->state == CS_CONNECTED && c->version == MQTT_V5 && reason >= 0x80) {
+        struct mqtt_packet d = {.type = MQTT_DISCONNECT, .reason = reason};
+        conn_send(c, &d);
+    }
+    conn_close(c, why);
+}
+
+/* Refuse a CONNECT: CONNACK with the code of the client's version, close. */
+static void connack_fail(struct conn *c, uint8_t v3code, uint8_t v5reason, const char *why) {
+    struct mqtt_packet ack = {.type = MQTT_CONNACK};
+    ack.reason = c->version == MQTT_V5 ? v5reason : v3code;
+    conn_send(c, &ack);
+    c->will_pending = false;
+    conn_close(c, why);
+}
+
+static const struct hato_listener *lcfg(struct conn *c) {
+    return c->ls->cfg;
+}
+
+/* The mount point of the client's listener, or "". */
+static const char *mount(struct conn *c) {
+    return lcfg(c)->mount_point ? lcfg(c)->mount_point : "";
+}
+
+/* mount + s as a new NUL-terminated string (caller frees), or NULL. */
+static char *mounted(struct conn *c, const uint8_t *s, size_t len, size_t *outlen) {
+    const char *mp = mount(c);
+    size_t ml = strlen(mp);
+    char *t = malloc(ml + len + 1);
+    if (!t)
+        return NULL;
+    memcpy(t, mp, ml);
+    memcpy(t + ml, s, len);
+    t[ml + len] = 0;
+    *outlen = ml + len;
+    return t;
+}
+
+static bool anonymous_allowed(struct conn *c) {
+    return lcfg(c)->allow_anonymous > 0; /* resolved per listener by config finish */
+}
+
+/* ---- CONNECT ---------------------------------------------------------- */
+
+static void assign_id(struct conn *c) {
+    struct broker *b = c->w->b;
+    unsigned long n = atomic_fetch_add(&b->id_counter, 1);
+    char id[96];
+    const char *prefix = lcfg(c)->auto_id_prefix ? lcfg(c)->auto_id_prefix : "auto-";
+    snprintf(id, sizeof(id), "%s%08lX-%04X-%lu", prefix, (unsigned long)b->started & 0xffffffffUL,
+             (unsigned)(n * 2654435761u) & 0xffff, n);
+    c->assigned_id = strdup(id);
+}
+
+static struct msg *make_will(struct conn *c, const struct mqtt_packet *p) {
+    size_t tlen;
+    char *topic = mounted(c, p->connect.will_topic.p, p->connect.will_topic.len, &tlen);
+    if (!topic)
+        return NULL;
+    const struct mqtt_props *wp = c->version == MQTT_V5 ? &p->connect.will_props : NULL;
+    uint32_t expiry = wp && (wp->present & PROP(MESSAGE_EXPIRY)) ? wp->message_expiry : 0;
+    struct msg *m = msg_new(topic, tlen, p->connect.will_payload.p, p->connect.will_payload.len,
+                            p->connect.will_qos, p->connect.will_retain, wp, expiry, NULL);
+    free(topic);
+    return m;
+}
+
+/* Called on the worker that received the CONNECT. */
+static void handle_connect(struct conn *c, struct mqtt_packet *p) {
+    struct broker *b = c->w->b;
+    if (c->state != CS_NEW) {
+        proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "second CONNECT"); /* MQTT-3.1.0-2 */
+        return;
+    }
+    c->version = p->connect.version;
+    const uint8_t *id = p->connect.client_id.p;
+    size_t idlen = p->connect.client_id.len;
+    if (idlen == 0) {
+        if (!c->assigned_id) {
+            bool ok = lcfg(c)->allow_zero_length_clientid > 0 &&
+                      (c->version == MQTT_V5 || (c->version == MQTT_V311 && p->connect.clean));
+            if (!ok) {
+                /* MQTT-3.1.3-8 */
+                connack_fail(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_NOT_VALID,
+                             "empty client id refused");
+                return;
+            }
+            assign_id(c);
+            if (!c->assigned_id) {
+                conn_close(c, "out of memory");
+                return;
+            }
+        }
+        id = (const uint8_t *)c->assigned_id;
+        idlen = strlen(c->assigned_id);
+    }
+    struct worker *owner = broker_owner(b, (const char *)id, idlen);
+    if (owner != c->w) {
+        /* Move the connection to the worker that owns this client id. */
+        struct worker *from = c->w;
+        ev_io_stop(from->loop, &c->io);
+        if (c->prev)
+            c->prev->next = c->next;
+        else if (from->conns == c)
+            from->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        c->next = c->prev = NULL;
+        c->w = owner;
+        c->version = 0;
+        struct item *it = calloc(1, sizeof(*it));
+        if (!it) {
+            /* Cannot happen often; put it back and refuse. */
+            c->w = from;
+            conn_close(c, "out of memory");
+            return;
+        }
+        it->kind = IT_ADOPT;
+        it->c = c;
+        worker_post(from, owner, it);
+        return;
+    }
+    proto_connect_owned(c, p);
+}
+
+void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
+    struct worker *w = c->w;
+    struct broker *b = w->b;
+    const struct hato_config *cfg = b->cfg;
+    const char *id = c->assigned_id ? c->assigned_id : (const char *)p->connect.client_id.p;
+    size_t idlen = c->assigned_id ? strlen(c->assigned_id) : p->connect.client_id.len;
+    const struct mqtt_props *props = &p->props;
+    bool v5 = c->version == MQTT_V5;
+
+    if (c->version == MQTT_V31 && idlen > 23) {
+        connack_fail(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_NOT_VALID,
+                     "MQTT 3.1 client id longer than 23 bytes");
+        return;
+    }
+    if (v5 && (props->present & PROP(AUTH_METHOD))) {
+        /* No extended authentication method is configured. */
+        connack_fail(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_AUTHENTICATION_METHOD,
+                     "unsupported authentication method");
+        return;
+    }
+    if (p->connect.has_username) {
+        free(c->username);
+        c->username = strndup((const char *)p->connect.username.p, p->connect.username.len);
+    }
+    /* Password checking comes with the security module: until then a
+     * broker that refuses anonymous clients refuses everyone. */
+    if (!anonymous_allowed(c)) {
+        log_notice("Client %.*s [%s] refused: not authorised (user '%s').", (int)idlen, id,
+                   c->peer, c->username ? c->username : "");
+        connack_fail(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED, "not authorised");
+        return;
+    }
+    if (p->connect.will && p->connect.will_retain && !cfg->retain_available) {
+        connack_fail(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_RETAIN_NOT_SUPPORTED,
+                     "retained will refused: retain_available is false");
+        return;
+    }
+
+    /* Keep alive, capped by max_keepalive (MQTT 5 is told, MQTT-3.2.2-21). */
+    uint16_t ka = p->connect.keep_alive;
+    bool server_ka = false;
+    if (cfg->max_keepalive > 0 && (ka > cfg->max_keepalive || (ka == 0 && v5 && cfg->max_keepalive < 65535))) {
+        if (v5) {
+            ka = (uint16_t)cfg->max_keepalive;
+            server_ka = true;
+        } else if (ka > cfg->max_keepalive) {
+            connack_fail(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_UNSPECIFIED,
+                         "keep alive above max_keepalive");
+            return;
+        }
+    }
+
+    struct msg *will = NULL;
+    if (p->connect.will) {
+        will = make_will(c, p);
+        if (!will) {
+            connack_fail(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_UNSPECIFIED, "out of memory");
+            return;
+        }
+    }
+
+    /* Session: take over, resume or start. */
+    bool clean = p->connect.clean;
+    struct session *s = strmap_get(&w->sessions, id, idlen);
+    if (s && s->conn) {
+        struct conn *old = s->conn;
+        log_notice("Client %s already connected, closing old connection.", s->client_id);
+        if (old->version == MQTT_V5) {
+            struct mqtt_packet d = {.type = MQTT_DISCONNECT, .reason = MQTT_RC_SESSION_TAKEN_OVER};
+            conn_send(old, &d); /* MQTT-3.1.4-3 */
+        }
+        /* The old connection's will: a delayed one is cancelled below if
+         * the session continues (MQTT-3.1.3-9 area). */
+        conn_close(old, "session taken over");
+        s = strmap_get(&w->sessions, id, idlen);
+    }
+    bool present = false;
+    if (s && clean) {
+        session_end(s);
+        s = NULL;
+    }
+    if (s) {
+        present = true;
+        /* Reconnected before the will delay ran out: no will. */
+        msg_unref(s->will);
+        s->will = NULL;
+        s->will_at = 0;
+        s->expire_at = 0;
+    } else {
+        s = session_new(w, id, idlen);
+        if (!s) {
+            msg_unref(will);
+            connack_fail(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_UNSPECIFIED, "out of memory");
+            return;
+        }
+    }
+    s->version = c->version;
+    if (v5) {
+        s->expiry = (props->present & PROP(SESSION_EXPIRY)) ? props->session_expiry : 0;
+        c->session_expiry_in = s->expiry;
+    } else if (clean) {
+        s->expiry = 0;
+    } else {
+        int64_t pce = cfg->persistent_client_expiration;
+        s->expiry = pce > 0 && pce < UINT32_MAX ? (uint32_t)pce : UINT32_MAX;
+    }
+    s->will = will;
+    s->will_delay = v5 && will && (p->connect.will_props.present & PROP(WILL_DELAY))
+                        ? p->connect.will_props.will_delay
+                        : 0;
+    s->conn = c;
+    c->s = s;
+    c->keep_alive = ka;
+    c->will_pending = true;
+    c->state = CS_CONNECTED;
+    c->max_packet_out = v5 && (props->present & PROP(MAXIMUM_PACKET_SIZE))
+                            ? props->maximum_packet_size
+                            : 0;
+    c->receive_max_out = v5 && (props->present & PROP(RECEIVE_MAXIMUM)) ? props->receive_maximum
+                                                                          : 0;
+    atomic_fetch_add(&w->nclients, 1);
+
+    struct mqtt_packet ack = {.type = MQTT_CONNACK, .reason = 0};
+    ack.connack.session_present = present;
+    if (v5) {
+        struct mqtt_props *ap = &ack.props;
+        uint32_t rm = cfg->max_inflight_messages;
+        ap->present |= PROP(RECEIVE_MAXIMUM);
+        ap->receive_maximum = rm == 0 || rm > 65535 ? 65535 : (uint16_t)rm;
+        ap->present |= PROP(TOPIC_ALIAS_MAXIMUM);
+        ap->topic_alias_maximum = (uint16_t)lcfg(c)->max_topic_alias;
+        if (!cfg->retain_available) {
+            ap->present |= PROP(RETAIN_AVAILABLE);
+            ap->retain_available = 0;
+        }
+        if (cfg->max_packet_size) {
+            ap->present |= PROP(MAXIMUM_PACKET_SIZE);
+            ap->maximum_packet_size = cfg->max_packet_size;
+        }
+        if (c->assigned_id) {
+            ap->present |= PROP(ASSIGNED_CLIENT_ID); /* MQTT-3.2.2-16 */
+            ap->assigned_client_id =
+                (struct mqtt_str){(const uint8_t *)c->assigned_id, (uint32_t)strlen(c->assigned_id)};
+        }
+        if (server_ka) {
+            ap->present |= PROP(SERVER_KEEP_ALIVE);
+            ap->server_keep_alive = ka;
+        }
+    }
+    conn_send(c, &ack);
+    log_notice("New client connected from %s as %s (p%d, c%d, k%d%s%s%s).", c->peer, s->client_id,
+               c->version == MQTT_V31 ? 1 : c->version == MQTT_V311 ? 2 : 5, clean ? 1 : 0, ka,
+               c->username ? ", u'" : "", c->username ? c->username : "", c->username ? "'" : "");
+    if (present)
+        session_resend(s);
+    session_pump(s);
+}
+
+/* ---- PUBLISH and acknowledgements ------------------------------------- */
+
+static bool in_pid_has(struct session *s, uint16_t pid) {
+    for (uint32_t i = 0; i < s->nin_pids; i++)
+        if (s->in_pids[i] == pid)
+            return true;
+    return false;
+}
+
+static int in_pid_add(struct session *s, uint16_t pid) {
+    if (s->nin_pids == s->capin_pids) {
+        uint32_t n = s->capin_pids ? s->capin_pids * 2 : 4;
+        uint16_t *a = realloc(s->in_pids, n * sizeof(*a));
+        if (!a)
+            return -1;
+        s->in_pids = a;
+        s->capin_pids = n;
+    }
+    s->in_pids[s->nin_pids++] = pid;
+    return 0;
+}
+
+static bool in_pid_del(struct session *s, uint16_t pid) {
+    for (uint32_t i = 0; i < s->nin_pids; i++) {
+        if (s->in_pids[i] == pid) {
+            s->in_pids[i] = s->in_pids[--s->nin_pids];
+            return true;
+        }
+    }
+    return false;
+}
+
+static void send_ack(struct conn *c, uint8_t type, uint16_t pid, uint8_t reason) {
+    struct mqtt_packet a = {.type = type, .packet_id = pid, .reason = reason};
+    conn_send(c, &a);
+}
+
+static void handle_publish(struct conn *c, struct mqtt_packet *p) {
+    struct broker *b = c->w->b;
+    const struct hato_config *cfg = b->cfg;
+    struct session *s = c->s;
+    uint8_t qos = p->publish.qos;
+    uint16_t pid = p->packet_id;
+    const uint8_t *topic = p->publish.topic.p;
+    size_t tlen = p->publish.topic.len;
+
+    if (c->version == MQTT_V5 && (p->props.present & PROP(TOPIC_ALIAS))) {
+        uint16_t alias = p->props.topic_alias;
+        if (alias == 0 || alias > lcfg(c)->max_topic_alias) {
+            proto_fail(c, MQTT_RC_TOPIC_ALIAS_INVALID, "topic alias out of range"); /* MQTT-3.3.2-9, -10 */
+            return;
+        }
+        if (!c->aliases) {
+            c->nalias = (uint16_t)lcfg(c)->max_topic_alias;
+            c->aliases = calloc(c->nalias, sizeof(char *));
+            if (!c->aliases) {
+                conn_close(c, "out of memory");
+                return;
+            }
+        }
+        if (tlen) {
+            char *t = strndup((const char *)topic, tlen);
+            if (!t) {
+                conn_close(c, "out of memory");
+                return;
+            }
+            free(c->aliases[alias - 1]);
+            c->aliases[alias - 1] = t;
+        } else if (c->aliases[alias - 1]) {
+            topic = (const uint8_t *)c->aliases[alias - 1];
+            tlen = strlen(c->aliases[alias - 1]);
+        } else {
+            proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "unknown topic alias");
+            return;
+        }
+    }
+    if (p->publish.retain && !cfg->retain_available) {
+        proto_fail(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "retain not available");
+        return;
+    }
+    if (qos == 2 && in_pid_has(s, pid)) {
+        /* A re-sent QoS 2 PUBLISH before PUBREL: acknowledge, never deliver
+         * twice (MQTT-4.3.3-2 area: exactly once). */
+        send_ack(c, MQTT_PUBREC, pid, 0);
+        return;
+    }
+    if (qos == 2) {
+        uint32_t rm = cfg->max_inflight_messages ? cfg->max_inflight_messages : 65535;
+        if (c->version == MQTT_V5 && s->nin_pids >= rm) {
+            proto_fail(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded");
+            return;
+        }
+    }
+    if (cfg->message_size_limit && p->publish.payload.len > (uint32_t)cfg->message_size_limit) {
+        log_notice("Dropped message from %s on '%.*s': %u bytes over message_size_limit.",
+                   s->client_id, (int)tlen, (const char *)topic, p->publish.payload.len);
+        if (qos == 1)
+            send_ack(c, MQTT_PUBACK, pid, MQTT_RC_PACKET_TOO_LARGE);
+        else if (qos == 2) {
+            send_ack(c, MQTT_PUBREC, pid, MQTT_RC_PACKET_TOO_LARGE);
+        }
+        return;
+    }
+
+    size_t full_len;
+    char *full = mounted(c, topic, tlen, &full_len);
+    uint32_t expiry = c->version == MQTT_V5 && (p->props.present & PROP(MESSAGE_EXPIRY))
+                          ? p->props.message_expiry
+                          : 0;
+    struct msg *m = full ? msg_new(full, full_len, p->publish.payload.p, p->publish.payload.len,
+                                   qos, p->publish.retain,
+                                   c->version == MQTT_V5 ? &p->props : NULL, expiry, s)
+                         : NULL;
+    free(full);
+    if (!m) {
+        proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
+        return;
+    }
+    if (m->retain)
+        retain_set(b->retain, m); /* empty payload clears, MQTT-3.3.1-10 */
+    size_t n = route_publish(c->w, m);
+    msg_unref(m);
+    uint8_t rc = n ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
+    if (qos == 1) {
+        send_ack(c, MQTT_PUBACK, pid, rc);
+    } else if (qos == 2) {
+        if (in_pid_add(s, pid) < 0) {
+            proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
+            return;
+        }
+        send_ack(c, MQTT_PUBREC, pid, rc);
+    }
+}
+
+static void handle_pubrel(struct conn *c, struct mqtt_packet *p) {
+    bool found = in_pid_del(c->s, p->packet_id);
+    send_ack(c, MQTT_PUBCOMP, p->packet_id, found ? 0 : MQTT_RC_PACKET_ID_NOT_FOUND);
+}
+
+/* ---- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------ */
+
+struct retained_list {
+    struct msg **v;
+    size_t n, cap;
+};
+
+static void collect_retained(void *ctx, struct msg *m) {
+    struct retained_list *l = ctx;
+    if (l->n == l->cap) {
+        size_t n = l->cap ? l->cap * 2 : 16;
+        struct msg **v = realloc(l->v, n * sizeof(*v));
+        if (!v)
+            return;
+        l->v = v;
+        l->cap = n;
+    }
+    l->v[l->n++] = msg_ref(m);
+}
+
+/* Full filter for the tree: mount point applied (inside $share/NAME/). */
+static char *full_filter(struct conn *c, const struct mqtt_str *f, size_t *outlen, int *shared,
+                         struct mqtt_str *inner) {
+    struct mqtt_str group;
+    *shared = mqtt_shared_split(f->p, f->len, &group, inner);
+    if (*shared < 0)
+        return NULL;
+    if (*shared == 0) {
+        *inner = *f;
+        return mounted(c, f->p, f->len, outlen);
+    }
+    const char *mp = mount(c);
+    size_t ml = strlen(mp);
+    size_t n = 7 + group.len + 1 + ml + inner->len;
+    char *t = malloc(n + 1);
+    if (!t)
+        return NULL;
+    snprintf(t, n + 1, "$share/%.*s/%s%.*s", (int)group.len, (const char *)group.p, mp,
+             (int)inner->len, (const char *)inner->p);
+    *outlen = n;
+    return t;
+}
+
+static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
+    struct session *s = c->s;
+    struct broker *b = c->w->b;
+    const struct hato_config *cfg = b->cfg;
+    bool v5 = c->version == MQTT_V5;
+    uint8_t codes[256];
+    uint8_t *rc = p->subscribe.count <= sizeof(codes) ? codes : malloc(p->subscribe.count);
+    struct retained_list ret = {0};
+    if (!rc) {
+        proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
+        return;
+    }
+    /* Per filter: retained messages to send, with the granted options. */
+    struct rsend {
+        size_t from, to;
+        struct sub_opts o;
+    } *rs = calloc(p->subscribe.count, sizeof(*rs));
+    if (!rs) {
+        if (rc != codes)
+            free(rc);
+        proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
+        return;
+    }
+    uint32_t off = 0, i = 0;
+    struct mqtt_sub_entry e;
+    while (mqtt_sub_next(p, &off, &e)) {
+        size_t flen;
+        int shared;
+        struct mqtt_str inner;
+        char *f = full_filter(c, &e.filter, &flen, &shared, &inner);
+        rs[i].from = rs[i].to = ret.n;
+        if (!f) {
+            rc[i++] = v5 ? MQTT_RC_TOPIC_FILTER_INVALID : 0x80;
+            continue;
+        }
+        struct sub_opts o = {.qos = e.qos > 2 ? 2 : e.qos,
+                             .no_local = e.no_local,
+                             .retain_as_published = e.retain_as_published,
+                             .retain_handling = e.retain_handling};
+        if (v5 && (p->props.present & PROP(SUBSCRIPTION_ID)))
+            o.sub_id = p->props.sub_id[0];
+        if (cfg->max_subscriptions_per_client > 0 &&
+            s->nsubs >= (size_t)cfg->max_subscriptions_per_client && !session_has_sub(s, f, flen)) {
+            /* Over the cap; replacing an existing subscription is still fine. */
+            free(f);
+            rc[i++] = v5 ? MQTT_RC_QUOTA_EXCEEDED : 0x80;
+            continue;
+        }
+        int added = session_sub_add(s, f, flen, &o);
+        if (added < 0) {
+            free(f);
+            rc[i++] = v5 ? MQTT_RC_UNSPECIFIED : 0x80;
+            continue;
+        }
+        log_msg(LOG_SUBSCRIBE, "%s %d %s", s->client_id, o.qos, f);
+        rc[i] = o.qos;
+        /* Retained messages: never for shared subscriptions; retain
+         * handling 1 only for a new subscription, 2 never (MQTT-3.3.1-9..11). */
+        bool send_retained = !shared && (o.retain_handling == 0 ||
+                                         (o.retain_handling == 1 && added == 1));
+        if (send_retained) {
+            size_t mlen;
+            char *mf = mounted(c, inner.p, inner.len, &mlen);
+            if (mf) {
+                retain_match(b->retain, mf, mlen, collect_retained, &ret);
+                free(mf);
+            }
+        }
+        rs[i].to = ret.n;
+        rs[i].o = o;
+        free(f);
+        i++;
+    }
+    struct mqtt_packet ack = {.type = MQTT_SUBACK, .packet_id = p->packet_id};
+    ack.ack_list.codes = rc;
+    ack.ack_list.count = i;
+    conn_send(c, &ack);
+    /* Retained messages go after the SUBACK, with retain set (MQTT-3.3.1-8). */
+    for (uint32_t k = 0; k < i; k++) {
+        for (size_t j = rs[k].from; j < rs[k].to; j++) {
+            struct msg *m = ret.v[j];
+            struct deliv d = {.m = m, .retain = true};
+            d.qos = cfg->upgrade_outgoing_qos ? rs[k].o.qos
+                                              : (m->qos < rs[k].o.qos ? m->qos : rs[k].o.qos);
+            if (rs[k].o.sub_id) {
+                d.nsub = 1;
+                d.subid = rs[k].o.sub_id;
+            }
+            session_deliver(s, &d);
+        }
+    }
+    free(ret.v);
+    free(rs);
+    if (rc != codes)
+        free(rc);
+}
+
+static void handle_unsubscribe(struct conn *c, struct mqtt_packet *p) {
+    struct session *s = c->s;
+    uint8_t codes[256];
+    uint8_t *rc = p->unsubscribe.count <= sizeof(codes) ? codes : malloc(p->unsubscribe.count);
+    if (!rc) {
+        proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
+        return;
+    }
+    uint32_t off = 0, i = 0;
+    struct mqtt_str f;
+    while (mqtt_unsub_next(p, &off, &f)) {
+        size_t flen;
+        int shared;
+        struct mqtt_str inner;
+        char *full = full_filter(c, &f, &flen, &shared, &inner);
+        int r = full ? session_sub_remove(s, full, flen) : 0;
+        if (full)
+            log_msg(LOG_UNSUBSCRIBE, "%s %s", s->client_id, full);
+        free(full);
+        rc[i++] = r == 1 ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+    }
+    struct mqtt_packet ack = {.type = MQTT_UNSUBACK, .packet_id = p->packet_id};
+    ack.ack_list.codes = rc;
+    ack.ack_list.count = c->version == MQTT_V5 ? i : 0;
+    conn_send(c, &ack);
+    if (rc != codes)
+        free(rc);
+}
+
+/* ---- DISCONNECT ------------------------------------------------------- */
+
+static void handle_disconnect(struct conn *c, struct mqtt_packet *p) {
+    struct session *s = c->s;
+    if (c->version == MQTT_V5) {
+        if (p->props.present & PROP(SESSION_EXPIRY)) {
+            if (c->session_expiry_in == 0 && p->props.session_expiry != 0) {
+                /* MQTT-3.14.2-2 */
+                proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "session expiry set after 0");
+                return;
+            }
+            s->expiry = p->props.session_expiry;
+        }
+        /* 0x04: disconnect with will message (MQTT-3.14.4-3 otherwise). */
+        c->will_pending = p->reason == MQTT_RC_DISCONNECT_WITH_WILL;
+    } else {
+        c->will_pending = false;
+    }
+    conn_close(c, "client disconnected");
+}
+
+void proto_packet(struct conn *c, struct mqtt_packet *p, const uint8_t *raw, size_t rawlen) {
+    (void)raw;
+    (void)rawlen;
+    if (p->type == MQTT_CONNECT) {
+        handle_connect(c, p);
+        return;
+    }
+    if (c->state != CS_CONNECTED) {
+        proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "first packet is not CONNECT"); /* MQTT-3.1.0-1 */
+        return;
+    }
+    switch (p->type) {
+    case MQTT_PUBLISH:
+        handle_publish(c, p);
+        break;
+    case MQTT_PUBACK:
+    case MQTT_PUBREC:
+    case MQTT_PUBCOMP:
+        session_puback(c->s, p->packet_id, p->type, p->reason);
+        break;
+    case MQTT_PUBREL:
+        handle_pubrel(c, p);
+        break;
+    case MQTT_SUBSCRIBE:
+        handle_subscribe(c, p);
+        break;
+    case MQTT_UNSUBSCRIBE:
+        handle_unsubscribe(c, p);
+        break;
+    case MQTT_PINGREQ: {
+        struct mqtt_packet r = {.type = MQTT_PINGRESP};
+        conn_send(c, &r); /* MQTT-3.12.4-1 */
+        break;
+    }
+    case MQTT_DISCONNECT:
+        handle_disconnect(c, p);
+        break;
+    case MQTT_AUTH:
+        /* No authentication method was agreed in CONNECT. */
+        proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "AUTH without an authentication method");
+        break;
+    default:
+        proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "unexpected packet");
+        break;
+    }
+}

@@ -1,0 +1,132 @@
+/*
+ * Routing: from one published message to every matching session. The tree
+ * reports each matching subscription; subscriptions of one session are
+ * merged into one delivery (highest QoS, every subscription identifier,
+ * MQTT-3.3.4-3..5); shared groups give one member each. Sessions of this
+ * worker get the message at once, others through their worker's inbox.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "broker/broker.h"
+
+static void collect(void *ctx, void *owner, const struct sub_opts *opts, bool shared) {
+    struct worker *w = ctx;
+    if (w->nmatches == w->capmatches) {
+        size_t n = w->capmatches ? w->capmatches * 2 : 64;
+        struct match *m = realloc(w->matches, n * sizeof(*m));
+        if (!m)
+            return; /* out of memory: this receiver misses the message */
+        w->matches = m;
+        w->capmatches = n;
+    }
+    struct session *s = owner;
+    /* The tree's lock keeps s alive now; the reference keeps it alive after. */
+    session_ref(s);
+    w->matches[w->nmatches++] = (struct match){s, *opts, shared};
+}
+
+static int by_session(const void *a, const void *b) {
+    const struct match *x = a, *y = b;
+    if (x->shared != y->shared)
+        return x->shared - y->shared;
+    if (x->s != y->s)
+        return (uintptr_t)x->s < (uintptr_t)y->s ? -1 : 1;
+    return 0;
+}
+
+static void dispatch(struct worker *w, struct session *s, struct deliv *d) {
+    if (s->w == w) {
+        session_deliver(s, d);
+        session_unref(s);
+        return;
+    }
+    struct item *it = malloc(sizeof(*it));
+    if (!it) {
+        deliv_clear(d);
+        session_unref(s);
+        return;
+    }
+    it->kind = IT_DELIVER;
+    it->s = s; /* the reference taken in collect moves to the item */
+    it->c = NULL;
+    it->d = *d;
+    worker_post(w, s->w, it);
+}
+
+size_t route_publish(struct worker *w, struct msg *m) {
+    struct broker *b = w->b;
+    w->nmatches = 0;
+    sub_tree_match(b->subs, m->topic, m->topic_len, collect, w);
+    size_t n = w->nmatches, delivered = 0;
+    if (n > 1)
+        qsort(w->matches, n, sizeof(*w->matches), by_session);
+    bool upgrade = b->cfg->upgrade_outgoing_qos;
+    for (size_t i = 0; i < n;) {
+        struct match *first = &w->matches[i];
+        struct session *s = first->s;
+        size_t j = i;
+        uint8_t qos = 0;
+        bool any = false, rap = false;
+        uint32_t nsub = 0;
+        uint32_t subid = 0;
+        /* Merge the run of non-shared matches of one session. */
+        size_t end = i + 1;
+        if (!first->shared)
+            while (end < n && !w->matches[end].shared && w->matches[end].s == s)
+                end++;
+        for (j = i; j < end; j++) {
+            struct match *mt = &w->matches[j];
+            if (mt->opts.no_local && m->origin == s)
+                continue; /* MQTT-3.8.3-3 */
+            any = true;
+            if (mt->opts.qos > qos)
+                qos = mt->opts.qos;
+            if (mt->opts.retain_as_published)
+                rap = true;
+            if (mt->opts.sub_id)
+                nsub++, subid = mt->opts.sub_id;
+        }
+        if (!any) {
+            for (j = i; j < end; j++)
+                session_unref(w->matches[j].s);
+            i = end;
+            continue;
+        }
+        struct deliv d = {.m = msg_ref(m)};
+        d.qos = upgrade ? qos : (m->qos < qos ? m->qos : qos);
+        d.retain = rap && m->retain; /* MQTT-3.3.1-12, -13 */
+        d.nsub = (uint16_t)nsub;
+        if (nsub == 1) {
+            d.subid = subid;
+        } else if (nsub > 1) {
+            d.subids = malloc(nsub * sizeof(uint32_t));
+            if (!d.subids) {
+                d.nsub = 0;
+            } else {
+                uint32_t k = 0;
+                for (j = i; j < end; j++) {
+                    struct match *mt = &w->matches[j];
+                    if (mt->opts.sub_id && !(mt->opts.no_local && m->origin == s))
+                        d.subids[k++] = mt->opts.sub_id;
+                }
+            }
+        }
+        /* One reference per run goes with the delivery; drop the others. */
+        for (j = i + 1; j < end; j++)
+            session_unref(w->matches[j].s);
+        dispatch(w, s, &d);
+        delivered++;
+        i = end;
+    }
+    w->nmatches = 0;
+    atomic_fetch_add_explicit(&w->msgs_in, 1, memory_order_relaxed);
+    return delivered;
+}
+
+void route_will(struct worker *w, struct msg *m) {
+    if (m->retain && w->b->cfg->retain_available)
+        retain_set(w->b->retain, m);
+    route_publish(w, m);
+}

@@ -1,0 +1,475 @@
+/*
+ * Sessions: subscriptions, the outgoing QoS 1/2 window and queue, incoming
+ * QoS 2 state, the will and the expiry. All of it is touched only by the
+ * owning worker's thread.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "broker/broker.h"
+
+/* Above this many unsent bytes on a connection, QoS 0 messages are dropped
+ * and QoS 1/2 wait in the session queue (slow consumer protection). */
+#define OUT_HIGH_WATER (4u << 20)
+
+struct session *session_new(struct worker *w, const char *id, size_t len) {
+    struct session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->client_id = malloc(len + 1);
+    if (!s->client_id) {
+        free(s);
+        return NULL;
+    }
+    memcpy(s->client_id, id, len);
+    s->client_id[len] = 0;
+    s->id_len = len;
+    s->w = w;
+    s->next_pid = 1;
+    atomic_init(&s->refs, 1); /* the registry's */
+    if (strmap_put(&w->sessions, s->client_id, len, s) < 0) {
+        free(s->client_id);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void session_ref(struct session *s) {
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+void deliv_clear(struct deliv *d) {
+    msg_unref(d->m);
+    d->m = NULL;
+    if (d->nsub > 1)
+        free(d->subids);
+    d->subids = NULL;
+    d->nsub = 0;
+}
+
+static void drop_queues(struct session *s) {
+    for (uint32_t i = 0; i < s->ninflight; i++)
+        deliv_clear(&s->inflight[i]);
+    s->ninflight = 0;
+    for (uint32_t i = 0; i < s->qlen; i++)
+        deliv_clear(&s->queue[(s->qhead + i) % s->qcap]);
+    s->qlen = s->qhead = 0;
+    s->qbytes = 0;
+    s->nin_pids = 0;
+}
+
+void session_unref(struct session *s) {
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    drop_queues(s);
+    free(s->inflight);
+    free(s->queue);
+    free(s->in_pids);
+    msg_unref(s->will);
+    struct sess_sub *sub = s->subs;
+    while (sub) {
+        struct sess_sub *n = sub->next;
+        free(sub);
+        sub = n;
+    }
+    free(s->client_id);
+    free(s);
+}
+
+/* ---- subscriptions ----------------------------------------------------- */
+
+int session_sub_add(struct session *s, const char *filter, size_t len, const struct sub_opts *o) {
+    struct broker *b = s->w->b;
+    for (struct sess_sub *x = s->subs; x; x = x->next) {
+        if (x->len == len && memcmp(x->filter, filter, len) == 0) {
+            x->opts = *o;
+            if (sub_tree_add(b->subs, filter, len, s, o) < 0)
+                return -1;
+            return 0;
+        }
+    }
+    struct sess_sub *x = malloc(sizeof(*x) + len + 1);
+    if (!x)
+        return -1;
+    x->opts = *o;
+    x->len = (uint16_t)len;
+    memcpy(x->filter, filter, len);
+    x->filter[len] = 0;
+    if (sub_tree_add(b->subs, filter, len, s, o) < 0) {
+        free(x);
+        return -1;
+    }
+    x->next = s->subs;
+    s->subs = x;
+    s->nsubs++;
+    return 1;
+}
+
+bool session_has_sub(struct session *s, const char *filter, size_t len) {
+    for (struct sess_sub *x = s->subs; x; x = x->next)
+        if (x->len == len && memcmp(x->filter, filter, len) == 0)
+            return true;
+    return false;
+}
+
+int session_sub_remove(struct session *s, const char *filter, size_t len) {
+    for (struct sess_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
+        struct sess_sub *x = *pp;
+        if (x->len == len && memcmp(x->filter, filter, len) == 0) {
+            sub_tree_remove(s->w->b->subs, filter, len, s);
+            *pp = x->next;
+            free(x);
+            s->nsubs--;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void session_subs_clear(struct session *s) {
+    while (s->subs) {
+        struct sess_sub *x = s->subs;
+        sub_tree_remove(s->w->b->subs, x->filter, x->len, s);
+        s->subs = x->next;
+        free(x);
+    }
+    s->nsubs = 0;
+}
+
+/* ---- timers (will delay, session expiry) ------------------------------ */
+
+void session_timer_add(struct session *s) {
+    if (s->on_timer_list)
+        return;
+    session_ref(s);
+    s->on_timer_list = true;
+    s->timer_next = s->w->timed;
+    s->w->timed = s;
+}
+
+static void publish_will(struct session *s) {
+    struct msg *will = s->will;
+    s->will = NULL;
+    s->will_at = 0;
+    if (!will)
+        return;
+    log_info("Publishing will of client %s on '%s'.", s->client_id, will->topic);
+    route_will(s->w, will);
+    msg_unref(will);
+}
+
+void session_end(struct session *s) {
+    if (s->dead)
+        return;
+    /* A will still waiting for its delay goes out when the session ends. */
+    if (s->will_at)
+        publish_will(s);
+    s->dead = true;
+    session_subs_clear(s);
+    drop_queues(s);
+    msg_unref(s->will);
+    s->will = NULL;
+    if (strmap_get(&s->w->sessions, s->client_id, s->id_len) == s)
+        strmap_del(&s->w->sessions, s->client_id, s->id_len);
+    session_unref(s);
+}
+
+void session_timers(struct worker *w, int64_t now) {
+    struct session **pp = &w->timed;
+    while (*pp) {
+        struct session *s = *pp;
+        if (!s->dead && s->will_at && now >= s->will_at)
+            publish_will(s);
+        if (!s->dead && !s->conn && s->expire_at && now >= s->expire_at) {
+            log_info("Session of client %s expired.", s->client_id);
+            session_end(s);
+        }
+        bool pending = !s->dead && !s->conn && (s->will_at || s->expire_at);
+        if (!pending) {
+            *pp = s->timer_next;
+            s->on_timer_list = false;
+            session_unref(s);
+        } else {
+            pp = &s->timer_next;
+        }
+    }
+}
+
+void session_detach(struct session *s, bool publish) {
+    struct broker *b = s->w->b;
+    int64_t now = ev_now(s->w->loop);
+    if (publish && s->will) {
+        if (s->will_delay == 0 || s->expiry == 0) {
+            publish_will(s);
+        } else {
+            uint32_t delay = s->will_delay < s->expiry ? s->will_delay : s->expiry;
+            s->will_at = now + (int64_t)delay * 1000;
+            session_timer_add(s);
+        }
+    } else {
+        msg_unref(s->will);
+        s->will = NULL;
+        s->will_at = 0;
+    }
+    if (s->expiry == 0) {
+        session_end(s);
+        return;
+    }
+    if (s->expiry != UINT32_MAX) {
+        s->expire_at = now + (int64_t)s->expiry * 1000;
+        session_timer_add(s);
+    }
+    (void)b;
+}
+
+/* ---- outgoing messages -------------------------------------------------- */
+
+static uint32_t window(struct session *s) {
+    uint32_t w = s->w->b->cfg->max_inflight_messages;
+    if (w == 0 || w > 65535)
+        w = 65535;
+    if (s->conn && s->conn->receive_max_out && s->conn->receive_max_out < w)
+        w = s->conn->receive_max_out;
+    return w;
+}
+
+static bool pid_in_use(struct session *s, uint16_t pid) {
+    for (uint32_t i = 0; i < s->ninflight; i++)
+        if (s->inflight[i].pid == pid)
+            return true;
+    return false;
+}
+
+static uint16_t next_pid(struct session *s) {
+    for (int tries = 0; tries < 65536; tries++) {
+        uint16_t pid = s->next_pid++;
+        if (s->next_pid == 0)
+            s->next_pid = 1;
+        if (pid && !pid_in_use(s, pid))
+            return pid;
+    }
+    return 0;
+}
+
+/*
+ * Encode and queue one PUBLISH for the session's connection. Returns 0 when
+ * sent, 1 when the client's maximum packet size forbids it (the message is
+ * discarded for this client, MQTT-3.1.2-25), -1 on error.
+ */
+static int send_publish(struct session *s, const struct deliv *d, bool dup) {
+    struct conn *c = s->conn;
+    struct msg *m = d->m;
+    const char *topic = m->topic;
+    size_t tlen = m->topic_len;
+    const char *mount = c->ls->cfg->mount_point;
+    if (mount) {
+        size_t ml = strlen(mount);
+        if (tlen >= ml && memcmp(topic, mount, ml) == 0) {
+            topic += ml;
+            tlen -= ml;
+        }
+    }
+    struct mqtt_packet p = {.type = MQTT_PUBLISH, .packet_id = d->pid};
+    p.publish.topic = (struct mqtt_str){(const uint8_t *)topic, (uint32_t)tlen};
+    p.publish.qos = d->qos;
+    p.publish.retain = d->retain;
+    p.publish.dup = dup;
+    p.publish.payload = (struct mqtt_str){m->payload, m->payload_len};
+    if (c->version == MQTT_V5) {
+        p.props = m->props;
+        int64_t left = msg_remaining_expiry(m, msg_now_ms());
+        if (left > 0) {
+            p.props.present |= MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY);
+            p.props.message_expiry = (uint32_t)left;
+        }
+        if (d->nsub) {
+            p.props.present |= MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID);
+            p.props.sub_id_count = d->nsub;
+            p.props.sub_ids = d->nsub == 1 ? &d->subid : d->subids;
+        }
+    }
+    uint8_t head[512];
+    size_t n = mqtt_encode_publish_head(head, sizeof(head), c->version, &p);
+    if (!n)
+        return -1;
+    if (c->max_packet_out && n + m->payload_len > c->max_packet_out)
+        return 1;
+    if (n <= sizeof(head)) {
+        if (conn_write(c, head, n) < 0)
+            return -1;
+    } else {
+        uint8_t *big = malloc(n);
+        if (!big)
+            return -1;
+        mqtt_encode_publish_head(big, n, c->version, &p);
+        int r = conn_write(c, big, n);
+        free(big);
+        if (r < 0)
+            return -1;
+    }
+    if (conn_write_payload(c, m) < 0)
+        return -1;
+    atomic_fetch_add_explicit(&s->w->msgs_out, 1, memory_order_relaxed);
+    return 0;
+}
+
+static void send_pubrel(struct session *s, uint16_t pid) {
+    struct mqtt_packet p = {.type = MQTT_PUBREL, .packet_id = pid};
+    conn_send(s->conn, &p);
+}
+
+static bool online(struct session *s) {
+    return s->conn && s->conn->state == CS_CONNECTED;
+}
+
+static int queue_push(struct session *s, struct deliv *d) {
+    struct config_limits {
+        uint32_t msgs;
+        uint64_t bytes;
+    } lim = {(uint32_t)s->w->b->cfg->max_queued_messages,
+             (uint64_t)s->w->b->cfg->max_queued_bytes};
+    if ((lim.msgs && s->qlen >= lim.msgs) ||
+        (lim.bytes && s->qbytes + d->m->payload_len > lim.bytes)) {
+        atomic_fetch_add_explicit(&s->w->dropped, 1, memory_order_relaxed);
+        return -1;
+    }
+    if (s->qlen == s->qcap) {
+        uint32_t n = s->qcap ? s->qcap * 2 : 8;
+        struct deliv *q = malloc(n * sizeof(*q));
+        if (!q)
+            return -1;
+        for (uint32_t i = 0; i < s->qlen; i++)
+            q[i] = s->queue[(s->qhead + i) % s->qcap];
+        free(s->queue);
+        s->queue = q;
+        s->qcap = n;
+        s->qhead = 0;
+    }
+    s->queue[(s->qhead + s->qlen) % s->qcap] = *d;
+    s->qlen++;
+    s->qbytes += d->m->payload_len;
+    return 0;
+}
+
+static int inflight_push(struct session *s, struct deliv *d) {
+    if (s->ninflight == s->capinflight) {
+        uint32_t n = s->capinflight ? s->capinflight * 2 : 4;
+        struct deliv *a = realloc(s->inflight, n * sizeof(*a));
+        if (!a)
+            return -1;
+        s->inflight = a;
+        s->capinflight = n;
+    }
+    s->inflight[s->ninflight++] = *d;
+    return 0;
+}
+
+/* Send d now (the caller checked the window); takes d's contents. */
+static void send_now(struct session *s, struct deliv *d) {
+    if (d->qos == 0) {
+        send_publish(s, d, false);
+        deliv_clear(d);
+        return;
+    }
+    d->pid = next_pid(s);
+    d->state = d->qos == 1 ? DS_WAIT_PUBACK : DS_WAIT_PUBREC;
+    int r = send_publish(s, d, false);
+    if (r != 0 || inflight_push(s, d) < 0)
+        deliv_clear(d); /* too large for this client: discarded */
+}
+
+void session_deliver(struct session *s, struct deliv *d) {
+    if (s->dead || msg_remaining_expiry(d->m, msg_now_ms()) == 0) {
+        deliv_clear(d);
+        return;
+    }
+    struct broker *b = s->w->b;
+    if (online(s)) {
+        struct conn *c = s->conn;
+        if (d->qos == 0) {
+            if (c->out_bytes > OUT_HIGH_WATER) {
+                atomic_fetch_add_explicit(&s->w->dropped, 1, memory_order_relaxed);
+                deliv_clear(d);
+            } else {
+                send_now(s, d);
+            }
+            return;
+        }
+        if (s->qlen == 0 && s->ninflight < window(s) && c->out_bytes <= OUT_HIGH_WATER) {
+            send_now(s, d);
+            return;
+        }
+    } else if (d->qos == 0 && !b->cfg->queue_qos0_messages) {
+        deliv_clear(d);
+        return;
+    }
+    if (queue_push(s, d) < 0)
+        deliv_clear(d);
+}
+
+void session_pump(struct session *s) {
+    if (!online(s))
+        return;
+    uint32_t win = window(s);
+    while (s->qlen && s->conn->out_bytes <= OUT_HIGH_WATER) {
+        struct deliv *head = &s->queue[s->qhead];
+        if (head->qos > 0 && s->ninflight >= win)
+            break;
+        if (msg_remaining_expiry(head->m, msg_now_ms()) == 0) {
+            deliv_clear(head);
+        } else {
+            struct deliv d = *head;
+            s->qbytes -= d.m->payload_len;
+            send_now(s, &d);
+        }
+        s->qhead = (s->qhead + 1) % s->qcap;
+        s->qlen--;
+    }
+}
+
+void session_resend(struct session *s) {
+    /* MQTT-4.4.0-1: unacknowledged PUBLISH (DUP) and PUBREL, in order. */
+    for (uint32_t i = 0; i < s->ninflight;) {
+        struct deliv *d = &s->inflight[i];
+        if (d->state == DS_WAIT_PUBCOMP) {
+            send_pubrel(s, d->pid);
+        } else if (msg_remaining_expiry(d->m, msg_now_ms()) == 0 || send_publish(s, d, true)) {
+            deliv_clear(d);
+            memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
+            s->ninflight--;
+            continue;
+        }
+        i++;
+    }
+}
+
+void session_puback(struct session *s, uint16_t pid, uint8_t type, uint8_t reason) {
+    for (uint32_t i = 0; i < s->ninflight; i++) {
+        struct deliv *d = &s->inflight[i];
+        if (d->pid != pid)
+            continue;
+        bool done = false;
+        if (type == MQTT_PUBACK && d->state == DS_WAIT_PUBACK) {
+            done = true;
+        } else if (type == MQTT_PUBREC &&
+                   (d->state == DS_WAIT_PUBREC || d->state == DS_WAIT_PUBCOMP)) {
+            if (reason >= 0x80) {
+                done = true; /* MQTT 5: the client refused it; no PUBREL */
+            } else {
+                d->state = DS_WAIT_PUBCOMP;
+                send_pubrel(s, pid);
+            }
+        } else if (type == MQTT_PUBCOMP && d->state == DS_WAIT_PUBCOMP) {
+            done = true;
+        }
+        if (done) {
+            deliv_clear(d);
+            memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
+            s->ninflight--;
+            session_pump(s);
+        }
+        return;
+    }
+}

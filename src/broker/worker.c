@@ -1,0 +1,694 @@
+/*
+ * Workers: the per-thread event loop, connections' input and output, and
+ * the cross-thread inbox.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "broker/broker.h"
+
+#define READ_CHUNK (64 * 1024)
+/* Payloads at least this long are written by reference (writev), shorter
+ * ones are copied: a copy is cheaper than an iovec for small messages. */
+#define PAYLOAD_BY_REF 1024
+/* Largest packet accepted before CONNECT is handled. */
+#define PRECONNECT_MAX (256 * 1024)
+
+/* ---- output ---------------------------------------------------------- */
+
+static int seg_push(struct conn *c, struct msg *m, uint32_t off, uint32_t len) {
+    /* Extend the last byte segment when possible. */
+    if (!m && c->nsegs) {
+        struct oseg *last = &c->segs[c->seghead + c->nsegs - 1];
+        if (!last->m && last->off + last->len == off) {
+            last->len += len;
+            return 0;
+        }
+    }
+    if (c->seghead + c->nsegs == c->capsegs) {
+        if (c->seghead) {
+            memmove(c->segs, c->segs + c->seghead, c->nsegs * sizeof(*c->segs));
+            c->seghead = 0;
+        } else {
+            uint32_t n = c->capsegs ? c->capsegs * 2 : 8;
+            struct oseg *s = realloc(c->segs, n * sizeof(*s));
+            if (!s)
+                return -1;
+            c->segs = s;
+            c->capsegs = n;
+        }
+    }
+    c->segs[c->seghead + c->nsegs++] = (struct oseg){m, off, len};
+    return 0;
+}
+
+void conn_mark_dirty(struct conn *c) {
+    if (!c->dirty && c->state != CS_CLOSING) {
+        c->dirty = true;
+        c->dirty_next = c->w->dirty;
+        c->w->dirty = c;
+    }
+}
+
+static int wbuf_reserve(struct conn *c, size_t len) {
+    if (c->wlen + len <= c->wcap)
+        return 0;
+    size_t n = c->wcap ? c->wcap : 512;
+    while (n < c->wlen + len)
+        n *= 2;
+    uint8_t *p = realloc(c->wbuf, n);
+    if (!p)
+        return -1;
+    c->wbuf = p;
+    c->wcap = n;
+    return 0;
+}
+
+int conn_write(struct conn *c, const void *p, size_t len) {
+    if (c->state == CS_CLOSING || !len)
+        return 0;
+    if (wbuf_reserve(c, len) < 0)
+        return -1;
+    memcpy(c->wbuf + c->wlen, p, len);
+    if (seg_push(c, NULL, (uint32_t)c->wlen, (uint32_t)len) < 0)
+        return -1;
+    c->wlen += len;
+    c->out_bytes += len;
+    conn_mark_dirty(c);
+    return 0;
+}
+
+int conn_write_payload(struct conn *c, struct msg *m) {
+    if (c->state == CS_CLOSING || !m->payload_len)
+        return 0;
+    if (m->payload_len < PAYLOAD_BY_REF)
+        return conn_write(c, m->payload, m->payload_len);
+    if (seg_push(c, m, 0, m->payload_len) < 0)
+        return -1;
+    msg_ref(m);
+    c->out_bytes += m->payload_len;
+    conn_mark_dirty(c);
+    return 0;
+}
+
+int conn_send(struct conn *c, const struct mqtt_packet *p) {
+    uint8_t stack[256];
+    size_t n = mqtt_encode(stack, sizeof(stack), c->version, p);
+    if (!n)
+        return -1;
+    if (n <= sizeof(stack))
+        return conn_write(c, stack, n);
+    if (c->state == CS_CLOSING)
+        return 0;
+    if (wbuf_reserve(c, n) < 0)
+        return -1;
+    mqtt_encode(c->wbuf + c->wlen, n, c->version, p);
+    if (seg_push(c, NULL, (uint32_t)c->wlen, (uint32_t)n) < 0)
+        return -1;
+    c->wlen += n;
+    c->out_bytes += n;
+    conn_mark_dirty(c);
+    return 0;
+}
+
+static void out_reset(struct conn *c) {
+    for (uint32_t i = 0; i < c->nsegs; i++)
+        if (c->segs[c->seghead + i].m)
+            msg_unref(c->segs[c->seghead + i].m);
+    c->nsegs = c->seghead = c->segoff = 0;
+    c->wlen = 0;
+    c->out_bytes = 0;
+}
+
+/* Write as much as the socket takes. Returns -1 if the connection failed. */
+static int conn_flush(struct conn *c) {
+    while (c->nsegs) {
+        struct iovec iov[64];
+        int n = 0;
+        for (uint32_t i = 0; i < c->nsegs && n < 64; i++) {
+            struct oseg *s = &c->segs[c->seghead + i];
+            const uint8_t *base = s->m ? s->m->payload + s->off : c->wbuf + s->off;
+            uint32_t skip = i == 0 ? c->segoff : 0;
+            iov[n].iov_base = (void *)(base + skip);
+            iov[n].iov_len = s->len - skip;
+            n++;
+        }
+        ssize_t w = writev(c->fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                ev_io_set(c->w->loop, &c->io, EV_READ | EV_WRITE);
+                return 0;
+            }
+            return -1;
+        }
+        c->out_bytes -= (size_t)w;
+        size_t left = (size_t)w;
+        while (left && c->nsegs) {
+            struct oseg *s = &c->segs[c->seghead];
+            size_t rem = s->len - c->segoff;
+            if (left < rem) {
+                c->segoff += (uint32_t)left;
+                left = 0;
+                break;
+            }
+            left -= rem;
+            if (s->m)
+                msg_unref(s->m);
+            c->seghead++;
+            c->nsegs--;
+            c->segoff = 0;
+        }
+    }
+    c->seghead = 0;
+    c->wlen = 0;
+    /* Idle connections keep no large buffers. */
+    if (c->wcap > 16384) {
+        free(c->wbuf);
+        c->wbuf = NULL;
+        c->wcap = 0;
+    }
+    ev_io_set(c->w->loop, &c->io, EV_READ);
+    return 0;
+}
+
+/* ---- connection life ------------------------------------------------- */
+
+static void conn_free(struct conn *c) {
+    out_reset(c);
+    free(c->wbuf);
+    free(c->segs);
+    free(c->in);
+    free(c->username);
+    if (c->aliases) {
+        for (uint16_t i = 0; i < c->nalias; i++)
+            free(c->aliases[i]);
+        free(c->aliases);
+    }
+    free(c);
+}
+
+static void list_remove(struct conn *c) {
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (c->w->conns == c)
+        c->w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+}
+
+static void list_add(struct worker *w, struct conn *c) {
+    c->w = w;
+    c->prev = NULL;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+}
+
+void conn_close(struct conn *c, const char *why) {
+    if (c->state == CS_CLOSING)
+        return;
+    struct worker *w = c->w;
+    if (c->s) {
+        const char *id = c->s->client_id;
+        if (why)
+            log_notice("Client %s [%s] disconnected: %s.", id, c->peer, why);
+        struct session *s = c->s;
+        c->s = NULL;
+        s->conn = NULL;
+        atomic_fetch_sub(&w->nclients, 1);
+        session_detach(s, c->will_pending);
+    } else if (why) {
+        log_notice("Connection from %s closed: %s.", c->peer, why);
+    }
+    /* Last words (a DISCONNECT) go out before the close. */
+    if (c->nsegs)
+        conn_flush(c);
+    c->state = CS_CLOSING;
+    ev_io_stop(w->loop, &c->io);
+    close(c->fd);
+    c->fd = -1;
+    if (c->counted)
+        atomic_fetch_sub(&c->ls->nconns, 1);
+    list_remove(c);
+    c->next = w->closed;
+    w->closed = c;
+}
+
+/* ---- input ----------------------------------------------------------- */
+
+/*
+ * Handle the complete packets in data[0..len); keep a partial one. `data`
+ * may be the worker's read buffer or the connection's own.
+ */
+void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
+    struct broker *b = c->w->b;
+    size_t off = 0;
+    while (off < len && c->state != CS_CLOSING) {
+        struct mqtt_frame f;
+        uint8_t reason = 0;
+        uint32_t limit = (uint32_t)b->cfg->max_packet_size; /* 0 = protocol maximum */
+        uint32_t max = limit;
+        if (c->state == CS_NEW && (!limit || limit > PRECONNECT_MAX))
+            max = PRECONNECT_MAX;
+        int r = mqtt_frame_parse(data + off, len - off, max, &f, &reason);
+        if (r == MQTT_AGAIN)
+            break;
+        if (r == MQTT_ERR) {
+            proto_fail(c, reason, reason == MQTT_RC_PACKET_TOO_LARGE ? "packet too large"
+                                                                     : "malformed packet");
+            return;
+        }
+        if (len - off < f.total)
+            break;
+        struct mqtt_packet p;
+        const uint8_t *raw = data + off;
+        r = mqtt_decode(raw, f.total, c->version, true, &p, &reason);
+        if (r != MQTT_OK) {
+            if (c->state == CS_NEW && reason == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION) {
+                /* Answer in the form the client can read (MQTT-3.1.2-2). */
+                struct mqtt_packet ack = {.type = MQTT_CONNACK};
+                uint8_t v = p.connect.version == MQTT_V5 ? MQTT_V5 : MQTT_V311;
+                c->version = v;
+                ack.reason = v == MQTT_V5 ? MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION
+                                          : MQTT_CONNACK_BAD_PROTOCOL;
+                conn_send(c, &ack);
+                conn_close(c, "unsupported protocol version");
+                return;
+            }
+            char why[96];
+            snprintf(why, sizeof(why), "protocol error in %s: %s", mqtt_type_name(f.type),
+                     mqtt_reason_text(reason));
+            proto_fail(c, reason, why);
+            return;
+        }
+        off += f.total;
+        c->last_rx = ev_now(c->w->loop);
+        struct worker *before = c->w;
+        proto_packet(c, &p, raw, f.total);
+        if (c->w != before || c->state == CS_NEW) {
+            /* Handed to another worker (CONNECT), or waiting: the rest of
+             * the bytes go with the connection. */
+            if (c->state == CS_CLOSING)
+                return;
+            if (c->w != before) {
+                /* proto_packet left the CONNECT unconsumed for the owner. */
+                off -= f.total;
+                size_t rest = len - off;
+                if (data != c->in) {
+                    uint8_t *p2 = malloc(rest);
+                    if (!p2) {
+                        conn_close(c, "out of memory");
+                        return;
+                    }
+                    memcpy(p2, data + off, rest);
+                    free(c->in);
+                    c->in = p2;
+                    c->inlen = c->incap = rest;
+                } else {
+                    memmove(c->in, c->in + off, rest);
+                    c->inlen = rest;
+                }
+                return;
+            }
+        }
+    }
+    if (c->state == CS_CLOSING)
+        return;
+    /* Keep the partial packet. */
+    size_t rest = len - off;
+    if (data == c->in) {
+        if (rest && off)
+            memmove(c->in, c->in + off, rest);
+        c->inlen = rest;
+        if (!rest) {
+            free(c->in);
+            c->in = NULL;
+            c->incap = 0;
+        }
+    } else if (rest) {
+        size_t cap = rest < 1024 ? 1024 : rest;
+        c->in = malloc(cap);
+        if (!c->in) {
+            conn_close(c, "out of memory");
+            return;
+        }
+        memcpy(c->in, data + off, rest);
+        c->inlen = rest;
+        c->incap = cap;
+    }
+}
+
+static void conn_readable(struct conn *c) {
+    struct worker *w = c->w;
+    for (int rounds = 0; rounds < 4 && c->state != CS_CLOSING && c->w == w; rounds++) {
+        uint8_t *dst;
+        size_t room;
+        if (c->inlen) {
+            /* Grow the partial-packet buffer toward what the packet needs. */
+            if (c->incap - c->inlen < READ_CHUNK / 4) {
+                size_t n = c->incap * 2;
+                if (n < c->inlen + READ_CHUNK)
+                    n = c->inlen + READ_CHUNK;
+                uint8_t *p = realloc(c->in, n);
+                if (!p) {
+                    conn_close(c, "out of memory");
+                    return;
+                }
+                c->in = p;
+                c->incap = n;
+            }
+            dst = c->in + c->inlen;
+            room = c->incap - c->inlen;
+        } else {
+            dst = w->rbuf;
+            room = w->rcap;
+        }
+        ssize_t r = read(c->fd, dst, room);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            conn_close(c, "socket error");
+            return;
+        }
+        if (r == 0) {
+            conn_close(c, c->s ? "connection closed by client" : "closed before CONNECT");
+            return;
+        }
+        if (c->inlen) {
+            c->inlen += (size_t)r;
+            conn_handle_input(c, c->in, c->inlen);
+        } else {
+            conn_handle_input(c, w->rbuf, (size_t)r);
+        }
+        if ((size_t)r < room)
+            return;
+    }
+}
+
+static void conn_event(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
+    (void)loop;
+    struct conn *c = io->data;
+    if (c->state == CS_CLOSING)
+        return;
+    if (events & EV_WRITE) {
+        if (conn_flush(c) < 0) {
+            conn_close(c, "socket error");
+            return;
+        }
+        if (c->s && !c->nsegs)
+            session_pump(c->s);
+    }
+    if (events & EV_READ)
+        conn_readable(c);
+}
+
+/* ---- accept ---------------------------------------------------------- */
+
+static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
+    (void)events;
+    struct worker *w = io->data;
+    struct lsock *ls = NULL;
+    for (size_t i = 0; i < w->b->nlsocks; i++)
+        if (w->b->lsocks[i].fd == io->fd)
+            ls = &w->b->lsocks[i];
+    if (!ls)
+        return;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                log_warn("Cannot accept: %s.", strerror(errno));
+            return;
+        }
+        char peer[64] = "?";
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            char ip[INET_ADDRSTRLEN];
+            inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+            snprintf(peer, sizeof(peer), "%s:%u", ip, ntohs(a->sin_port));
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            char ip[INET6_ADDRSTRLEN];
+            inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+            snprintf(peer, sizeof(peer), "[%s]:%u", ip, ntohs(a->sin6_port));
+        } else {
+            snprintf(peer, sizeof(peer), "%s", ls->cfg->unix_path ? ls->cfg->unix_path : "unix");
+        }
+        int n = atomic_fetch_add(&ls->nconns, 1) + 1;
+        if (ls->cfg->max_connections >= 0 && n > ls->cfg->max_connections) {
+            atomic_fetch_sub(&ls->nconns, 1);
+            log_notice("Refused connection from %s: max_connections (%d) reached.", peer,
+                       ls->cfg->max_connections);
+            close(fd);
+            continue;
+        }
+        if (ss.ss_family != AF_UNIX && w->b->cfg->set_tcp_nodelay) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
+        struct conn *c = calloc(1, sizeof(*c));
+        if (!c) {
+            atomic_fetch_sub(&ls->nconns, 1);
+            close(fd);
+            continue;
+        }
+        c->fd = fd;
+        c->ls = ls;
+        c->counted = true;
+        c->state = CS_NEW;
+        c->last_rx = ev_now(loop);
+        snprintf(c->peer, sizeof(c->peer), "%s", peer);
+        list_add(w, c);
+        if (ev_io_start(loop, &c->io, fd, EV_READ, conn_event, c) < 0) {
+            conn_close(c, "epoll failed");
+            continue;
+        }
+        log_notice("New connection from %s on port %d.", peer, ls->cfg->port);
+    }
+}
+
+/* ---- cross-thread ---------------------------------------------------- */
+
+void worker_post(struct worker *from, struct worker *to, struct item *it) {
+    it->next = NULL;
+    if (from) {
+        /* Collected, handed over at the end of the turn in one batch. */
+        if (from->out_tail[to->id])
+            from->out_tail[to->id]->next = it;
+        else
+            from->out_head[to->id] = it;
+        from->out_tail[to->id] = it;
+        from->out_pending = true;
+        return;
+    }
+    pthread_mutex_lock(&to->inbox_lock);
+    if (to->inbox_tail)
+        to->inbox_tail->next = it;
+    else
+        to->inbox_head = it;
+    to->inbox_tail = it;
+    pthread_mutex_unlock(&to->inbox_lock);
+    ev_wake(to->loop);
+}
+
+void route_flush(struct worker *w) {
+    if (!w->out_pending)
+        return;
+    w->out_pending = false;
+    for (int i = 0; i < w->b->nworkers; i++) {
+        struct item *h = w->out_head[i];
+        if (!h)
+            continue;
+        struct worker *to = &w->b->workers[i];
+        pthread_mutex_lock(&to->inbox_lock);
+        if (to->inbox_tail)
+            to->inbox_tail->next = h;
+        else
+            to->inbox_head = h;
+        to->inbox_tail = w->out_tail[i];
+        pthread_mutex_unlock(&to->inbox_lock);
+        w->out_head[i] = w->out_tail[i] = NULL;
+        ev_wake(to->loop);
+    }
+}
+
+static void adopt(struct worker *w, struct conn *c) {
+    list_add(w, c);
+    if (ev_io_start(w->loop, &c->io, c->fd, EV_READ, conn_event, c) < 0) {
+        conn_close(c, "epoll failed");
+        return;
+    }
+    /* The CONNECT (and anything after it) waits in c->in. */
+    if (c->inlen)
+        conn_handle_input(c, c->in, c->inlen);
+}
+
+static void on_inbox(struct ev_loop *loop, void *data) {
+    (void)loop;
+    struct worker *w = data;
+    pthread_mutex_lock(&w->inbox_lock);
+    struct item *it = w->inbox_head;
+    w->inbox_head = w->inbox_tail = NULL;
+    pthread_mutex_unlock(&w->inbox_lock);
+    while (it) {
+        struct item *next = it->next;
+        if (it->kind == IT_DELIVER) {
+            session_deliver(it->s, &it->d);
+            session_unref(it->s);
+        } else {
+            adopt(w, it->c);
+        }
+        free(it);
+        it = next;
+    }
+    if (atomic_load(&w->b->stopping))
+        ev_stop(w->loop);
+}
+
+/* ---- periodic and end of turn ---------------------------------------- */
+
+static void on_tick(struct ev_loop *loop, void *data) {
+    struct worker *w = data;
+    int64_t now = ev_now(loop);
+    int timeout = w->b->cfg->connect_timeout;
+    for (struct conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == CS_NEW) {
+            if (timeout > 0 && now - c->last_rx >= (int64_t)timeout * 1000)
+                conn_close(c, "no CONNECT in time");
+        } else if (c->state == CS_CONNECTED && c->keep_alive) {
+            /* MQTT-3.1.2-24: one and a half keep-alive periods. */
+            if (now - c->last_rx >= (int64_t)c->keep_alive * 1500)
+                proto_fail(c, MQTT_RC_KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+        }
+    }
+    session_timers(w, now);
+}
+
+static void on_after(struct ev_loop *loop, void *data) {
+    (void)loop;
+    struct worker *w = data;
+    while (w->dirty) {
+        struct conn *c = w->dirty;
+        w->dirty = c->dirty_next;
+        c->dirty = false;
+        if (c->state != CS_CLOSING && conn_flush(c) < 0)
+            conn_close(c, "socket error");
+    }
+    route_flush(w);
+    while (w->closed) {
+        struct conn *c = w->closed;
+        w->closed = c->next;
+        conn_free(c);
+    }
+}
+
+/* Close every connection (shutdown): MQTT 5 clients are told why. */
+static void worker_close_all(struct worker *w) {
+    while (w->conns) {
+        struct conn *c = w->conns;
+        if (c->state == CS_CONNECTED && c->version == MQTT_V5) {
+            struct mqtt_packet d = {.type = MQTT_DISCONNECT,
+                                    .reason = MQTT_RC_SERVER_SHUTTING_DOWN};
+            conn_send(c, &d);
+        }
+        /* The will is not published at shutdown: every client goes. */
+        c->will_pending = false;
+        conn_close(c, NULL);
+    }
+    on_after(w->loop, w);
+}
+
+static void *worker_main(void *arg) {
+    struct worker *w = arg;
+    ev_run(w->loop);
+    worker_close_all(w);
+    return NULL;
+}
+
+int worker_init(struct worker *w, struct broker *b, int id) {
+    memset(w, 0, sizeof(*w));
+    w->b = b;
+    w->id = id;
+    pthread_mutex_init(&w->inbox_lock, NULL);
+    strmap_init(&w->sessions);
+    w->loop = ev_loop_new();
+    w->rcap = READ_CHUNK;
+    w->rbuf = malloc(w->rcap);
+    w->out_head = calloc((size_t)b->nworkers, sizeof(*w->out_head));
+    w->out_tail = calloc((size_t)b->nworkers, sizeof(*w->out_tail));
+    if (!w->loop || !w->rbuf || !w->out_head || !w->out_tail)
+        return -1;
+    ev_set_wake(w->loop, on_inbox, w);
+    ev_set_after(w->loop, on_after, w);
+    ev_set_tick(w->loop, 250, on_tick, w);
+    return 0;
+}
+
+int worker_listen(struct worker *w, struct lsock *ls) {
+    return ev_io_start_exclusive(w->loop, &ls->ios[w->id], ls->fd, on_accept, w);
+}
+
+int worker_start(struct worker *w) {
+    return pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+static void end_session(void *ctx, void *val) {
+    (void)ctx;
+    struct session *s = val;
+    s->dead = true;
+    session_subs_clear(s);
+    session_unref(s);
+}
+
+void worker_free(struct worker *w) {
+    /* Undelivered items. */
+    struct item *it = w->inbox_head;
+    while (it) {
+        struct item *n = it->next;
+        if (it->kind == IT_DELIVER) {
+            deliv_clear(&it->d);
+            session_unref(it->s);
+        } else {
+            struct conn *c = it->c;
+            close(c->fd);
+            if (c->counted)
+                atomic_fetch_sub(&c->ls->nconns, 1);
+            conn_free(c);
+        }
+        free(it);
+        it = n;
+    }
+    while (w->timed) {
+        struct session *s = w->timed;
+        w->timed = s->timer_next;
+        s->on_timer_list = false;
+        session_unref(s);
+    }
+    strmap_each(&w->sessions, end_session, NULL);
+    strmap_free(&w->sessions);
+    free(w->rbuf);
+    free(w->out_head);
+    free(w->out_tail);
+    free(w->matches);
+    free(w->subid_scratch);
+    ev_loop_free(w->loop);
+    pthread_mutex_destroy(&w->inbox_lock);
+}
