@@ -1,0 +1,1486 @@
+/*
+ * mosquitto.conf parser. One table lists every directive hato recognises,
+ * with its scope (global, listener, security, bridge...) and value kind;
+ * generic code validates and stores the value, a few directives have their
+ * own handler. Lines are "KEY VALUE"; the value is the rest of the line,
+ * trimmed. Any doubt stops the load with "FILE:LINE: reason".
+ */
+#include "broker/config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#define MAX_LINE 65536
+#define MAX_FILE_SIZE (16L * 1024 * 1024)
+#define MQTT_MAX_PAYLOAD 268435455
+#define MQTT_MAX_PACKET 268435460 /* 1 + 4 + 268435455 */
+#define MAX_AUTO_ID_PREFIX 50
+
+/* ---- parser state and messages ---------------------------------------- */
+
+struct parser {
+    struct hato_config *cfg;
+    const char *file; /* interned in cfg->files */
+    int line;
+    int level; /* 0 = main file, 1 = included */
+    long cur;  /* index into cfg->listeners, -1 = the default listener */
+    char *err;
+    size_t errlen;
+    char *main_real; /* realpath of the main file, NULL for strings */
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static int fail(struct parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(struct parser *p, const char *fmt, ...) {
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    set_err(p->err, p->errlen, "%s:%d: %s", p->file, p->line, msg);
+    return -1;
+}
+
+static int add_warning_at(struct hato_config *cfg, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int add_warning_at(struct hato_config *cfg, const char *file, int line, const char *fmt,
+                          ...) {
+    char msg[768], full[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(full, sizeof full, "%s:%d: %s", file, line, msg);
+    char **w = realloc(cfg->warnings, (cfg->n_warnings + 1) * sizeof *w);
+    if (!w)
+        return -1;
+    cfg->warnings = w;
+    if (!(w[cfg->n_warnings] = strdup(full)))
+        return -1;
+    cfg->n_warnings++;
+    return 0;
+}
+
+static const char *intern_file(struct hato_config *cfg, const char *name) {
+    for (size_t i = 0; i < cfg->n_files; i++)
+        if (strcmp(cfg->files[i], name) == 0)
+            return cfg->files[i];
+    char **f = realloc(cfg->files, (cfg->n_files + 1) * sizeof *f);
+    if (!f)
+        return NULL;
+    cfg->files = f;
+    if (!(f[cfg->n_files] = strdup(name)))
+        return NULL;
+    return f[cfg->n_files++];
+}
+
+/* ---- listeners ---------------------------------------------------------- */
+
+static const size_t listener_strings[] = {
+    offsetof(struct hato_listener, bind_address),
+    offsetof(struct hato_listener, unix_path),
+    offsetof(struct hato_listener, bind_interface),
+    offsetof(struct hato_listener, mount_point),
+    offsetof(struct hato_listener, protocol),
+    offsetof(struct hato_listener, http_dir),
+    offsetof(struct hato_listener, cafile),
+    offsetof(struct hato_listener, capath),
+    offsetof(struct hato_listener, certfile),
+    offsetof(struct hato_listener, keyfile),
+    offsetof(struct hato_listener, tls_version),
+    offsetof(struct hato_listener, ciphers),
+    offsetof(struct hato_listener, ciphers_tls13),
+    offsetof(struct hato_listener, crlfile),
+    offsetof(struct hato_listener, dhparamfile),
+    offsetof(struct hato_listener, psk_hint),
+    offsetof(struct hato_listener, tls_engine),
+    offsetof(struct hato_listener, tls_engine_kpass_sha1),
+    offsetof(struct hato_listener, tls_keyform),
+    offsetof(struct hato_listener, auto_id_prefix),
+    offsetof(struct hato_listener, password_file),
+    offsetof(struct hato_listener, acl_file),
+    offsetof(struct hato_listener, psk_file),
+};
+#define N_LISTENER_STRINGS (sizeof listener_strings / sizeof listener_strings[0])
+
+static char **lstr(struct hato_listener *l, size_t off) {
+    return (char **)(void *)((char *)l + off);
+}
+
+static void listener_init(struct hato_listener *l, const char *file, int line) {
+    memset(l, 0, sizeof *l);
+    l->socket_domain = AF_UNSPEC;
+    l->max_connections = -1;
+    l->protocol = strdup("mqtt"); /* NULL after OOM is repaired by finish */
+    l->max_qos = 2;
+    l->max_topic_alias = 10;
+    l->max_topic_alias_broker = 10;
+    l->accept_protocol_versions = HATO_PROTO_ALL;
+    l->allow_anonymous = HATO_UNSET;
+    l->allow_zero_length_clientid = HATO_UNSET;
+    l->file = file;
+    l->line = line;
+}
+
+static void listener_free(struct hato_listener *l) {
+    for (size_t i = 0; i < N_LISTENER_STRINGS; i++)
+        free(*lstr(l, listener_strings[i]));
+    for (size_t i = 0; i < l->n_websockets_origins; i++)
+        free(l->websockets_origins[i]);
+    free(l->websockets_origins);
+    memset(l, 0, sizeof *l);
+}
+
+/* Deep copy of src into dst (uninitialised). Returns -1 on OOM (dst freed). */
+static int listener_copy(struct hato_listener *dst, const struct hato_listener *src) {
+    *dst = *src;
+    for (size_t i = 0; i < N_LISTENER_STRINGS; i++)
+        *lstr(dst, listener_strings[i]) = NULL;
+    dst->websockets_origins = NULL;
+    dst->n_websockets_origins = 0;
+    for (size_t i = 0; i < N_LISTENER_STRINGS; i++) {
+        const char *s = *lstr((struct hato_listener *)src, listener_strings[i]);
+        if (s && !(*lstr(dst, listener_strings[i]) = strdup(s)))
+            goto oom;
+    }
+    if (src->n_websockets_origins) {
+        dst->websockets_origins = calloc(src->n_websockets_origins, sizeof(char *));
+        if (!dst->websockets_origins)
+            goto oom;
+        for (size_t i = 0; i < src->n_websockets_origins; i++) {
+            if (!(dst->websockets_origins[i] = strdup(src->websockets_origins[i])))
+                goto oom;
+            dst->n_websockets_origins++;
+        }
+    }
+    return 0;
+oom:
+    listener_free(dst);
+    return -1;
+}
+
+/* Append a slot to cfg->listeners; returns it (uninitialised) or NULL. */
+static struct hato_listener *listener_append(struct hato_config *cfg) {
+    struct hato_listener *v = realloc(cfg->listeners, (cfg->n_listeners + 1) * sizeof *v);
+    if (!v)
+        return NULL;
+    cfg->listeners = v;
+    return &v[cfg->n_listeners++];
+}
+
+static struct hato_listener *cur_listener(struct parser *p) {
+    if (p->cur >= 0)
+        return &p->cfg->listeners[p->cur];
+    if (!p->cfg->default_touched_file) {
+        p->cfg->default_touched_file = p->file;
+        p->cfg->default_touched_line = p->line;
+    }
+    return &p->cfg->default_listener;
+}
+
+/* ---- value helpers ------------------------------------------------------ */
+
+static bool is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static char *trim(char *s) {
+    while (is_space(*s))
+        s++;
+    size_t n = strlen(s);
+    while (n && is_space(s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+/*
+ * Split the first whitespace-separated word off *rest. Returns the word
+ * (NUL-terminated in place) or NULL at the end; a word starting with '#'
+ * ends the line (a trailing comment, as Mosquitto allows after listener).
+ */
+static char *next_word(char **rest) {
+    char *s = *rest;
+    while (is_space(*s))
+        s++;
+    if (*s == '\0' || *s == '#') {
+        *rest = s + strlen(s);
+        return NULL;
+    }
+    char *w = s;
+    while (*s && !is_space(*s))
+        s++;
+    if (*s)
+        *s++ = '\0';
+    *rest = s;
+    return w;
+}
+
+/* The value must be exactly one word (a trailing "# comment" is allowed). */
+static int one_word(struct parser *p, const char *key, char *value, char **word) {
+    char *rest = value;
+    *word = next_word(&rest);
+    if (!*word)
+        return fail(p, "%s: missing value", key);
+    char *extra = next_word(&rest);
+    if (extra)
+        return fail(p, "%s: unexpected '%s' after the value", key, extra);
+    return 0;
+}
+
+static int parse_bool_word(const char *w, bool *out) {
+    if (strcmp(w, "true") == 0 || strcmp(w, "1") == 0)
+        *out = true;
+    else if (strcmp(w, "false") == 0 || strcmp(w, "0") == 0)
+        *out = false;
+    else
+        return -1;
+    return 0;
+}
+
+/* Strict decimal integer in [lo, hi]: optional '-', digits, nothing else. */
+static int parse_int_word(const char *w, int64_t lo, int64_t hi, int64_t *out) {
+    const char *s = w;
+    if (*s == '-')
+        s++;
+    if (*s < '0' || *s > '9')
+        return -1;
+    for (const char *q = s; *q; q++)
+        if (*q < '0' || *q > '9')
+            return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll(w, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int bad_int(struct parser *p, const char *key, int64_t lo, int64_t hi, const char *w) {
+    return fail(p, "%s: expected an integer %" PRId64 "..%" PRId64 ", got '%s'", key, lo, hi, w);
+}
+
+static int set_string(struct parser *p, char **dst, const char *value) {
+    char *s = strdup(value);
+    if (!s)
+        return fail(p, "out of memory");
+    free(*dst);
+    *dst = s;
+    return 0;
+}
+
+static int bad_choice(struct parser *p, const char *key, const char *const *choices,
+                      const char *w) {
+    char list[256] = "";
+    size_t n = 0;
+    for (size_t i = 0; choices[i]; i++)
+        n += (size_t)snprintf(list + n, n < sizeof list ? sizeof list - n : 0, "%s%s",
+                              i ? ", " : "", choices[i]);
+    return fail(p, "%s: expected one of %s, got '%s'", key, list, w);
+}
+
+static int find_choice(const char *const *choices, const char *w) {
+    for (int i = 0; choices[i]; i++)
+        if (strcmp(choices[i], w) == 0)
+            return i;
+    return -1;
+}
+
+/* "3600", "3600s", "2h", "1d", "3w", "2m" (30 days), "1y" (365 days). */
+static int parse_duration(const char *w, int64_t *out) {
+    size_t n = strlen(w);
+    if (n == 0)
+        return -1;
+    int64_t mult = 1;
+    size_t digits = n;
+    switch (w[n - 1]) {
+    case 's':
+        mult = 1;
+        digits = n - 1;
+        break;
+    case 'h':
+        mult = 3600;
+        digits = n - 1;
+        break;
+    case 'd':
+        mult = 86400;
+        digits = n - 1;
+        break;
+    case 'w':
+        mult = 86400 * 7;
+        digits = n - 1;
+        break;
+    case 'm':
+        mult = 86400 * 30;
+        digits = n - 1;
+        break;
+    case 'y':
+        mult = 86400 * 365;
+        digits = n - 1;
+        break;
+    default:
+        break;
+    }
+    if (digits == 0)
+        return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < digits; i++) {
+        if (w[i] < '0' || w[i] > '9')
+            return -1;
+        int d = w[i] - '0';
+        if (v > (INT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    if (v > INT64_MAX / mult)
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+static bool utf8_valid(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            len = 2;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + len > n)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+/* ---- the directive table ------------------------------------------------ */
+
+enum scope {
+    SC_GLOBAL,   /* field of hato_config */
+    SC_LISTENER, /* field of the current listener (or the default one) */
+    SC_SECURITY, /* global, or the listener's when per_listener_settings */
+    SC_NONE,     /* handler does everything */
+};
+
+enum kind {
+    K_BOOL,     /* bool (listener tri-state int for SC_SECURITY) */
+    K_TRI,      /* int HATO_UNSET/0/1 */
+    K_INT,      /* int in [min, max] */
+    K_I64,      /* int64_t in [min, max] */
+    K_STR,      /* char *, the rest of the line */
+    K_ENUM_STR, /* char *, one of choices */
+    K_ENUM_INT, /* int index into choices */
+    K_FN,       /* custom handler */
+    K_BRIDGE,   /* bridge option: error */
+    K_PLUGIN,   /* plugin loading: error */
+    K_OBSOLETE, /* removed in Mosquitto 2.0: warning, ignored */
+};
+
+struct key;
+typedef int (*key_fn)(struct parser *p, const struct key *k, char *value);
+
+struct key {
+    const char *name;
+    unsigned char scope;
+    unsigned char kind;
+    size_t goff; /* offset in struct hato_config */
+    size_t loff; /* offset in struct hato_listener */
+    int64_t min, max;
+    const char *const *choices;
+    key_fn fn;
+};
+
+#define CO(f) offsetof(struct hato_config, f)
+#define LO(f) offsetof(struct hato_listener, f)
+#define G_BOOL(n, f)                                                                               \
+    { n, SC_GLOBAL, K_BOOL, CO(f), 0, 0, 0, NULL, NULL }
+#define G_INT(n, f, lo, hi)                                                                        \
+    { n, SC_GLOBAL, K_INT, CO(f), 0, lo, hi, NULL, NULL }
+#define G_I64(n, f, lo, hi)                                                                        \
+    { n, SC_GLOBAL, K_I64, CO(f), 0, lo, hi, NULL, NULL }
+#define G_STR(n, f)                                                                                \
+    { n, SC_GLOBAL, K_STR, CO(f), 0, 0, 0, NULL, NULL }
+#define G_ENUM(n, f, c)                                                                            \
+    { n, SC_GLOBAL, K_ENUM_INT, CO(f), 0, 0, 0, c, NULL }
+#define L_BOOL(n, f)                                                                               \
+    { n, SC_LISTENER, K_BOOL, 0, LO(f), 0, 0, NULL, NULL }
+#define L_TRI(n, f)                                                                                \
+    { n, SC_LISTENER, K_TRI, 0, LO(f), 0, 0, NULL, NULL }
+#define L_INT(n, f, lo, hi)                                                                        \
+    { n, SC_LISTENER, K_INT, 0, LO(f), lo, hi, NULL, NULL }
+#define L_STR(n, f)                                                                                \
+    { n, SC_LISTENER, K_STR, 0, LO(f), 0, 0, NULL, NULL }
+#define L_ENUM(n, f, c)                                                                            \
+    { n, SC_LISTENER, K_ENUM_STR, 0, LO(f), 0, 0, c, NULL }
+#define S_STR(n, f)                                                                                \
+    { n, SC_SECURITY, K_STR, CO(f), LO(f), 0, 0, NULL, NULL }
+#define S_TRI(n, f)                                                                                \
+    { n, SC_SECURITY, K_TRI, CO(f), LO(f), 0, 0, NULL, NULL }
+#define S_BOOL(n, f)                                                                               \
+    { n, SC_SECURITY, K_BOOL, CO(f), LO(f), 0, 0, NULL, NULL }
+#define FN(n, fn)                                                                                  \
+    { n, SC_NONE, K_FN, 0, 0, 0, 0, NULL, fn }
+#define BRIDGE(n)                                                                                  \
+    { n, SC_NONE, K_BRIDGE, 0, 0, 0, 0, NULL, NULL }
+#define PLUGIN(n)                                                                                  \
+    { n, SC_NONE, K_PLUGIN, 0, 0, 0, 0, NULL, NULL }
+#define OBSOLETE(n)                                                                                \
+    { n, SC_NONE, K_OBSOLETE, 0, 0, 0, 0, NULL, NULL }
+
+static const char *const protocols[] = {"mqtt", "websockets", NULL};
+static const char *const tls_versions[] = {"tlsv1.3", "tlsv1.2", "tlsv1.1", NULL};
+static const char *const keyforms[] = {"pem", "engine", NULL};
+static const char *const sync_modes[] = {"always", "batch", "none", NULL};
+
+static int h_listener(struct parser *p, const struct key *k, char *value);
+static int h_port(struct parser *p, const struct key *k, char *value);
+static int h_bind_address(struct parser *p, const struct key *k, char *value);
+static int h_socket_domain(struct parser *p, const struct key *k, char *value);
+static int h_mount_point(struct parser *p, const struct key *k, char *value);
+static int h_accept_versions(struct parser *p, const struct key *k, char *value);
+static int h_ws_origin(struct parser *p, const struct key *k, char *value);
+static int h_auto_id_prefix(struct parser *p, const struct key *k, char *value);
+static int h_listener_auto_id_prefix(struct parser *p, const struct key *k, char *value);
+static int h_max_packet_size(struct parser *p, const struct key *k, char *value);
+static int h_expiration(struct parser *p, const struct key *k, char *value);
+static int h_per_listener(struct parser *p, const struct key *k, char *value);
+static int h_log_dest(struct parser *p, const struct key *k, char *value);
+static int h_log_type(struct parser *p, const struct key *k, char *value);
+static int h_include_dir(struct parser *p, const struct key *k, char *value);
+static int h_connection(struct parser *p, const struct key *k, char *value);
+static int h_proxy(struct parser *p, const struct key *k, char *value);
+
+static const struct key keys[] = {
+    /* Listeners. */
+    FN("listener", h_listener),
+    FN("port", h_port),
+    FN("bind_address", h_bind_address),
+    FN("socket_domain", h_socket_domain),
+    L_STR("bind_interface", bind_interface),
+    FN("mount_point", h_mount_point),
+    L_INT("max_connections", max_connections, -1, INT_MAX),
+    L_ENUM("protocol", protocol, protocols),
+    L_INT("max_qos", max_qos, 0, 2),
+    L_INT("maximum_qos", max_qos, 0, 2),
+    L_INT("max_topic_alias", max_topic_alias, 0, 65535),
+    L_INT("max_topic_alias_broker", max_topic_alias_broker, 0, 65535),
+    L_BOOL("use_username_as_clientid", use_username_as_clientid),
+    FN("accept_protocol_versions", h_accept_versions),
+    FN("enable_proxy_protocol", h_proxy),
+    L_BOOL("proxy_protocol_v2_require_tls", proxy_protocol_v2_require_tls),
+    L_STR("http_dir", http_dir),
+    FN("websockets_origin", h_ws_origin),
+    /* TLS, per listener: stored. */
+    L_STR("cafile", cafile),
+    L_STR("capath", capath),
+    L_STR("certfile", certfile),
+    L_STR("keyfile", keyfile),
+    L_ENUM("tls_version", tls_version, tls_versions),
+    L_STR("ciphers", ciphers),
+    L_STR("ciphers_tls1.3", ciphers_tls13),
+    L_STR("crlfile", crlfile),
+    L_STR("dhparamfile", dhparamfile),
+    L_STR("psk_hint", psk_hint),
+    L_STR("tls_engine", tls_engine),
+    L_STR("tls_engine_kpass_sha1", tls_engine_kpass_sha1),
+    L_ENUM("tls_keyform", tls_keyform, keyforms),
+    L_BOOL("require_certificate", require_certificate),
+    L_BOOL("use_identity_as_username", use_identity_as_username),
+    L_BOOL("use_subject_as_username", use_subject_as_username),
+    L_BOOL("disable_client_cert_date_checks", disable_client_cert_date_checks),
+    /* Security. */
+    FN("per_listener_settings", h_per_listener),
+    S_TRI("allow_anonymous", allow_anonymous),
+    S_BOOL("allow_zero_length_clientid", allow_zero_length_clientid),
+    FN("auto_id_prefix", h_auto_id_prefix),
+    S_STR("password_file", password_file),
+    S_STR("acl_file", acl_file),
+    S_STR("psk_file", psk_file),
+    L_TRI("listener_allow_anonymous", allow_anonymous),
+    FN("listener_auto_id_prefix", h_listener_auto_id_prefix),
+    G_STR("clientid_prefixes", clientid_prefixes),
+    G_BOOL("auth_plugin_deny_special_chars", auth_plugin_deny_special_chars),
+    PLUGIN("plugin"),
+    PLUGIN("auth_plugin"),
+    PLUGIN("global_plugin"),
+    PLUGIN("plugin_load"),
+    PLUGIN("plugin_use"),
+    /* Limits. */
+    G_INT("max_inflight_messages", max_inflight_messages, 0, 65535),
+    G_I64("max_inflight_bytes", max_inflight_bytes, 0, INT64_MAX),
+    G_INT("max_queued_messages", max_queued_messages, 0, INT_MAX),
+    G_I64("max_queued_bytes", max_queued_bytes, 0, INT64_MAX),
+    G_BOOL("queue_qos0_messages", queue_qos0_messages),
+    G_INT("message_size_limit", message_size_limit, 0, MQTT_MAX_PAYLOAD),
+    FN("max_packet_size", h_max_packet_size),
+    G_INT("max_keepalive", max_keepalive, 0, 65535),
+    G_BOOL("retain_available", retain_available),
+    FN("persistent_client_expiration", h_expiration),
+    G_BOOL("upgrade_outgoing_qos", upgrade_outgoing_qos),
+    G_BOOL("set_tcp_nodelay", set_tcp_nodelay),
+    G_I64("memory_limit", memory_limit, 0, INT64_MAX),
+    G_INT("global_max_clients", global_max_clients, -1, INT_MAX),
+    G_INT("global_max_connections", global_max_connections, -1, INT_MAX),
+    G_INT("retain_expiry_interval", retain_expiry_interval, 0, 10000000),
+    G_BOOL("allow_duplicate_messages", allow_duplicate_messages),
+    G_BOOL("check_retain_source", check_retain_source),
+    G_INT("sys_interval", sys_interval, 0, 65535),
+    /* Persistence. */
+    G_BOOL("persistence", persistence),
+    G_BOOL("retained_persistence", persistence),
+    G_STR("persistence_location", persistence_location),
+    G_STR("persistence_file", persistence_file),
+    G_INT("autosave_interval", autosave_interval, 0, INT_MAX),
+    G_BOOL("autosave_on_changes", autosave_on_changes),
+    /* Process. */
+    FN("include_dir", h_include_dir),
+    G_STR("pid_file", pid_file),
+    G_STR("user", user),
+    /* Logging. */
+    FN("log_dest", h_log_dest),
+    FN("log_type", h_log_type),
+    G_INT("log_facility", log_facility, 0, 7),
+    G_BOOL("log_timestamp", log_timestamp),
+    G_STR("log_timestamp_format", log_timestamp_format),
+    G_BOOL("connection_messages", connection_messages),
+    G_INT("websockets_log_level", websockets_log_level, 0, INT_MAX),
+    G_INT("websockets_headers_size", websockets_headers_size, 0, 65535),
+    G_INT("packet_buffer_size", websockets_headers_size, 0, 65535),
+    G_BOOL("enable_control_api", enable_control_api),
+    /* hato's own. */
+    G_INT("threads", threads, 0, 256),
+    G_ENUM("persistence_sync", persistence_sync, sync_modes),
+    G_INT("max_subscriptions_per_client", max_subscriptions_per_client, 0, INT_MAX),
+    G_INT("connect_timeout", connect_timeout, 1, 3600),
+    /* Removed from Mosquitto 2.0: accepted with a warning. */
+    OBSOLETE("retry_interval"),
+    OBSOLETE("store_clean_interval"),
+    /* Bridges. */
+    FN("connection", h_connection),
+    BRIDGE("address"),
+    BRIDGE("addresses"),
+    BRIDGE("bridge_alpn"),
+    BRIDGE("bridge_attempt_unsubscribe"),
+    BRIDGE("bridge_bind_address"),
+    BRIDGE("bridge_cafile"),
+    BRIDGE("bridge_capath"),
+    BRIDGE("bridge_certfile"),
+    BRIDGE("bridge_ciphers"),
+    BRIDGE("bridge_ciphers_tls1.3"),
+    BRIDGE("bridge_identity"),
+    BRIDGE("bridge_insecure"),
+    BRIDGE("bridge_keyfile"),
+    BRIDGE("bridge_max_packet_size"),
+    BRIDGE("bridge_max_topic_alias"),
+    BRIDGE("bridge_outgoing_retain"),
+    BRIDGE("bridge_protocol_version"),
+    BRIDGE("bridge_psk"),
+    BRIDGE("bridge_receive_maximum"),
+    BRIDGE("bridge_reload_type"),
+    BRIDGE("bridge_require_ocsp"),
+    BRIDGE("bridge_session_expiry_interval"),
+    BRIDGE("bridge_tcp_keepalive"),
+    BRIDGE("bridge_tcp_user_timeout"),
+    BRIDGE("bridge_tls_use_os_certs"),
+    BRIDGE("bridge_tls_version"),
+    BRIDGE("cleansession"),
+    BRIDGE("clientid"),
+    BRIDGE("idle_timeout"),
+    BRIDGE("keepalive_interval"),
+    BRIDGE("local_cleansession"),
+    BRIDGE("local_clientid"),
+    BRIDGE("local_password"),
+    BRIDGE("local_username"),
+    BRIDGE("notification_topic"),
+    BRIDGE("notifications"),
+    BRIDGE("notifications_local_only"),
+    BRIDGE("password"),
+    BRIDGE("remote_clientid"),
+    BRIDGE("remote_password"),
+    BRIDGE("remote_username"),
+    BRIDGE("restart_timeout"),
+    BRIDGE("round_robin"),
+    BRIDGE("start_type"),
+    BRIDGE("threshold"),
+    BRIDGE("topic"),
+    BRIDGE("try_private"),
+    BRIDGE("username"),
+};
+
+static const struct key *find_key(const char *name) {
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+/* ---- generic storage ---------------------------------------------------- */
+
+static int apply_generic(struct parser *p, const struct key *k, char *value) {
+    struct hato_config *cfg = p->cfg;
+    char *base;
+    size_t off;
+    bool in_listener;
+
+    if (k->scope == SC_GLOBAL) {
+        base = (char *)cfg;
+        off = k->goff;
+        in_listener = false;
+    } else if (k->scope == SC_LISTENER) {
+        base = (char *)cur_listener(p);
+        off = k->loff;
+        in_listener = true;
+    } else { /* SC_SECURITY */
+        cfg->security_set = true;
+        in_listener = cfg->per_listener_settings;
+        base = in_listener ? (char *)cur_listener(p) : (char *)cfg;
+        off = in_listener ? k->loff : k->goff;
+    }
+    void *field = base + off;
+
+    if (k->kind == K_STR) {
+        if (*value == '\0')
+            return fail(p, "%s: missing value", k->name);
+        return set_string(p, (char **)field, value);
+    }
+
+    char *w;
+    if (one_word(p, k->name, value, &w) < 0)
+        return -1;
+    switch (k->kind) {
+    case K_BOOL:
+    case K_TRI: {
+        bool b;
+        if (parse_bool_word(w, &b) < 0)
+            return fail(p, "%s: expected true or false, got '%s'", k->name, w);
+        /* Listener security values are tri-state ints, resolved by finish. */
+        if (k->kind == K_TRI || (k->scope == SC_SECURITY && in_listener))
+            *(int *)field = b;
+        else
+            *(bool *)field = b;
+        return 0;
+    }
+    case K_INT: {
+        int64_t v;
+        if (parse_int_word(w, k->min, k->max, &v) < 0)
+            return bad_int(p, k->name, k->min, k->max, w);
+        *(int *)field = (int)v;
+        return 0;
+    }
+    case K_I64: {
+        int64_t v;
+        if (parse_int_word(w, k->min, k->max, &v) < 0)
+            return bad_int(p, k->name, k->min, k->max, w);
+        *(int64_t *)field = v;
+        return 0;
+    }
+    case K_ENUM_STR:
+        if (find_choice(k->choices, w) < 0)
+            return bad_choice(p, k->name, k->choices, w);
+        return set_string(p, (char **)field, w);
+    case K_ENUM_INT: {
+        int i = find_choice(k->choices, w);
+        if (i < 0)
+            return bad_choice(p, k->name, k->choices, w);
+        *(int *)field = i;
+        return 0;
+    }
+    default:
+        return fail(p, "%s: internal error (kind %d)", k->name, k->kind);
+    }
+}
+
+/* ---- handlers ----------------------------------------------------------- */
+
+static int h_listener(struct parser *p, const struct key *k, char *value) {
+    char *rest = value;
+    char *w = next_word(&rest);
+    if (!w)
+        return fail(p, "%s: missing value", k->name);
+    int64_t port;
+    if (parse_int_word(w, 0, 65535, &port) < 0)
+        return fail(p, "listener: expected a port 0..65535, got '%s'", w);
+    char *addr = next_word(&rest);
+    char *extra = next_word(&rest);
+    if (extra)
+        return fail(p, "listener: unexpected '%s' after the value", extra);
+    if (port == 0 && !addr)
+        return fail(p, "listener: port 0 needs a Unix socket path (listener 0 /path/to/socket)");
+
+    struct hato_listener *l = listener_append(p->cfg);
+    if (!l)
+        return fail(p, "out of memory");
+    listener_init(l, p->file, p->line);
+    l->port = (int)port;
+    if (addr) {
+        char **dst = port == 0 ? &l->unix_path : &l->bind_address;
+        if (!(*dst = strdup(addr))) {
+            listener_free(l);
+            p->cfg->n_listeners--;
+            return fail(p, "out of memory");
+        }
+    }
+    p->cur = (long)p->cfg->n_listeners - 1;
+    return 0;
+}
+
+static int h_port(struct parser *p, const struct key *k, char *value) {
+    char *w;
+    if (one_word(p, k->name, value, &w) < 0)
+        return -1;
+    int64_t port;
+    if (parse_int_word(w, 1, 65535, &port) < 0)
+        return bad_int(p, k->name, 1, 65535, w);
+    struct hato_config *cfg = p->cfg;
+    if (cfg->default_listener.port > 0 &&
+        add_warning_at(cfg, p->file, p->line,
+                       "port given more than once; only the last one (%d) is used", (int)port) < 0)
+        return fail(p, "out of memory");
+    cfg->default_listener.port = (int)port;
+    cfg->default_listener.file = p->file;
+    cfg->default_listener.line = p->line;
+    cfg->default_listener_used = true;
+    p->cur = -1;
+    return 0;
+}
+
+static int h_bind_address(struct parser *p, const struct key *k, char *value) {
+    char *w;
+    if (one_word(p, k->name, value, &w) < 0)
+        return -1;
+    struct hato_config *cfg = p->cfg;
+    if (set_string(p, &cfg->default_listener.bind_address, w) < 0)
+        return -1;
+    if (!cfg->default_listener_used) {
+        cfg->default_listener.file = p->file;
+        cfg->default_listener.line = p->line;
+    }
+    cfg->default_listener_used = true;
+    p->cur = -1;
+    return 0;
+}
+
+static int h_socket_domain(struct parser *p, const struct key *k, char *value) {
+    static const char *const domains[] = {"ipv4", "ipv6", NULL};
+    char *w;
+    if (one_word(p, k->name, value, &w) < 0)
+        return -1;
+    int i = find_choice(domains, w);
+    if (i < 0)
+        return bad_choice(p, k->name, domains, w);
+    cur_listener(p)->socket_domain = i == 0 ? AF_INET : AF_INET6;
+    return 0;
+}
+
+static int h_mount_point(struct parser *p, const struct key *k, char *value) {
+    if (*value == '\0')
+        return fail(p, "%s: missing value", k->name);
+    if (strpbrk(value, "+#"))
+        return fail(p, "mount_point: must not contain the wildcards + or #, got '%s'", value);
+    return set_string(p, &cur_listener(p)->mount_point, value);
+}
+
+static int h_accept_versions(struct parser *p, const struct key *k, char *value) {
+    unsigned bits = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(value, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
+        if (t[0] == '#')
+            break;
+        if (strcmp(t, "3") == 0)
+            bits |= HATO_PROTO_V3;
+        else if (strcmp(t, "4") == 0)
+            bits |= HATO_PROTO_V4;
+        else if (strcmp(t, "5") == 0)
+            bits |= HATO_PROTO_V5;
+        else
+            return fail(p, "%s: expected a list of 3, 4 and 5, got '%s'", k->name, t);
+    }
+    if (!bits)
+        return fail(p, "%s: missing value", k->name);
+    cur_listener(p)->accept_protocol_versions = bits;
+    return 0;
+}
+
+static int h_ws_origin(struct parser *p, const struct key *k, char *value) {
+    if (*value == '\0')
+        return fail(p, "%s: missing value", k->name);
+    struct hato_listener *l = cur_listener(p);
+    char **v = realloc(l->websockets_origins, (l->n_websockets_origins + 1) * sizeof *v);
+    if (!v)
+        return fail(p, "out of memory");
+    l->websockets_origins = v;
+    if (!(v[l->n_websockets_origins] = strdup(value)))
+        return fail(p, "out of memory");
+    l->n_websockets_origins++;
+    return 0;
+}
+
+static int check_prefix(struct parser *p, const char *key, const char *value) {
+    if (*value == '\0')
+        return fail(p, "%s: missing value", key);
+    if (strlen(value) > MAX_AUTO_ID_PREFIX)
+        return fail(p, "%s: at most %d characters, got %zu", key, MAX_AUTO_ID_PREFIX,
+                    strlen(value));
+    if (strpbrk(value, "+#/"))
+        return fail(p, "%s: must not contain +, # or /, got '%s'", key, value);
+    return 0;
+}
+
+static int h_auto_id_prefix(struct parser *p, const struct key *k, char *value) {
+    if (check_prefix(p, k->name, value) < 0)
+        return -1;
+    struct hato_config *cfg = p->cfg;
+    cfg->security_set = true;
+    char **dst =
+        cfg->per_listener_settings ? &cur_listener(p)->auto_id_prefix : &cfg->auto_id_prefix;
+    return set_string(p, dst, value);
+}
+
+static int h_listener_auto_id_prefix(struct parser *p, const struct key *k, char *value) {
+    if (check_prefix(p, k->name, value) < 0)
+        return -1;
+    return set_string(p, &cur_listener(p)->auto_id_prefix, value);
+}
+
+static int h_max_packet_size(struct parser *p, const struct key *k, char *value) {
+    char *w;
+    if (one_word(p, k->name, value, &w) < 0)
+        return -1;
+    int64_t v;
+    if (parse_int_word(w, 0, MQTT_MAX_PACKET, &v) < 0 || (v > 0 && v < 20))
+        return fail(p, "%s: expected 0 or an integer 20..%d, got '%s'", k->name, MQTT_MAX_PACKET,
+                    w);
+    p->cfg->max_packet_size = (int)v;
+    return 0;
+}
+
+static int h_expiration(struct parser *p, const struct key *k, char *value) {
+    char *w;
+    if (one_word(p, k->name, value, &w) < 0)
+        return -1;
+    int64_t v;
+    if (parse_duration(w, &v) < 0)
+        return fail(p, "%s: expected a duration such as 3600s, 2h, 1d, 3w, 2m or 1y, got '%s'",
+                    k->name, w);
+    p->cfg->persistent_client_expiration = v;
+    return 0;
+}
+
+static int h_per_listener(struct parser *p, const struct key *k, char *value) {
+    char *w;
+    if (one_word(p, k->name, value, &w) < 0)
+        return -1;
+    bool b;
+    if (parse_bool_word(w, &b) < 0)
+        return fail(p, "%s: expected true or false, got '%s'", k->name, w);
+    struct hato_config *cfg = p->cfg;
+    if (cfg->per_listener_settings) {
+        if (!b && add_warning_at(cfg, p->file, p->line,
+                                 "per_listener_settings cannot be turned off once set; "
+                                 "ignored") < 0)
+            return fail(p, "out of memory");
+        return 0;
+    }
+    if (b && cfg->security_set)
+        return fail(p, "per_listener_settings: must come before any security option "
+                       "(allow_anonymous, password_file, acl_file, psk_file, auto_id_prefix, "
+                       "allow_zero_length_clientid)");
+    cfg->per_listener_settings = b;
+    return 0;
+}
+
+static int h_log_dest(struct parser *p, const struct key *k, char *value) {
+    static const char *const dests[] = {"stderr", "stdout", "syslog", "topic",
+                                        "file",   "dlt",    "none",   NULL};
+    struct hato_config *cfg = p->cfg;
+    char *rest = value;
+    char *w = next_word(&rest);
+    if (!w)
+        return fail(p, "%s: missing value", k->name);
+    int i = find_choice(dests, w);
+    if (i < 0)
+        return bad_choice(p, k->name, dests, w);
+    unsigned bit = 0;
+    if (strcmp(w, "file") == 0) {
+        char *path = trim(rest);
+        if (*path == '\0')
+            return fail(p, "log_dest: file needs a path (log_dest file /var/log/hato.log)");
+        if (cfg->log_file)
+            return fail(p, "log_dest: only one file destination may be given");
+        if (set_string(p, &cfg->log_file, path) < 0)
+            return -1;
+        bit = HATO_LOG_DEST_FILE;
+    } else {
+        char *extra = next_word(&rest);
+        if (extra)
+            return fail(p, "%s: unexpected '%s' after the value", k->name, extra);
+        bit = strcmp(w, "stderr") == 0   ? HATO_LOG_DEST_STDERR
+              : strcmp(w, "stdout") == 0 ? HATO_LOG_DEST_STDOUT
+              : strcmp(w, "syslog") == 0 ? HATO_LOG_DEST_SYSLOG
+              : strcmp(w, "topic") == 0  ? HATO_LOG_DEST_TOPIC
+              : strcmp(w, "dlt") == 0    ? HATO_LOG_DEST_DLT
+                                         : 0;
+    }
+    /* The first log_dest replaces the default (stderr); "none" clears. */
+    if (!cfg->log_dest_set)
+        cfg->log_dest = 0;
+    cfg->log_dest_set = true;
+    if (strcmp(w, "none") == 0) {
+        cfg->log_dest = 0;
+        free(cfg->log_file);
+        cfg->log_file = NULL;
+    } else {
+        cfg->log_dest |= bit;
+    }
+    return 0;
+}
+
+static int h_log_type(struct parser *p, const struct key *k, char *value) {
+    static const char *const types[] = {"error",     "warning",     "notice",     "information",
+                                        "subscribe", "unsubscribe", "websockets", "debug",
+                                        "internal",  "all",         "none",       NULL};
+    static const unsigned bits[] = {HATO_LOG_ERR,
+                                    HATO_LOG_WARNING,
+                                    HATO_LOG_NOTICE,
+                                    HATO_LOG_INFO,
+                                    HATO_LOG_SUBSCRIBE,
+                                    HATO_LOG_UNSUBSCRIBE,
+                                    HATO_LOG_WEBSOCKETS,
+                                    HATO_LOG_DEBUG,
+                                    HATO_LOG_INTERNAL,
+                                    HATO_LOG_ALL,
+                                    0};
+    char *w;
+    if (one_word(p, k->name, value, &w) < 0)
+        return -1;
+    int i = find_choice(types, w);
+    if (i < 0)
+        return bad_choice(p, k->name, types, w);
+    struct hato_config *cfg = p->cfg;
+    if (!cfg->log_type_set)
+        cfg->log_type = 0;
+    cfg->log_type_set = true;
+    if (bits[i] == 0)
+        cfg->log_type = 0;
+    else
+        cfg->log_type |= bits[i];
+    return 0;
+}
+
+static int h_connection(struct parser *p, const struct key *k, char *value) {
+    char *rest = value;
+    char *name = next_word(&rest);
+    if (!name)
+        return fail(p, "%s: missing value", k->name);
+    return fail(p,
+                "connection: bridges are not supported by hato yet; remove the bridge "
+                "section '%s'",
+                name);
+}
+
+static int h_proxy(struct parser *p, const struct key *k, char *value) {
+    char *w;
+    if (one_word(p, k->name, value, &w) < 0)
+        return -1;
+    int64_t v;
+    if (parse_int_word(w, 1, 2, &v) < 0)
+        return bad_int(p, k->name, 1, 2, w);
+    cur_listener(p)->enable_proxy_protocol = (int)v;
+    return 0;
+}
+
+/* ---- lines, files, include_dir ------------------------------------------ */
+
+static int parse_text(struct parser *p, char *text, size_t len);
+
+static int parse_line(struct parser *p, char *line) {
+    line = trim(line);
+    if (*line == '\0' || *line == '#')
+        return 0;
+    char *value = line;
+    while (*value && !is_space(*value))
+        value++;
+    if (*value)
+        *value++ = '\0';
+    value = trim(value);
+    const char *name = line;
+
+    if (strncmp(name, "auth_opt_", 9) == 0 || strncmp(name, "plugin_opt_", 11) == 0)
+        return fail(p, "%s: plugin options need a plugin, and plugins are not supported", name);
+    const struct key *k = find_key(name);
+    if (!k)
+        return fail(p, "unknown directive '%s'", name);
+
+    switch (k->kind) {
+    case K_FN:
+        return k->fn(p, k, value);
+    case K_BRIDGE:
+        return fail(p, "%s: is a bridge option and bridges are not supported by hato yet", name);
+    case K_PLUGIN:
+        return fail(p, "%s: plugins are not supported by hato; it cannot load '%s'", name, value);
+    case K_OBSOLETE:
+        if (add_warning_at(p->cfg, p->file, p->line,
+                           "%s was removed in Mosquitto 2.0 and has no effect", name) < 0)
+            return fail(p, "out of memory");
+        return 0;
+    default:
+        return apply_generic(p, k, value);
+    }
+}
+
+/* Parse text[0..len) in place; text[len] must be writable (the NUL). */
+static int parse_text(struct parser *p, char *text, size_t len) {
+    size_t pos = 0;
+    p->line = 0;
+    p->cur = -1;
+    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+        pos = 3; /* UTF-8 byte order mark */
+    while (pos < len) {
+        char *start = text + pos;
+        char *nl = memchr(start, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - start) : len - pos;
+        pos += n + (nl ? 1 : 0);
+        p->line++;
+        if (p->line == INT_MAX)
+            return fail(p, "too many lines");
+        if (n > MAX_LINE)
+            return fail(p, "line longer than %d bytes", MAX_LINE);
+        if (memchr(start, '\0', n))
+            return fail(p, "NUL byte in line");
+        start[n] = '\0';
+        char *s = start;
+        while (is_space(*s))
+            s++;
+        if (*s == '#')
+            continue; /* comments may hold any bytes */
+        if (!utf8_valid((const unsigned char *)start, n))
+            return fail(p, "invalid UTF-8");
+        if (parse_line(p, start) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Read a whole regular file into a NUL-terminated heap buffer. */
+static int read_file(const char *path, char **out, size_t *outlen, char *why, size_t whylen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(why, whylen, "%s", strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) < 0) {
+        snprintf(why, whylen, "%s", strerror(errno));
+        fclose(f);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, whylen, "%s", S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+        fclose(f);
+        return -1;
+    }
+    if (st.st_size > MAX_FILE_SIZE) {
+        snprintf(why, whylen, "larger than %ld bytes", MAX_FILE_SIZE);
+        fclose(f);
+        return -1;
+    }
+    size_t cap = (size_t)st.st_size + 1, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        snprintf(why, whylen, "out of memory");
+        fclose(f);
+        return -1;
+    }
+    size_t n;
+    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (len == cap - 1) { /* file grew while reading: follow, within the cap */
+            if (cap > (size_t)MAX_FILE_SIZE) {
+                snprintf(why, whylen, "larger than %ld bytes", MAX_FILE_SIZE);
+                free(buf);
+                fclose(f);
+                return -1;
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                snprintf(why, whylen, "out of memory");
+                free(buf);
+                fclose(f);
+                return -1;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (ferror(f)) {
+        snprintf(why, whylen, "%s", strerror(errno));
+        free(buf);
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    buf[len] = '\0';
+    *out = buf;
+    *outlen = len;
+    return 0;
+}
+
+static int parse_file(struct hato_config *cfg, const char *path, int level, char *main_real,
+                      char *err, size_t errlen) {
+    struct parser p = {.cfg = cfg,
+                       .level = level,
+                       .cur = -1,
+                       .err = err,
+                       .errlen = errlen,
+                       .main_real = main_real};
+    if (!(p.file = intern_file(cfg, path))) {
+        set_err(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
+    char *buf;
+    size_t len;
+    char why[256];
+    if (read_file(path, &buf, &len, why, sizeof why) < 0) {
+        set_err(err, errlen, "%s: cannot read: %s", path, why);
+        return -1;
+    }
+    int rc = parse_text(&p, buf, len);
+    free(buf);
+    return rc;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int h_include_dir(struct parser *p, const struct key *k, char *value) {
+    if (*value == '\0')
+        return fail(p, "%s: missing value", k->name);
+    if (p->level > 0)
+        return fail(p, "include_dir: only allowed in the main configuration file");
+    if (set_string(p, &p->cfg->include_dir, value) < 0)
+        return -1;
+
+    DIR *d = opendir(value);
+    if (!d)
+        return fail(p, "include_dir: cannot open '%s': %s", value, strerror(errno));
+    char **names = NULL;
+    size_t n = 0;
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len < 5 || strcmp(de->d_name + len - 5, ".conf") != 0)
+            continue;
+        size_t plen = strlen(value) + 1 + len + 1;
+        char *path = malloc(plen);
+        char **nn = realloc(names, (n + 1) * sizeof *nn);
+        if (!path || !nn) {
+            free(path);
+            if (nn)
+                names = nn;
+            rc = fail(p, "out of memory");
+            break;
+        }
+        names = nn;
+        snprintf(path, plen, "%s%s%s", value, value[strlen(value) - 1] == '/' ? "" : "/",
+                 de->d_name);
+        struct stat st;
+        if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+            free(path);
+            continue;
+        }
+        names[n++] = path;
+    }
+    closedir(d);
+    if (rc == 0 && n)
+        qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (p->main_real) {
+            char *real = realpath(names[i], NULL);
+            bool same = real && strcmp(real, p->main_real) == 0;
+            free(real);
+            if (same) {
+                rc = fail(p, "include_dir: '%s' contains the main configuration file", value);
+                break;
+            }
+        }
+        rc = parse_file(p->cfg, names[i], p->level + 1, NULL, p->err, p->errlen);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return rc;
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+void hato_config_init(struct hato_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->max_inflight_messages = 20;
+    cfg->max_queued_messages = 1000;
+    cfg->max_keepalive = 65535;
+    cfg->retain_available = true;
+    cfg->global_max_clients = -1;
+    cfg->global_max_connections = -1;
+    cfg->allow_duplicate_messages = true;
+    cfg->sys_interval = 10;
+    cfg->allow_anonymous = HATO_UNSET;
+    cfg->allow_zero_length_clientid = true;
+    cfg->auto_id_prefix = strdup("auto-");
+    cfg->auth_plugin_deny_special_chars = true;
+    cfg->persistence_file = strdup("mosquitto.db");
+    cfg->autosave_interval = 1800;
+    cfg->user = strdup("mosquitto");
+    cfg->log_dest = HATO_LOG_DEST_STDERR;
+    cfg->log_type = HATO_LOG_DEFAULT;
+    cfg->log_facility = -1;
+    cfg->log_timestamp = true;
+    cfg->connection_messages = true;
+    cfg->threads = 0;
+    cfg->persistence_sync = HATO_SYNC_ALWAYS;
+    cfg->connect_timeout = 10;
+    listener_init(&cfg->default_listener, "<default>", 0);
+    cfg->default_listener.port = -1; /* not given */
+    cfg->cmd_port = -1;
+}
+
+int hato_config_load(struct hato_config *cfg, const char *path, char *err, size_t errlen) {
+    char *real = realpath(path, NULL); /* NULL is fine: read_file reports */
+    int rc = parse_file(cfg, path, 0, real, err, errlen);
+    free(real);
+    return rc;
+}
+
+int hato_config_parse_string(struct hato_config *cfg, const char *name, const char *text, char *err,
+                             size_t errlen) {
+    struct parser p = {.cfg = cfg, .cur = -1, .err = err, .errlen = errlen};
+    if (!(p.file = intern_file(cfg, name))) {
+        set_err(err, errlen, "%s: out of memory", name);
+        return -1;
+    }
+    size_t len = strlen(text);
+    char *buf = malloc(len + 1);
+    if (!buf) {
+        set_err(err, errlen, "%s: out of memory", name);
+        return -1;
+    }
+    memcpy(buf, text, len + 1);
+    int rc = parse_text(&p, buf, len);
+    free(buf);
+    return rc;
+}
+
+int hato_config_set_port(struct hato_config *cfg, int port) {
+    if (port < 0 || port > 65535)
+        return -1;
+    cfg->cmd_port = port;
+    return 0;
+}
+
+bool hato_listener_wants_tls(const struct hato_listener *l) {
+    return l->certfile || l->keyfile || l->cafile || l->capath || l->psk_hint || l->tls_engine;
+}
+
+/* Add a copy of the default listener with the given port and address. */
+static int add_from_default(struct hato_config *cfg, int port, const char *bind, int domain,
+                            const char *file, int line) {
+    struct hato_listener tmp;
+    if (listener_copy(&tmp, &cfg->default_listener) < 0)
+        return -1;
+    tmp.port = port;
+    if (bind) {
+        free(tmp.bind_address);
+        if (!(tmp.bind_address = strdup(bind))) {
+            listener_free(&tmp);
+            return -1;
+        }
+    }
+    if (domain != AF_UNSPEC)
+        tmp.socket_domain = domain;
+    tmp.file = file;
+    tmp.line = line;
+    struct hato_listener *l = listener_append(cfg);
+    if (!l) {
+        listener_free(&tmp);
+        return -1;
+    }
+    *l = tmp;
+    return 0;
+}
+
+static bool same_str(const char *a, const char *b) {
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static int fill_string(char **dst, const char *def) {
+    if (!*dst && !(*dst = strdup(def)))
+        return -1;
+    return 0;
+}
+
+int hato_config_finish(struct hato_config *cfg, char *err, size_t errlen) {
+    if (cfg->finished) {
+        set_err(err, errlen, "configuration already finished");
+        return -1;
+    }
+    if (fill_string(&cfg->auto_id_prefix, "auto-") < 0 ||
+        fill_string(&cfg->persistence_file, "mosquitto.db") < 0 ||
+        fill_string(&cfg->user, "mosquitto") < 0 ||
+        fill_string(&cfg->default_listener.protocol, "mqtt") < 0)
+        goto oom;
+
+    const char *cmdline = intern_file(cfg, "<command line>");
+    if (!cmdline)
+        goto oom;
+    const int def_port = cfg->cmd_port >= 0               ? cfg->cmd_port
+                         : cfg->default_listener.port > 0 ? cfg->default_listener.port
+                                                          : 1883;
+    if (cfg->n_listeners == 0 && !cfg->default_listener_used) {
+        /* Nothing configured a listener: loopback only (Mosquitto 2.0). With
+         * an ephemeral port only IPv4, so that there is one port to find. */
+        const char *local = intern_file(cfg, "<local-only>");
+        if (!local)
+            goto oom;
+        int dom = cfg->default_listener.socket_domain;
+        cfg->local_only = true;
+        if (dom != AF_INET6 && add_from_default(cfg, def_port, "127.0.0.1", AF_INET, local, 0) < 0)
+            goto oom;
+        if (dom != AF_INET && def_port != 0 &&
+            add_from_default(cfg, def_port, "::1", AF_INET6, local, 0) < 0)
+            goto oom;
+    } else if (cfg->default_listener_used || cfg->cmd_port >= 0) {
+        const char *file = cfg->default_listener_used ? cfg->default_listener.file : cmdline;
+        int line = cfg->default_listener_used ? cfg->default_listener.line : 0;
+        if (add_from_default(cfg, def_port, NULL, AF_UNSPEC, file, line) < 0)
+            goto oom;
+        /* The default listener comes first, as it is the one -p or port names. */
+        struct hato_listener d = cfg->listeners[cfg->n_listeners - 1];
+        memmove(&cfg->listeners[1], &cfg->listeners[0],
+                (cfg->n_listeners - 1) * sizeof cfg->listeners[0]);
+        cfg->listeners[0] = d;
+    } else if (cfg->default_touched_file) {
+        if (add_warning_at(cfg, cfg->default_touched_file, cfg->default_touched_line,
+                           "listener options before the first 'listener' line apply to the "
+                           "default listener, which is not created (no 'port' line); "
+                           "they have no effect") < 0)
+            goto oom;
+    }
+
+    if (cfg->allow_anonymous == HATO_UNSET)
+        cfg->allow_anonymous = cfg->local_only ? 1 : 0;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        struct hato_listener *l = &cfg->listeners[i];
+        if (l->allow_anonymous == HATO_UNSET)
+            l->allow_anonymous = cfg->allow_anonymous;
+        if (l->allow_zero_length_clientid == HATO_UNSET)
+            l->allow_zero_length_clientid = cfg->allow_zero_length_clientid;
+        if (fill_string(&l->auto_id_prefix, cfg->auto_id_prefix) < 0 ||
+            fill_string(&l->protocol, "mqtt") < 0)
+            goto oom;
+
+        if (!l->certfile != !l->keyfile) {
+            set_err(err, errlen, "%s:%d: listener %d: certfile and keyfile must be given together",
+                    l->file, l->line, l->port);
+            return -1;
+        }
+        if ((l->cafile || l->capath) && !l->certfile) {
+            set_err(err, errlen,
+                    "%s:%d: listener %d: cafile/capath given without certfile and "
+                    "keyfile",
+                    l->file, l->line, l->port);
+            return -1;
+        }
+        if (l->psk_hint && l->certfile) {
+            set_err(err, errlen,
+                    "%s:%d: listener %d: cannot use both certificate and PSK "
+                    "encryption",
+                    l->file, l->line, l->port);
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++) {
+            const struct hato_listener *o = &cfg->listeners[j];
+            bool dup = l->unix_path ? same_str(l->unix_path, o->unix_path)
+                                    : (!o->unix_path && l->port != 0 && l->port == o->port &&
+                                       same_str(l->bind_address, o->bind_address) &&
+                                       l->socket_domain == o->socket_domain);
+            if (dup) {
+                if (l->unix_path)
+                    set_err(err, errlen, "%s:%d: listener 0 %s duplicates the one at %s:%d",
+                            l->file, l->line, l->unix_path, o->file, o->line);
+                else
+                    set_err(err, errlen, "%s:%d: listener %d duplicates the one at %s:%d", l->file,
+                            l->line, l->port, o->file, o->line);
+                return -1;
+            }
+        }
+    }
+    cfg->finished = true;
+    return 0;
+oom:
+    set_err(err, errlen, "out of memory");
+    return -1;
+}
+
+void hato_config_free(struct hato_config *cfg) {
+    static const size_t strings[] = {
+        CO(clientid_prefixes), CO(auto_id_prefix),
+        CO(password_file),     CO(acl_file),
+        CO(psk_file),          CO(persistence_location),
+        CO(persistence_file),  CO(include_dir),
+        CO(pid_file),          CO(user),
+        CO(log_file),          CO(log_timestamp_format),
+    };
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
+        free(*(char **)(void *)((char *)cfg + strings[i]));
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        listener_free(&cfg->listeners[i]);
+    free(cfg->listeners);
+    listener_free(&cfg->default_listener);
+    for (size_t i = 0; i < cfg->n_warnings; i++)
+        free(cfg->warnings[i]);
+    free(cfg->warnings);
+    for (size_t i = 0; i < cfg->n_files; i++)
+        free(cfg->files[i]);
+    free(cfg->files);
+    memset(cfg, 0, sizeof *cfg);
+}
