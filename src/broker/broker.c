@@ -145,6 +145,17 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
         return -1;
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct hato_listener *l = &cfg->listeners[i];
+        /* Never serve in plain text what the user configured for TLS. */
+        if (hato_listener_wants_tls(l)) {
+            log_error("Error: %s:%d: TLS listeners are not supported by this build yet.", l->file,
+                      l->line);
+            return -1;
+        }
+        if (l->protocol && strcmp(l->protocol, "mqtt") != 0) {
+            log_error("Error: %s:%d: protocol %s is not supported yet.", l->file, l->line,
+                      l->protocol);
+            return -1;
+        }
         int r = l->unix_path ? open_unix(b, l) : open_tcp(b, l);
         if (r < 0)
             return -1;

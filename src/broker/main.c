@@ -106,6 +106,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     hato_config_apply_logging(&cfg);
+    for (size_t i = 0; i < cfg.n_warnings; i++)
+        log_warn("Warning: %s", cfg.warnings[i]);
     if (verbose)
         log_set_mask(LOG_ALL);
     if (cfg.local_only)

@@ -149,6 +149,18 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     const struct mqtt_props *props = &p->props;
     bool v5 = c->version == MQTT_V5;
 
+    if (!(lcfg(c)->accept_protocol_versions & (1u << c->version))) {
+        connack_fail(c, MQTT_CONNACK_BAD_PROTOCOL, MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION,
+                     "protocol version not accepted on this listener");
+        return;
+    }
+    if (cfg->clientid_prefixes &&
+        (idlen < strlen(cfg->clientid_prefixes) ||
+         memcmp(id, cfg->clientid_prefixes, strlen(cfg->clientid_prefixes)) != 0)) {
+        connack_fail(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_CLIENT_ID_NOT_VALID,
+                     "client id does not start with clientid_prefixes");
+        return;
+    }
     if (c->version == MQTT_V31 && idlen > 23) {
         connack_fail(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_NOT_VALID,
                      "MQTT 3.1 client id longer than 23 bytes");
@@ -271,6 +283,10 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         ap->receive_maximum = rm == 0 || rm > 65535 ? 65535 : (uint16_t)rm;
         ap->present |= PROP(TOPIC_ALIAS_MAXIMUM);
         ap->topic_alias_maximum = (uint16_t)lcfg(c)->max_topic_alias;
+        if (lcfg(c)->max_qos < 2) {
+            ap->present |= PROP(MAXIMUM_QOS);
+            ap->maximum_qos = (uint8_t)lcfg(c)->max_qos;
+        }
         if (!cfg->retain_available) {
             ap->present |= PROP(RETAIN_AVAILABLE);
             ap->retain_available = 0;
@@ -373,6 +389,10 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
             proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "unknown topic alias");
             return;
         }
+    }
+    if (qos > lcfg(c)->max_qos) {
+        proto_fail(c, MQTT_RC_QOS_NOT_SUPPORTED, "QoS above the listener's max_qos");
+        return;
     }
     if (p->publish.retain && !cfg->retain_available) {
         proto_fail(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "retain not available");
@@ -515,7 +535,8 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
             rc[i++] = v5 ? MQTT_RC_TOPIC_FILTER_INVALID : 0x80;
             continue;
         }
-        struct sub_opts o = {.qos = e.qos > 2 ? 2 : e.qos,
+        uint8_t maxq = (uint8_t)lcfg(c)->max_qos;
+        struct sub_opts o = {.qos = e.qos > maxq ? maxq : e.qos,
                              .no_local = e.no_local,
                              .retain_as_published = e.retain_as_published,
                              .retain_handling = e.retain_handling};

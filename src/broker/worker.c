@@ -190,6 +190,7 @@ static void conn_free(struct conn *c) {
     free(c->segs);
     free(c->in);
     free(c->username);
+    free(c->assigned_id);
     if (c->aliases) {
         for (uint16_t i = 0; i < c->nalias; i++)
             free(c->aliases[i]);
@@ -286,6 +287,17 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
                                           : MQTT_CONNACK_BAD_PROTOCOL;
                 conn_send(c, &ack);
                 conn_close(c, "unsupported protocol version");
+                return;
+            }
+            if (c->state == CS_NEW && reason == MQTT_RC_CLIENT_ID_NOT_VALID &&
+                p.connect.version >= MQTT_V31 && p.connect.version <= MQTT_V5) {
+                /* MQTT-3.1.3-8: identifier rejected, with a CONNACK. */
+                struct mqtt_packet ack = {.type = MQTT_CONNACK};
+                c->version = p.connect.version;
+                ack.reason = c->version == MQTT_V5 ? MQTT_RC_CLIENT_ID_NOT_VALID
+                                                   : MQTT_CONNACK_ID_REJECTED;
+                conn_send(c, &ack);
+                conn_close(c, "client id not valid");
                 return;
             }
             char why[96];
