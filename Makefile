@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all build run test test-fast unit deps deps-test asan clean format
+.PHONY: all build run test test-fast unit deps deps-test asan clean format fuzz fuzz-build
 
 all: build
 
@@ -37,8 +37,26 @@ test: deps-test build asan
 test-fast: deps-test build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
 
+# libFuzzer targets (clang). FUZZ_TIME seconds per target; CI runs a short smoke.
+FUZZ_TIME ?= 60
+FUZZ_FLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc
+FUZZ_TARGETS = fuzz_mqtt_decode
+
+fuzz-build:
+	@mkdir -p build-fuzz
+	clang $(FUZZ_FLAGS) src/mqtt/*.c tests/fuzz/fuzz_mqtt_decode.c -o build-fuzz/fuzz_mqtt_decode
+
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  name=$${t#fuzz_}; mkdir -p build-fuzz/corpus-$$name; \
+	  echo "== $$t for $(FUZZ_TIME)s"; \
+	  ./build-fuzz/$$t -max_total_time=$(FUZZ_TIME) -dict=tests/fuzz/mqtt.dict \
+	    build-fuzz/corpus-$$name tests/fuzz/corpus/$$name >build-fuzz/$$t.log 2>&1; rc=$$?; \
+	  tail -3 build-fuzz/$$t.log; [ $$rc = 0 ] || { cat build-fuzz/$$t.log; exit 1; }; \
+	done
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

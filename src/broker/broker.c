@@ -27,11 +27,18 @@ int worker_listen(struct worker *w, struct lsock *ls);
 int worker_start(struct worker *w);
 void worker_free(struct worker *w);
 
+/* Shared subscriptions prefer members that are connected now. */
+static bool session_available(void *owner) {
+    struct session *s = owner;
+    return atomic_load_explicit(&s->online, memory_order_relaxed);
+}
+
 struct worker *broker_owner(struct broker *b, const char *id, size_t len) {
     return &b->workers[strmap_hash(id, len) % (uint64_t)b->nworkers];
 }
 
 static int add_lsock(struct broker *b, int fd, const struct hato_listener *l) {
+    size_t li = (size_t)(l - b->cfg->listeners);
     struct lsock *n = realloc(b->lsocks, (b->nlsocks + 1) * sizeof(*n));
     if (!n)
         return -1;
@@ -40,7 +47,7 @@ static int add_lsock(struct broker *b, int fd, const struct hato_listener *l) {
     memset(ls, 0, sizeof(*ls));
     ls->fd = fd;
     ls->cfg = l;
-    atomic_init(&ls->nconns, 0);
+    ls->nconns = &b->lconns[li];
     return 0;
 }
 
@@ -139,9 +146,10 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
     memset(b, 0, sizeof(*b));
     b->cfg = cfg;
     b->started = (int64_t)time(NULL);
-    b->subs = sub_tree_new(NULL);
+    b->subs = sub_tree_new(session_available);
     b->retain = retain_new();
-    if (!b->subs || !b->retain)
+    b->lconns = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*b->lconns));
+    if (!b->subs || !b->retain || !b->lconns)
         return -1;
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct hato_listener *l = &cfg->listeners[i];
@@ -210,8 +218,12 @@ int broker_run(struct broker *b) {
     for (int i = 0; i < b->nworkers; i++) {
         if (worker_start(&b->workers[i]) != 0) {
             log_error("Error: cannot start worker thread: %s", strerror(errno));
-            b->nworkers = i;
-            break;
+            atomic_store(&b->stopping, true);
+            for (int k = 0; k < i; k++)
+                ev_stop(b->workers[k].loop);
+            for (int k = 0; k < i; k++)
+                pthread_join(b->workers[k].thread, NULL);
+            return 1;
         }
     }
     log_notice("hato version %s running (%d worker thread%s).", HATO_VERSION, b->nworkers,
@@ -263,6 +275,7 @@ void broker_free(struct broker *b) {
         free(b->lsocks[i].ios);
     }
     free(b->lsocks);
+    free(b->lconns);
     if (b->workers) {
         for (int i = 0; i < b->nworkers; i++)
             worker_free(&b->workers[i]);

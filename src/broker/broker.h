@@ -42,7 +42,7 @@ struct session;
 struct lsock {
     int fd;
     const struct hato_listener *cfg;
-    atomic_int nconns; /* connections open on this listener (for max_connections) */
+    atomic_int *nconns; /* open connections of its listener (shared by its sockets) */
     struct ev_io *ios; /* one per worker (EPOLLEXCLUSIVE) */
 };
 
@@ -79,6 +79,7 @@ struct session {
     char *client_id;
     size_t id_len;
     struct conn *conn; /* NULL while offline */
+    atomic_bool online; /* conn != NULL, readable by other threads (shared subs) */
     uint8_t version;
     bool dead;         /* removed from the registry: drop what arrives */
     uint32_t expiry;   /* session expiry interval, seconds (UINT32_MAX = never) */
@@ -200,6 +201,8 @@ struct worker {
     uint32_t *subid_scratch;
     size_t nsubid_scratch, capsubid_scratch;
 
+    bool accept_paused; /* out of descriptors: accepting resumes on the next tick */
+
     /* Statistics, read by other threads without locks (approximate). */
     atomic_ulong msgs_in, msgs_out, dropped;
     atomic_uint nclients;
@@ -220,6 +223,7 @@ struct broker {
     struct worker *workers;
     struct lsock *lsocks;
     size_t nlsocks;
+    atomic_int *lconns; /* per configured listener, for max_connections */
     atomic_bool stopping;
     atomic_ulong id_counter; /* for assigned client ids */
     int64_t started;

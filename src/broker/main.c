@@ -124,7 +124,7 @@ int main(int argc, char **argv) {
         hato_config_free(&cfg);
         return 1;
     }
-    if (daemonize && daemon(0, 0) < 0) {
+    if (daemonize && daemon(1, 0) < 0) {
         log_error("Error: cannot daemonize: %s", strerror(errno));
         broker_free(&b);
         hato_config_free(&cfg);

@@ -263,6 +263,7 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
                         ? p->connect.will_props.will_delay
                         : 0;
     s->conn = c;
+    atomic_store_explicit(&s->online, true, memory_order_relaxed);
     c->s = s;
     c->keep_alive = ka;
     c->will_pending = true;

@@ -229,6 +229,7 @@ void conn_close(struct conn *c, const char *why) {
         struct session *s = c->s;
         c->s = NULL;
         s->conn = NULL;
+        atomic_store_explicit(&s->online, false, memory_order_relaxed);
         atomic_fetch_sub(&w->nclients, 1);
         session_detach(s, c->will_pending);
     } else if (why) {
@@ -242,7 +243,7 @@ void conn_close(struct conn *c, const char *why) {
     close(c->fd);
     c->fd = -1;
     if (c->counted)
-        atomic_fetch_sub(&c->ls->nconns, 1);
+        atomic_fetch_sub(c->ls->nconns, 1);
     list_remove(c);
     c->next = w->closed;
     w->closed = c;
@@ -445,8 +446,14 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
         socklen_t sl = sizeof(ss);
         int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                log_warn("Cannot accept: %s.", strerror(errno));
+            if (errno == EMFILE || errno == ENFILE) {
+                /* Level-triggered: waiting would spin. Pause until the next
+                 * tick, when descriptors may have been freed. */
+                log_warn("Cannot accept: %s; pausing new connections.", strerror(errno));
+                for (size_t k = 0; k < w->b->nlsocks; k++)
+                    ev_io_stop(loop, &w->b->lsocks[k].ios[w->id]);
+                w->accept_paused = true;
+            }
             return;
         }
         char peer[64] = "?";
@@ -463,9 +470,9 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
         } else {
             snprintf(peer, sizeof(peer), "%s", ls->cfg->unix_path ? ls->cfg->unix_path : "unix");
         }
-        int n = atomic_fetch_add(&ls->nconns, 1) + 1;
+        int n = atomic_fetch_add(ls->nconns, 1) + 1;
         if (ls->cfg->max_connections >= 0 && n > ls->cfg->max_connections) {
-            atomic_fetch_sub(&ls->nconns, 1);
+            atomic_fetch_sub(ls->nconns, 1);
             log_notice("Refused connection from %s: max_connections (%d) reached.", peer,
                        ls->cfg->max_connections);
             close(fd);
@@ -477,7 +484,7 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
         }
         struct conn *c = calloc(1, sizeof(*c));
         if (!c) {
-            atomic_fetch_sub(&ls->nconns, 1);
+            atomic_fetch_sub(ls->nconns, 1);
             close(fd);
             continue;
         }
@@ -576,9 +583,16 @@ static void on_inbox(struct ev_loop *loop, void *data) {
 
 /* ---- periodic and end of turn ---------------------------------------- */
 
+int worker_listen(struct worker *w, struct lsock *ls);
+
 static void on_tick(struct ev_loop *loop, void *data) {
     struct worker *w = data;
     int64_t now = ev_now(loop);
+    if (w->accept_paused) {
+        w->accept_paused = false;
+        for (size_t k = 0; k < w->b->nlsocks; k++)
+            worker_listen(w, &w->b->lsocks[k]);
+    }
     int timeout = w->b->cfg->connect_timeout;
     for (struct conn *c = w->conns, *next; c; c = next) {
         next = c->next;
@@ -592,6 +606,9 @@ static void on_tick(struct ev_loop *loop, void *data) {
         }
     }
     session_timers(w, now);
+    /* One worker purges expired retained messages (the others only skip them). */
+    if (w->id == 0)
+        retain_expire(w->b->retain, msg_now_ms());
 }
 
 static void on_after(struct ev_loop *loop, void *data) {
@@ -682,7 +699,7 @@ void worker_free(struct worker *w) {
             struct conn *c = it->c;
             close(c->fd);
             if (c->counted)
-                atomic_fetch_sub(&c->ls->nconns, 1);
+                atomic_fetch_sub(c->ls->nconns, 1);
             conn_free(c);
         }
         free(it);
