@@ -148,6 +148,9 @@ enum mqtt_prop_id {
 /* Bit for property `id` in mqtt_props.present. */
 #define MQTT_PROP_BIT(id) (UINT64_C(1) << (id))
 
+/* Subscription identifiers a decoded PUBLISH stores (more are counted). */
+#define MQTT_MAX_SUB_IDS 4
+
 /* Largest remaining length the variable-byte integer can carry. */
 #define MQTT_MAX_REMAINING_LENGTH 268435455u
 
@@ -161,7 +164,8 @@ struct mqtt_str {
  * MQTT 5 properties of one packet (or of a will). A field is meaningful only
  * when its bit is set in `present`. Decoding fills the views into the input;
  * encoding writes every present field, in identifier order, then the user
- * properties region and the subscription identifiers.
+ * properties region and the subscription identifiers. A decoded block can
+ * be re-encoded as is: its user properties are then taken from `raw`.
  */
 struct mqtt_props {
     uint64_t present;
@@ -204,10 +208,11 @@ struct mqtt_props {
      * client): up to one stored in sub_id[0] for SUBSCRIBE; a PUBLISH may
      * carry several, all stored up to MQTT_MAX_SUB_IDS and counted in
      * sub_id_count. Encoding writes sub_id_count entries of sub_ids (or of
-     * sub_id when sub_ids is NULL).
+     * sub_id when sub_ids is NULL; then a count over MQTT_MAX_SUB_IDS
+     * cannot be encoded and the encoder returns 0).
      */
     uint32_t sub_id_count;
-    uint32_t sub_id[4];
+    uint32_t sub_id[MQTT_MAX_SUB_IDS];
     const uint32_t *sub_ids;
     /* Decoding: the property block's content (after its length), so user
      * properties can be walked in order. Empty for props built to encode. */
@@ -217,10 +222,10 @@ struct mqtt_props {
 /* One entry of a SUBSCRIBE (decode or encode). */
 struct mqtt_sub_entry {
     struct mqtt_str filter;
-    uint8_t qos;             /* 0..2 */
-    bool no_local;           /* MQTT 5 */
-    bool retain_as_published;/* MQTT 5 */
-    uint8_t retain_handling; /* MQTT 5, 0..2 */
+    uint8_t qos;              /* 0..2 */
+    bool no_local;            /* MQTT 5 */
+    bool retain_as_published; /* MQTT 5 */
+    uint8_t retain_handling;  /* MQTT 5, 0..2 */
 };
 
 /*
@@ -263,14 +268,17 @@ struct mqtt_packet {
         } publish;
         struct {
             /* Decode: `raw` is the validated payload, walk it with
-             * mqtt_sub_next. Encode: `list` holds `count` entries. */
+             * mqtt_sub_next; `count` is its number of entries and `list` is
+             * NULL. Encode: `list` holds `count` entries (if `list` is NULL,
+             * `raw` is copied verbatim: re-encoding for the same version). */
             struct mqtt_str raw;
             uint32_t count;
             const struct mqtt_sub_entry *list;
         } subscribe;
         struct {
             /* Decode: `raw` is the validated payload of filters, walk it with
-             * mqtt_unsub_next. Encode: `list` holds `count` filters. */
+             * mqtt_unsub_next; `count` is its number of filters. Encode:
+             * `list` holds `count` filters (or, if NULL, `raw` is copied). */
             struct mqtt_str raw;
             uint32_t count;
             const struct mqtt_str *list;
@@ -288,9 +296,9 @@ struct mqtt_packet {
 struct mqtt_frame {
     uint8_t type;
     uint8_t flags;
-    uint32_t remaining; /* remaining length */
-    uint32_t header_len;/* 2..5: bytes of the fixed header */
-    uint32_t total;     /* header_len + remaining */
+    uint32_t remaining;  /* remaining length */
+    uint32_t header_len; /* 2..5: bytes of the fixed header */
+    uint32_t total;      /* header_len + remaining */
 };
 
 /*
@@ -298,10 +306,11 @@ struct mqtt_frame {
  * Returns MQTT_OK (frame filled; the whole packet is in the buffer when
  * len >= frame.total), MQTT_AGAIN (the fixed header itself is incomplete), or
  * MQTT_ERR with *reason = MQTT_RC_MALFORMED_PACKET (remaining length longer
- * than 4 bytes / non-minimal is accepted as the spec allows) or
+ * than 4 bytes; a non-minimal encoding is accepted) or
  * MQTT_RC_PACKET_TOO_LARGE (total > max_size; max_size 0 means no limit
  * beyond the protocol's). Checking the size before the body has arrived lets
- * a caller refuse a packet before buffering it.
+ * a caller refuse a packet before buffering it. The packet type and flags
+ * are not judged here (mqtt_decode does). `reason` may be NULL.
  */
 int mqtt_frame_parse(const uint8_t *buf, size_t len, uint32_t max_size, struct mqtt_frame *frame,
                      uint8_t *reason);
@@ -310,14 +319,20 @@ int mqtt_frame_parse(const uint8_t *buf, size_t len, uint32_t max_size, struct m
  * Decode and validate one whole packet buf[0..len) (len == frame.total).
  * `version` is the connection's protocol level; 0 before CONNECT, in which
  * case only a CONNECT is accepted and its level is reported in
- * out->connect.version. Returns MQTT_OK or MQTT_ERR with *reason set:
- * MQTT_RC_MALFORMED_PACKET, MQTT_RC_PROTOCOL_ERROR,
- * MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION (CONNECT with an unknown name/level;
- * out->connect.version is then the level found, so the caller can answer
- * with the right CONNACK), MQTT_RC_TOPIC_NAME_INVALID,
+ * out->connect.version. A CONNECT is decoded by its own level whatever
+ * `version` is (refusing a second CONNECT is the caller's business).
+ * Returns MQTT_OK or MQTT_ERR with *reason set:
+ * MQTT_RC_MALFORMED_PACKET, MQTT_RC_PROTOCOL_ERROR (also: CONNECT whose
+ * protocol name is neither "MQTT" nor "MQIsdp", MQTT-3.1.2-1: close without
+ * CONNACK), MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION (CONNECT with a known name
+ * and an unknown level; out->connect.version is then the level found, so
+ * the caller can answer with the right CONNACK), MQTT_RC_TOPIC_NAME_INVALID,
  * MQTT_RC_TOPIC_FILTER_INVALID, MQTT_RC_PAYLOAD_FORMAT_INVALID,
- * MQTT_RC_CLIENT_ID_NOT_VALID (3.1 ids over 23 bytes are NOT rejected here:
- * policy belongs to the broker).
+ * MQTT_RC_CLIENT_ID_NOT_VALID (empty id in 3.1, or in 3.1.1 without clean
+ * session, MQTT-3.1.3-8; reported only when the rest of the CONNECT is
+ * valid. 3.1 ids over 23 bytes are NOT rejected here: policy belongs to the
+ * broker). After MQTT_ERR only `type`, `flags` and connect.version are
+ * meaningful. `reason` may be NULL.
  *
  * `is_server` says which side decodes: the server rejects packets only a
  * server may send (CONNACK, SUBACK, ...) and vice versa, and PUBLISH from a
@@ -349,7 +364,10 @@ size_t mqtt_encode_user_prop(uint8_t *dst, size_t cap, struct mqtt_str key, stru
 /*
  * Encode packet `p` for protocol `version` into buf[0..cap). Returns the
  * total size (fixed header included) and writes only when it fits; returns 0
- * if the packet cannot be encoded (remaining length over the maximum). For
+ * if the packet cannot be encoded (remaining length over the maximum, a
+ * string or binary field over 65535 bytes, QoS 3, AUTH before 5.0, unknown
+ * type or version). CONNECT is written for `version` (its name and level
+ * follow from it; p->connect.version is not read). For
  * 3.x, properties and reason codes that the version lacks are left out
  * (PUBACK & co carry only the packet id; DISCONNECT is empty; CONNACK carries
  * `reason` as its return code). For MQTT 5 acks, the reason code and property
@@ -367,7 +385,8 @@ size_t mqtt_encode(uint8_t *buf, size_t cap, uint8_t version, const struct mqtt_
 size_t mqtt_encode_publish_head(uint8_t *buf, size_t cap, uint8_t version,
                                 const struct mqtt_packet *p);
 
-/* Size of the encoded property block (length prefix included). */
+/* Size of the encoded property block (length prefix included); 0 if it
+ * cannot be encoded (a string over 65535 bytes, too many sub_id). */
 size_t mqtt_props_size(const struct mqtt_props *props);
 
 /* Variable byte integer: bytes needed for v (1..4), or 0 if v is too big. */
