@@ -184,6 +184,12 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         connack_fail(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED, "not authorised");
         return;
     }
+    if (p->connect.will && p->connect.will_qos > lcfg(c)->max_qos && v5) {
+        /* MQTT-3.2.2-12: a will QoS above the server's Maximum QoS. */
+        connack_fail(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_QOS_NOT_SUPPORTED,
+                     "will QoS above max_qos");
+        return;
+    }
     if (p->connect.will && p->connect.will_retain && !cfg->retain_available) {
         connack_fail(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_RETAIN_NOT_SUPPORTED,
                      "retained will refused: retain_available is false");
@@ -276,7 +282,7 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     atomic_fetch_add(&w->nclients, 1);
 
     struct mqtt_packet ack = {.type = MQTT_CONNACK, .reason = 0};
-    ack.connack.session_present = present;
+    ack.connack.session_present = present && c->version != MQTT_V31; /* 3.1 has no such flag */
     if (v5) {
         struct mqtt_props *ap = &ack.props;
         uint32_t rm = cfg->max_inflight_messages;
@@ -416,9 +422,9 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         log_notice("Dropped message from %s on '%.*s': %u bytes over message_size_limit.",
                    s->client_id, (int)tlen, (const char *)topic, p->publish.payload.len);
         if (qos == 1)
-            send_ack(c, MQTT_PUBACK, pid, MQTT_RC_PACKET_TOO_LARGE);
+            send_ack(c, MQTT_PUBACK, pid, MQTT_RC_QUOTA_EXCEEDED); /* a valid PUBACK code (MQTT-3.4.2-1) */
         else if (qos == 2) {
-            send_ack(c, MQTT_PUBREC, pid, MQTT_RC_PACKET_TOO_LARGE);
+            send_ack(c, MQTT_PUBREC, pid, MQTT_RC_QUOTA_EXCEEDED);
         }
         return;
     }

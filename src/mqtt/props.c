@@ -78,7 +78,11 @@ struct prop_val {
 /* Read one property (identifier and value) without judging it. False if the
  * identifier is unknown (its length cannot be known) or the value overruns. */
 static bool prop_read(struct mqtt_rd *r, uint32_t *id, struct prop_val *v) {
+    size_t start = r->pos;
     if (!mqtt_rd_varint(r, id))
+        return false;
+    /* MQTT-1.5.5-1: the identifier's varint must use the fewest bytes. */
+    if (r->pos - start != mqtt_varint_size(*id))
         return false;
     uint8_t b;
     uint16_t h;
@@ -132,9 +136,12 @@ static uint8_t prop_store(struct mqtt_props *out, uint32_t id, const struct prop
     case MQTT_PROP_SUBSCRIPTION_ID:     /* 3.3.2.3.8: 0 is a Protocol Error */
     case MQTT_PROP_RECEIVE_MAXIMUM:     /* 3.1.2.11.3 */
     case MQTT_PROP_MAXIMUM_PACKET_SIZE: /* 3.1.2.11.4 */
-    case MQTT_PROP_TOPIC_ALIAS:         /* MQTT-3.3.2-8 */
         if (v->num == 0)
             return MQTT_RC_PROTOCOL_ERROR;
+        break;
+    case MQTT_PROP_TOPIC_ALIAS: /* MQTT-3.3.2-8: 0 is "Topic Alias invalid" (3.3.2.3.4) */
+        if (v->num == 0)
+            return MQTT_RC_TOPIC_ALIAS_INVALID;
         break;
     default:
         break;
@@ -249,7 +256,7 @@ int mqtt_props_decode(struct mqtt_rd *r, uint8_t type, bool is_server, struct mq
         if (!prop_read(&pr, &id, &v))
             return fail(reason, MQTT_RC_MALFORMED_PACKET);
         if (!(prop_defs[id].packets & mask))
-            return fail(reason, MQTT_RC_PROTOCOL_ERROR); /* 2.2.2.2 */
+            return fail(reason, MQTT_RC_MALFORMED_PACKET); /* 2.2.2.2: not valid here */
         bool repeatable = id == MQTT_PROP_USER_PROPERTY ||
                           (id == MQTT_PROP_SUBSCRIPTION_ID && type == MQTT_PUBLISH);
         if (!repeatable && (out->present & MQTT_PROP_BIT(id)))

@@ -490,9 +490,9 @@ static void test_connect_properties(void **state) {
                        2); /* duplicate */
     CHECKB(0x10, &b, 0, true, PROTO, NULL);
     CONNECT_WITH_PROPS(MQTT_PROP_TOPIC_ALIAS, 0, 1); /* not a CONNECT property */
-    CHECKB(0x10, &b, 0, true, PROTO, NULL);
+    CHECKB(0x10, &b, 0, true, MAL, NULL);
     CONNECT_WITH_PROPS(MQTT_PROP_WILL_DELAY, 0, 0, 0, 1); /* will-only property */
-    CHECKB(0x10, &b, 0, true, PROTO, NULL);
+    CHECKB(0x10, &b, 0, true, MAL, NULL);
     CONNECT_WITH_PROPS(0x7F, 0); /* unknown identifier: cannot be parsed */
     CHECKB(0x10, &b, 0, true, MAL, NULL);
     CONNECT_WITH_PROPS(0x00, 0);
@@ -533,10 +533,9 @@ static void test_connect_properties(void **state) {
     assert_true(str_is(k, "a") && str_is(v, "2"));
     assert_false(mqtt_user_prop_next(&p.props, &off, &k, &v));
     assert_false(mqtt_user_prop_next(&p.props, &off, &k, &v));
-    /* Non-minimal property identifier varint (0x91 0x00 = 0x11) is accepted. */
+    /* MQTT-1.5.5-1: a non-minimal property identifier varint (0x91 0x00 = 0x11) is malformed. */
     CONNECT_WITH_PROPS(0x91, 0x00, 0, 0, 0, 5);
-    CHECKB(0x10, &b, 0, true, OK, &p);
-    assert_int_equal(p.props.session_expiry, 5);
+    CHECKB(0x10, &b, 0, true, MAL, NULL);
 #undef CONNECT_WITH_PROPS
 }
 
@@ -553,7 +552,7 @@ static void test_connect_will_properties(void **state) {
     b_u16(&b, 1);
     b_str(&b, "t");
     b_str(&b, "m");
-    CHECKB(0x10, &b, 0, true, PROTO, NULL);
+    CHECKB(0x10, &b, 0, true, MAL, NULL);
     connect_head(&b, "MQTT", 5, 0x04 | 0x02);
     b_u8(&b, 0);
     b_str(&b, "c");
@@ -590,7 +589,7 @@ static void test_connack(void **state) {
     CHECK(0x20, MQTT_V5, false, PROTO, 0x00, 0x00, 0x02, MQTT_PROP_WILDCARD_SUB_AVAILABLE, 2);
     CHECK(0x20, MQTT_V5, false, PROTO, 0x00, 0x00, 0x02, MQTT_PROP_SUB_ID_AVAILABLE, 2);
     CHECK(0x20, MQTT_V5, false, PROTO, 0x00, 0x00, 0x02, MQTT_PROP_SHARED_SUB_AVAILABLE, 2);
-    CHECK(0x20, MQTT_V5, false, PROTO, 0x00, 0x00, 0x05, MQTT_PROP_WILL_DELAY, 0, 0, 0, 2);
+    CHECK(0x20, MQTT_V5, false, MAL, 0x00, 0x00, 0x05, MQTT_PROP_WILL_DELAY, 0, 0, 0, 2);
     check_body(0x20,
                BYTES(0x01, 0x00, 0x0A, MQTT_PROP_MAXIMUM_QOS, 1, MQTT_PROP_SERVER_KEEP_ALIVE, 0x00,
                      0x1E, MQTT_PROP_ASSIGNED_CLIENT_ID, 0x00, 0x02, 'i', 'd'),
@@ -670,8 +669,9 @@ static void test_publish_empty_topic(void **state) {
                OK, &p);
     assert_int_equal(p.publish.topic.len, 0);
     assert_int_equal(p.props.topic_alias, 7);
-    /* MQTT-3.3.2-8: Topic Alias 0 is not permitted. */
-    CHECK(0x30, MQTT_V5, true, PROTO, 0x00, 0x01, 't', 0x03, MQTT_PROP_TOPIC_ALIAS, 0x00, 0x00);
+    /* MQTT-3.3.2-8: Topic Alias 0 is not permitted: "Topic Alias invalid" (0x94). */
+    CHECK(0x30, MQTT_V5, true, MQTT_RC_TOPIC_ALIAS_INVALID, 0x00, 0x01, 't', 0x03,
+          MQTT_PROP_TOPIC_ALIAS, 0x00, 0x00);
 }
 
 /* 3.3.2.3.2: payload format indicator 0/1, and 1 means UTF-8 payload. */
@@ -719,7 +719,7 @@ static void test_publish_properties(void **state) {
     struct mqtt_packet p;
     CHECK(0x30, MQTT_V5, true, PROTO, 0x00, 0x01, 't', 0x0A, MQTT_PROP_MESSAGE_EXPIRY, 0, 0, 0, 1,
           MQTT_PROP_MESSAGE_EXPIRY, 0, 0, 0, 2);
-    CHECK(0x30, MQTT_V5, true, PROTO, 0x00, 0x01, 't', 0x05, MQTT_PROP_SESSION_EXPIRY, 0, 0, 0, 1);
+    CHECK(0x30, MQTT_V5, true, MAL, 0x00, 0x01, 't', 0x05, MQTT_PROP_SESSION_EXPIRY, 0, 0, 0, 1);
     CHECK(0x30, MQTT_V5, true, PROTO, 0x00, 0x01, 't', 0x04, MQTT_PROP_RESPONSE_TOPIC, 0, 1, '#');
     CHECK(0x30, MQTT_V5, true, PROTO, 0x00, 0x01, 't', 0x03, MQTT_PROP_RESPONSE_TOPIC, 0, 0);
     CHECK(0x30, MQTT_V5, true, MAL, 0x00, 0x01, 't', 0x04, MQTT_PROP_CORRELATION_DATA, 0, 2, 'x');
@@ -754,7 +754,7 @@ static void test_pub_acks(void **state) {
         check_body(first, BYTES(0x00, 0x07, 0x00, 0x04, MQTT_PROP_REASON_STRING, 0, 1, 'r'),
                    MQTT_V5, false, OK, &p);
         assert_true(str_is(p.props.reason_string, "r"));
-        CHECK(first, MQTT_V5, true, PROTO, 0x00, 0x07, 0x00, 0x03, MQTT_PROP_TOPIC_ALIAS, 0, 1);
+        CHECK(first, MQTT_V5, true, MAL, 0x00, 0x07, 0x00, 0x03, MQTT_PROP_TOPIC_ALIAS, 0, 1);
         CHECK(first, MQTT_V5, true, MAL, 0x00, 0x07, 0x00, 0x05, MQTT_PROP_REASON_STRING, 0, 1,
               'r');
         /* Wrong fixed header flags (MQTT-2.2.2-2; MQTT-3.6.1-1 for PUBREL). */
@@ -825,7 +825,7 @@ static void test_subscribe_invalid(void **state) {
     CHECK(0x82, MQTT_V31, true, MAL, 0x00, 0x01, 0x00, 0x01, 'a', 0x10);
     /* MQTT-3.8.3-5 (5.0): reserved bits 6-7; QoS 3; Retain Handling 3. */
     CHECK(0x82, MQTT_V5, true, MAL, 0x00, 0x01, 0x00, 0x00, 0x01, 'a', 0x40);
-    CHECK(0x82, MQTT_V5, true, MAL, 0x00, 0x01, 0x00, 0x00, 0x01, 'a', 0x03);
+    CHECK(0x82, MQTT_V5, true, PROTO, 0x00, 0x01, 0x00, 0x00, 0x01, 'a', 0x03);
     CHECK(0x82, MQTT_V5, true, PROTO, 0x00, 0x01, 0x00, 0x00, 0x01, 'a', 0x30);
     /* MQTT-4.7.1-2, -3: wildcard placement. */
     CHECK(0x82, MQTT_V311, true, MQTT_RC_TOPIC_FILTER_INVALID, 0x00, 0x01, 0x00, 0x03, 'a', '#',
@@ -854,7 +854,7 @@ static void test_subscribe_invalid(void **state) {
           'a', 0x00);
     CHECK(0x82, MQTT_V5, true, PROTO, 0x00, 0x01, 0x04, MQTT_PROP_SUBSCRIPTION_ID, 0x01,
           MQTT_PROP_SUBSCRIPTION_ID, 0x02, 0x00, 0x01, 'a', 0x00);
-    CHECK(0x82, MQTT_V5, true, PROTO, 0x00, 0x01, 0x04, MQTT_PROP_REASON_STRING, 0, 1, 'x', 0x00,
+    CHECK(0x82, MQTT_V5, true, MAL, 0x00, 0x01, 0x04, MQTT_PROP_REASON_STRING, 0, 1, 'x', 0x00,
           0x01, 'a', 0x00);
     /* Only a server receives SUBSCRIBE. */
     CHECK(0x82, MQTT_V311, false, PROTO, 0x00, 0x01, 0x00, 0x01, 'a', 0x00);
@@ -885,7 +885,7 @@ static void test_unsubscribe(void **state) {
     CHECK(0xA2, MQTT_V311, true, PROTO, 0x00, 0x00, 0x00, 0x01, 'a'); /* MQTT-2.3.1-1 */
     CHECK(0xA2, MQTT_V311, true, MQTT_RC_TOPIC_FILTER_INVALID, 0x00, 0x05, 0x00, 0x02, '#', '#');
     CHECK(0xA2, MQTT_V311, true, MAL, 0x00, 0x05, 0x00, 0x02, 'a');
-    CHECK(0xA2, MQTT_V5, true, PROTO, 0x00, 0x05, 0x04, MQTT_PROP_REASON_STRING, 0, 1, 'x', 0x00,
+    CHECK(0xA2, MQTT_V5, true, MAL, 0x00, 0x05, 0x04, MQTT_PROP_REASON_STRING, 0, 1, 'x', 0x00,
           0x01, 'a');
     CHECK(0xA2, MQTT_V311, false, PROTO, 0x00, 0x05, 0x00, 0x01, 'a');
 }
@@ -907,7 +907,7 @@ static void test_suback_unsuback(void **state) {
     assert_int_equal(p.ack_list.count, 3);
     CHECK(0x90, MQTT_V5, false, MAL, 0x00, 0x03, 0x00, 0x05);
     CHECK(0x90, MQTT_V5, false, PROTO, 0x00, 0x03, 0x00);
-    CHECK(0x90, MQTT_V5, false, PROTO, 0x00, 0x03, 0x02, MQTT_PROP_MAXIMUM_QOS, 1, 0x00);
+    CHECK(0x90, MQTT_V5, false, MAL, 0x00, 0x03, 0x02, MQTT_PROP_MAXIMUM_QOS, 1, 0x00);
     /* UNSUBACK: 3.x carries only the packet id. */
     check_body(0xB0, BYTES(0x00, 0x09), MQTT_V311, false, OK, &p);
     assert_int_equal(p.packet_id, 9);
@@ -952,7 +952,7 @@ static void test_disconnect(void **state) {
     CHECK(0xE0, MQTT_V5, true, OK, 0x00, 0x05, MQTT_PROP_SESSION_EXPIRY, 0, 0, 0, 0);
     CHECK(0xE0, MQTT_V5, false, PROTO, 0x00, 0x05, MQTT_PROP_SESSION_EXPIRY, 0, 0, 0,
           0); /* MQTT-3.14.2-2 */
-    CHECK(0xE0, MQTT_V5, true, PROTO, 0x00, 0x02, MQTT_PROP_PAYLOAD_FORMAT, 0);
+    CHECK(0xE0, MQTT_V5, true, MAL, 0x00, 0x02, MQTT_PROP_PAYLOAD_FORMAT, 0);
     CHECK(0xE0, MQTT_V5, true, MAL, 0x00, 0x02, MQTT_PROP_REASON_STRING, 0);
 }
 
@@ -970,7 +970,7 @@ static void test_auth(void **state) {
     CHECK(0xF0, MQTT_V5, true, MAL, 0x01, 0x00); /* not an AUTH reason */
     CHECK(0xF1, MQTT_V5, true, MAL);             /* MQTT-2.2.2-2 */
     CHECK(0xF0, MQTT_V5, true, PROTO, 0x19, 0x03, MQTT_PROP_AUTH_DATA, 0, 0); /* no method */
-    CHECK(0xF0, MQTT_V5, true, PROTO, 0x19, 0x05, MQTT_PROP_SESSION_EXPIRY, 0, 0, 0, 0);
+    CHECK(0xF0, MQTT_V5, true, MAL, 0x19, 0x05, MQTT_PROP_SESSION_EXPIRY, 0, 0, 0, 0);
 }
 
 /* Packet type 0 is reserved (2.1.2). */
