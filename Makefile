@@ -30,12 +30,16 @@ asan:
 
 # Everything: the release build must compile warning-free, and the whole
 # suite (unit, integration, interop) runs against the ASan+UBSan build.
+PYTEST = /usr/bin/python3 -m pytest -q -rs -n $(JOBS) -p no:cacheprovider tests/integration tests/interop
+
 test: deps-test build asan
-	cd $(ASAN_BUILD) && ctest --output-on-failure -j$(JOBS)
+	cd $(ASAN_BUILD) && ctest --output-on-failure -j$(JOBS) -LE pytest
+	HATO_BIN=$(ASAN_BUILD)/hato $(PYTEST)
 
 # Same suite against the release build (quicker while developing).
 test-fast: deps-test build
-	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS) -LE pytest
+	HATO_BIN=$(BUILD)/hato $(PYTEST)
 
 # libFuzzer targets (clang). FUZZ_TIME seconds per target; CI runs a short smoke.
 FUZZ_TIME ?= 60
