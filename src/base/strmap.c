@@ -31,8 +31,7 @@ void strmap_free(struct strmap *m) {
     strmap_init(m);
 }
 
-static struct strmap_entry **find(const struct strmap *m, const char *key, size_t len,
-                                  uint64_t h) {
+static struct strmap_entry **find(const struct strmap *m, const char *key, size_t len, uint64_t h) {
     if (!m->nbuckets)
         return NULL;
     struct strmap_entry **pp = &m->buckets[h & (m->nbuckets - 1)];

@@ -88,19 +88,17 @@ static int open_tcp(struct broker *b, struct hato_listener *l) {
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
             continue;
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        ai->ai_protocol);
+        int fd =
+            socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0)
             continue;
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (ai->ai_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-        if (l->bind_interface &&
-            setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, l->bind_interface,
-                       (socklen_t)strlen(l->bind_interface)) < 0) {
-            log_error("Error: cannot bind to interface %s: %s", l->bind_interface,
-                      strerror(errno));
+        if (l->bind_interface && setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, l->bind_interface,
+                                            (socklen_t)strlen(l->bind_interface)) < 0) {
+            log_error("Error: cannot bind to interface %s: %s", l->bind_interface, strerror(errno));
             close(fd);
             freeaddrinfo(res);
             return -1;

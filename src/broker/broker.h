@@ -43,18 +43,18 @@ struct lsock {
     int fd;
     const struct hato_listener *cfg;
     atomic_int *nconns; /* open connections of its listener (shared by its sockets) */
-    struct ev_io *ios; /* one per worker (EPOLLEXCLUSIVE) */
+    struct ev_io *ios;  /* one per worker (EPOLLEXCLUSIVE) */
 };
 
 /* One message as a session delivers it (queued or in flight). */
 struct deliv {
     struct msg *m;
-    uint8_t qos;    /* QoS of this delivery */
-    bool retain;    /* retain flag to send */
-    uint8_t state;  /* enum deliv_state, for in-flight entries */
-    uint16_t pid;   /* packet id, in flight only */
-    uint16_t nsub;  /* number of subscription identifiers */
-    uint32_t subid; /* the identifier when nsub == 1 */
+    uint8_t qos;      /* QoS of this delivery */
+    bool retain;      /* retain flag to send */
+    uint8_t state;    /* enum deliv_state, for in-flight entries */
+    uint16_t pid;     /* packet id, in flight only */
+    uint16_t nsub;    /* number of subscription identifiers */
+    uint32_t subid;   /* the identifier when nsub == 1 */
     uint32_t *subids; /* malloc'd, when nsub > 1 */
 };
 
@@ -78,7 +78,7 @@ struct session {
     struct worker *w; /* owner, fixed */
     char *client_id;
     size_t id_len;
-    struct conn *conn; /* NULL while offline */
+    struct conn *conn;  /* NULL while offline */
     atomic_bool online; /* conn != NULL, readable by other threads (shared subs) */
     uint8_t version;
     bool dead;         /* removed from the registry: drop what arrives */
@@ -127,16 +127,16 @@ struct conn {
     struct lsock *ls;
     int fd;
     enum conn_state state;
-    uint8_t version; /* 0 until CONNECT */
-    bool dirty;      /* on the worker's flush list */
+    uint8_t version;   /* 0 until CONNECT */
+    bool dirty;        /* on the worker's flush list */
     bool will_pending; /* publish the will if the connection is lost */
-    bool counted;    /* counted in ls->nconns */
+    bool counted;      /* counted in ls->nconns */
     char peer[64];
     char *username;
     char *assigned_id; /* client id we assigned (empty id in CONNECT) */
 
-    struct conn *next, *prev;     /* worker's list */
-    struct conn *dirty_next;      /* worker's flush list */
+    struct conn *next, *prev; /* worker's list */
+    struct conn *dirty_next;  /* worker's flush list */
 
     /* Input: a partial packet kept between reads (complete ones are
      * handled straight from the worker's read buffer). */
@@ -189,7 +189,7 @@ struct worker {
     struct strmap sessions; /* client id -> session */
     struct conn *conns;
     struct conn *dirty;
-    struct conn *closed; /* freed at the end of the turn */
+    struct conn *closed;   /* freed at the end of the turn */
     struct session *timed; /* sessions with a will or expiry pending */
 
     uint8_t *rbuf; /* read buffer shared by this worker's connections */

@@ -13,9 +13,12 @@ void hato_config_apply_logging(const struct hato_config *cfg) {
     static const struct {
         unsigned cfg, log;
     } map[] = {
-        {HATO_LOG_ERR, LOG_ERR},           {HATO_LOG_WARNING, LOG_WARNING},
-        {HATO_LOG_NOTICE, LOG_NOTICE},     {HATO_LOG_INFO, LOG_INFO},
-        {HATO_LOG_SUBSCRIBE, LOG_SUBSCRIBE}, {HATO_LOG_UNSUBSCRIBE, LOG_UNSUBSCRIBE},
+        {HATO_LOG_ERR, LOG_ERR},
+        {HATO_LOG_WARNING, LOG_WARNING},
+        {HATO_LOG_NOTICE, LOG_NOTICE},
+        {HATO_LOG_INFO, LOG_INFO},
+        {HATO_LOG_SUBSCRIBE, LOG_SUBSCRIBE},
+        {HATO_LOG_UNSUBSCRIBE, LOG_UNSUBSCRIBE},
         {HATO_LOG_DEBUG, LOG_DEBUG},
     };
     unsigned mask = 0;

@@ -19,14 +19,13 @@ static struct mqtt_str put(uint8_t **cur, struct mqtt_str s) {
     return out;
 }
 
-struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload,
-                    size_t payload_len, uint8_t qos, bool retain, const struct mqtt_props *props,
+struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload, size_t payload_len,
+                    uint8_t qos, bool retain, const struct mqtt_props *props,
                     uint32_t expiry_interval, const void *origin) {
-    static const uint64_t forward = MQTT_PROP_BIT(MQTT_PROP_PAYLOAD_FORMAT) |
-                                    MQTT_PROP_BIT(MQTT_PROP_CONTENT_TYPE) |
-                                    MQTT_PROP_BIT(MQTT_PROP_RESPONSE_TOPIC) |
-                                    MQTT_PROP_BIT(MQTT_PROP_CORRELATION_DATA) |
-                                    MQTT_PROP_BIT(MQTT_PROP_USER_PROPERTY);
+    static const uint64_t forward =
+        MQTT_PROP_BIT(MQTT_PROP_PAYLOAD_FORMAT) | MQTT_PROP_BIT(MQTT_PROP_CONTENT_TYPE) |
+        MQTT_PROP_BIT(MQTT_PROP_RESPONSE_TOPIC) | MQTT_PROP_BIT(MQTT_PROP_CORRELATION_DATA) |
+        MQTT_PROP_BIT(MQTT_PROP_USER_PROPERTY);
     if (topic_len > UINT16_MAX || payload_len > UINT32_MAX)
         return NULL;
     size_t user_len = 0, extra = 0;

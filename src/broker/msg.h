@@ -14,8 +14,8 @@
 
 struct msg {
     atomic_uint refs;
-    uint8_t qos;     /* QoS it was published with */
-    bool retain;     /* retain flag as published */
+    uint8_t qos; /* QoS it was published with */
+    bool retain; /* retain flag as published */
     uint16_t topic_len;
     uint32_t payload_len;
     /* Absolute expiry (CLOCK_REALTIME, milliseconds), 0 = never. */
@@ -39,8 +39,8 @@ struct msg {
  * `expiry_interval` seconds (0 = none) is turned into expiry_at.
  * Returns NULL when out of memory.
  */
-struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload,
-                    size_t payload_len, uint8_t qos, bool retain, const struct mqtt_props *props,
+struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload, size_t payload_len,
+                    uint8_t qos, bool retain, const struct mqtt_props *props,
                     uint32_t expiry_interval, const void *origin);
 
 /* Take one more reference; returns m. */

@@ -179,8 +179,8 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     /* Password checking comes with the security module: until then a
      * broker that refuses anonymous clients refuses everyone. */
     if (!anonymous_allowed(c)) {
-        log_notice("Client %.*s [%s] refused: not authorised (user '%s').", (int)idlen, id,
-                   c->peer, c->username ? c->username : "");
+        log_notice("Client %.*s [%s] refused: not authorised (user '%s').", (int)idlen, id, c->peer,
+                   c->username ? c->username : "");
         connack_fail(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED, "not authorised");
         return;
     }
@@ -199,7 +199,8 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     /* Keep alive, capped by max_keepalive (MQTT 5 is told, MQTT-3.2.2-21). */
     uint16_t ka = p->connect.keep_alive;
     bool server_ka = false;
-    if (cfg->max_keepalive > 0 && (ka > cfg->max_keepalive || (ka == 0 && v5 && cfg->max_keepalive < 65535))) {
+    if (cfg->max_keepalive > 0 &&
+        (ka > cfg->max_keepalive || (ka == 0 && v5 && cfg->max_keepalive < 65535))) {
         if (v5) {
             ka = (uint16_t)cfg->max_keepalive;
             server_ka = true;
@@ -274,11 +275,10 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     c->keep_alive = ka;
     c->will_pending = true;
     c->state = CS_CONNECTED;
-    c->max_packet_out = v5 && (props->present & PROP(MAXIMUM_PACKET_SIZE))
-                            ? props->maximum_packet_size
-                            : 0;
-    c->receive_max_out = v5 && (props->present & PROP(RECEIVE_MAXIMUM)) ? props->receive_maximum
-                                                                          : 0;
+    c->max_packet_out =
+        v5 && (props->present & PROP(MAXIMUM_PACKET_SIZE)) ? props->maximum_packet_size : 0;
+    c->receive_max_out =
+        v5 && (props->present & PROP(RECEIVE_MAXIMUM)) ? props->receive_maximum : 0;
     atomic_fetch_add(&w->nclients, 1);
 
     struct mqtt_packet ack = {.type = MQTT_CONNACK, .reason = 0};
@@ -304,8 +304,8 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         }
         if (c->assigned_id) {
             ap->present |= PROP(ASSIGNED_CLIENT_ID); /* MQTT-3.2.2-16 */
-            ap->assigned_client_id =
-                (struct mqtt_str){(const uint8_t *)c->assigned_id, (uint32_t)strlen(c->assigned_id)};
+            ap->assigned_client_id = (struct mqtt_str){(const uint8_t *)c->assigned_id,
+                                                       (uint32_t)strlen(c->assigned_id)};
         }
         if (server_ka) {
             ap->present |= PROP(SERVER_KEEP_ALIVE);
@@ -314,8 +314,11 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     }
     conn_send(c, &ack);
     log_notice("New client connected from %s as %s (p%d, c%d, k%d%s%s%s).", c->peer, s->client_id,
-               c->version == MQTT_V31 ? 1 : c->version == MQTT_V311 ? 2 : 5, clean ? 1 : 0, ka,
-               c->username ? ", u'" : "", c->username ? c->username : "", c->username ? "'" : "");
+               c->version == MQTT_V31    ? 1
+               : c->version == MQTT_V311 ? 2
+                                         : 5,
+               clean ? 1 : 0, ka, c->username ? ", u'" : "", c->username ? c->username : "",
+               c->username ? "'" : "");
     if (present)
         session_resend(s);
     session_pump(s);
@@ -370,7 +373,8 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
     if (c->version == MQTT_V5 && (p->props.present & PROP(TOPIC_ALIAS))) {
         uint16_t alias = p->props.topic_alias;
         if (alias == 0 || alias > lcfg(c)->max_topic_alias) {
-            proto_fail(c, MQTT_RC_TOPIC_ALIAS_INVALID, "topic alias out of range"); /* MQTT-3.3.2-9, -10 */
+            proto_fail(c, MQTT_RC_TOPIC_ALIAS_INVALID,
+                       "topic alias out of range"); /* MQTT-3.3.2-9, -10 */
             return;
         }
         if (!c->aliases) {
@@ -422,7 +426,8 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         log_notice("Dropped message from %s on '%.*s': %u bytes over message_size_limit.",
                    s->client_id, (int)tlen, (const char *)topic, p->publish.payload.len);
         if (qos == 1)
-            send_ack(c, MQTT_PUBACK, pid, MQTT_RC_QUOTA_EXCEEDED); /* a valid PUBACK code (MQTT-3.4.2-1) */
+            send_ack(c, MQTT_PUBACK, pid,
+                     MQTT_RC_QUOTA_EXCEEDED); /* a valid PUBACK code (MQTT-3.4.2-1) */
         else if (qos == 2) {
             send_ack(c, MQTT_PUBREC, pid, MQTT_RC_QUOTA_EXCEEDED);
         }
@@ -434,10 +439,10 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
     uint32_t expiry = c->version == MQTT_V5 && (p->props.present & PROP(MESSAGE_EXPIRY))
                           ? p->props.message_expiry
                           : 0;
-    struct msg *m = full ? msg_new(full, full_len, p->publish.payload.p, p->publish.payload.len,
-                                   qos, p->publish.retain,
-                                   c->version == MQTT_V5 ? &p->props : NULL, expiry, s)
-                         : NULL;
+    struct msg *m =
+        full ? msg_new(full, full_len, p->publish.payload.p, p->publish.payload.len, qos,
+                       p->publish.retain, c->version == MQTT_V5 ? &p->props : NULL, expiry, s)
+             : NULL;
     free(full);
     if (!m) {
         proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
@@ -566,8 +571,8 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
         rc[i] = o.qos;
         /* Retained messages: never for shared subscriptions; retain
          * handling 1 only for a new subscription, 2 never (MQTT-3.3.1-9..11). */
-        bool send_retained = !shared && (o.retain_handling == 0 ||
-                                         (o.retain_handling == 1 && added == 1));
+        bool send_retained =
+            !shared && (o.retain_handling == 0 || (o.retain_handling == 1 && added == 1));
         if (send_retained) {
             size_t mlen;
             char *mf = mounted(c, inner.p, inner.len, &mlen);

@@ -328,8 +328,7 @@ static int queue_push(struct session *s, struct deliv *d) {
     struct config_limits {
         uint32_t msgs;
         uint64_t bytes;
-    } lim = {(uint32_t)s->w->b->cfg->max_queued_messages,
-             (uint64_t)s->w->b->cfg->max_queued_bytes};
+    } lim = {(uint32_t)s->w->b->cfg->max_queued_messages, (uint64_t)s->w->b->cfg->max_queued_bytes};
     if ((lim.msgs && s->qlen >= lim.msgs) ||
         (lim.bytes && s->qbytes + d->m->payload_len > lim.bytes)) {
         atomic_fetch_add_explicit(&s->w->dropped, 1, memory_order_relaxed);

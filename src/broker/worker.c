@@ -269,8 +269,9 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
         if (r == MQTT_AGAIN)
             break;
         if (r == MQTT_ERR) {
-            proto_fail(c, reason, reason == MQTT_RC_PACKET_TOO_LARGE ? "packet too large"
-                                                                     : "malformed packet");
+            proto_fail(c, reason,
+                       reason == MQTT_RC_PACKET_TOO_LARGE ? "packet too large"
+                                                          : "malformed packet");
             return;
         }
         if (len - off < f.total)
@@ -284,8 +285,8 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
                 struct mqtt_packet ack = {.type = MQTT_CONNACK};
                 uint8_t v = p.connect.version == MQTT_V5 ? MQTT_V5 : MQTT_V311;
                 c->version = v;
-                ack.reason = v == MQTT_V5 ? MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION
-                                          : MQTT_CONNACK_BAD_PROTOCOL;
+                ack.reason =
+                    v == MQTT_V5 ? MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION : MQTT_CONNACK_BAD_PROTOCOL;
                 conn_send(c, &ack);
                 conn_close(c, "unsupported protocol version");
                 return;
@@ -295,8 +296,8 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
                 /* MQTT-3.1.3-8: identifier rejected, with a CONNACK. */
                 struct mqtt_packet ack = {.type = MQTT_CONNACK};
                 c->version = p.connect.version;
-                ack.reason = c->version == MQTT_V5 ? MQTT_RC_CLIENT_ID_NOT_VALID
-                                                   : MQTT_CONNACK_ID_REJECTED;
+                ack.reason =
+                    c->version == MQTT_V5 ? MQTT_RC_CLIENT_ID_NOT_VALID : MQTT_CONNACK_ID_REJECTED;
                 conn_send(c, &ack);
                 conn_close(c, "client id not valid");
                 return;

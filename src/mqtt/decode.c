@@ -235,7 +235,8 @@ static int decode_subscribe(struct mqtt_rd *r, uint8_t version, bool is_server,
         bool shared;
         if (!mqtt_rd_str(&pr, &f) || !mqtt_rd_u8(&pr, &o))
             return MALFORMED(reason);
-        if ((o & 3) == 3) /* QoS 3: malformed in 3.1.1 (MQTT-3.8.3-4), 3.8.3.1 (5.0): protocol error */
+        if ((o & 3) ==
+            3) /* QoS 3: malformed in 3.1.1 (MQTT-3.8.3-4), 3.8.3.1 (5.0): protocol error */
             return version == MQTT_V5 ? PROTOCOL(reason) : MALFORMED(reason);
         if (version < MQTT_V5 && (o & 0xFC)) /* MQTT-3.8.3-4 (3.1.1): reserved bits */
             return MALFORMED(reason);
