@@ -47,16 +47,11 @@ struct retain_store *retain_new(void) {
         free(rs);
         return NULL;
     }
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    if (pthread_rwlock_init(&rs->lock, &attr) != 0) {
-        pthread_rwlockattr_destroy(&attr);
+    if (sub_rwlock_init(&rs->lock) != 0) {
         free(rs->root);
         free(rs);
         return NULL;
     }
-    pthread_rwlockattr_destroy(&attr);
     rs->seed = sub_level_seed();
     rs->next_expiry = INT64_MAX;
     atomic_init(&rs->count, 0);

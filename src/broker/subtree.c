@@ -392,6 +392,16 @@ static bool node_empty(const struct sub_node *n) {
     return !n->subs.n && !n->ngroups && !n->kids.n && !n->plus && !n->hash;
 }
 
+int sub_rwlock_init(pthread_rwlock_t *lock) {
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    /* Publishers hold the read lock nearly all the time: let writers in. */
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int r = pthread_rwlock_init(lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    return r;
+}
+
 struct sub_tree *sub_tree_new(sub_avail_fn avail) {
     struct sub_tree *t = calloc(1, sizeof(*t));
     if (!t)
@@ -401,17 +411,11 @@ struct sub_tree *sub_tree_new(sub_avail_fn avail) {
         free(t);
         return NULL;
     }
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-    /* Publishers hold the read lock nearly all the time: let SUBSCRIBE in. */
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    if (pthread_rwlock_init(&t->lock, &attr) != 0) {
-        pthread_rwlockattr_destroy(&attr);
+    if (sub_rwlock_init(&t->lock) != 0) {
         free(t->root);
         free(t);
         return NULL;
     }
-    pthread_rwlockattr_destroy(&attr);
     t->avail = avail;
     t->seed = sub_level_seed();
     atomic_init(&t->count, 0);

@@ -21,6 +21,7 @@
 #ifndef HATO_BROKER_SUBTREE_H
 #define HATO_BROKER_SUBTREE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -118,5 +119,8 @@ uint32_t sub_lmap_index(const struct sub_lmap *m, const struct sub_key *k);
 /* First key at slot index >= i, its index in *at; NULL if none. */
 struct sub_key *sub_lmap_next(const struct sub_lmap *m, uint32_t i, uint32_t *at);
 void sub_lmap_free(struct sub_lmap *m);
+
+/* Initialise a writer-preferring rwlock (tree and retained store). 0 or an errno. */
+int sub_rwlock_init(pthread_rwlock_t *lock);
 
 #endif
