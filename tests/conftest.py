@@ -34,42 +34,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Broker:
-    """A broker process we started, with its log collected line by line."""
+class LoggedProcess:
+    """A process we started, its output (stdout and stderr) collected line by line."""
 
-    def __init__(self, tmp_path, config="", port=None, args=(), listener=True,
-                 anonymous=True, env=None):
-        self.host = "127.0.0.1"
-        self.port = port or free_port()
-        self.tmp_path = tmp_path
+    def __init__(self, cmd, env=None):
         self.lines = []
         self.cond = threading.Condition()
-        text = ""
-        if listener:
-            text += f"listener {self.port} 127.0.0.1\n"
-        if anonymous:
-            text += "allow_anonymous true\n"
-        if REFERENCE == "mosquitto":
-            text += "log_dest stderr\nlog_type all\n"
-        text += config
-        self.config_path = os.path.join(str(tmp_path), f"broker-{self.port}.conf")
-        with open(self.config_path, "w") as f:
-            f.write(text)
-        if REFERENCE == "mosquitto":
-            cmd = ["/usr/sbin/mosquitto", "-c", self.config_path]
-        else:
-            cmd = [HATO_BIN, "-c", self.config_path]
-        cmd += list(args)
-        full_env = dict(os.environ)
-        full_env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        full_env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-        if env:
-            full_env.update(env)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=full_env)
+                                     stderr=subprocess.STDOUT, env=env)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        self.wait_log(r"version \S+ running", timeout=15)
 
     def _read(self):
         for raw in self.proc.stdout:
@@ -98,7 +72,7 @@ class Broker:
                     i += 1
                     if line is None:
                         raise AssertionError(
-                            f"broker exited (rc={self.proc.poll()}) before /{pattern}/:\n{self.log}")
+                            f"process exited (rc={self.proc.poll()}) before /{pattern}/:\n{self.log}")
                     if rx.search(line):
                         return line
                 left = deadline - time.monotonic()
@@ -114,26 +88,70 @@ class Broker:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
-    def stop(self, check=True):
-        """SIGTERM, wait for exit, check exit status and sanitizer output."""
+    def terminate(self, timeout=20):
+        """SIGTERM and wait (SIGKILL after timeout). Returns (returncode, stopped_in_time)."""
+        in_time = True
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                in_time = False
                 self.proc.kill()
                 self.proc.wait()
-                if check:
-                    raise AssertionError("broker did not stop on SIGTERM:\n" + self.log)
         self.reader.join(timeout=10)
-        if check:
-            self.check_clean()
+        return self.proc.returncode, in_time
+
+    def stop(self):
+        """Stop the process; return its exit status."""
+        return self.terminate(timeout=10)[0]
 
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         self.reader.join(timeout=10)
+
+
+class Broker(LoggedProcess):
+    """A broker process we started on a free loopback port."""
+
+    def __init__(self, tmp_path, config="", port=None, args=(), listener=True,
+                 anonymous=True, env=None):
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.tmp_path = tmp_path
+        text = ""
+        if listener:
+            text += f"listener {self.port} 127.0.0.1\n"
+        if anonymous:
+            text += "allow_anonymous true\n"
+        if REFERENCE == "mosquitto":
+            text += "log_dest stderr\nlog_type all\n"
+        text += config
+        self.config_path = os.path.join(str(tmp_path), f"broker-{self.port}.conf")
+        with open(self.config_path, "w") as f:
+            f.write(text)
+        if REFERENCE == "mosquitto":
+            cmd = ["/usr/sbin/mosquitto", "-c", self.config_path]
+        else:
+            cmd = [HATO_BIN, "-c", self.config_path]
+        cmd += list(args)
+        full_env = dict(os.environ)
+        full_env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        full_env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        if env:
+            full_env.update(env)
+        super().__init__(cmd, full_env)
+        self.wait_log(r"version \S+ running", timeout=15)
+
+    def stop(self, check=True):
+        """SIGTERM, wait for exit, check exit status and sanitizer output."""
+        _, in_time = self.terminate()
+        if check and not in_time:
+            raise AssertionError("broker did not stop on SIGTERM:\n" + self.log)
+        if check:
+            self.check_clean()
 
     def check_clean(self):
         log = self.log

@@ -12,12 +12,11 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 
 import pytest
 
-from conftest import HATO_BIN, free_port
+from conftest import HATO_BIN, LoggedProcess, free_port
 from mqttraw import (CONNACK, PINGRESP, RawClient, connect, connected_client, pingreq, publish,
                      recv_publish, subscribe_ok, unix_client)
 
@@ -33,61 +32,6 @@ def write(path, text):
     with open(path, "w") as f:
         f.write(text)
     return str(path)
-
-
-class Proc:
-    """A broker process started with arbitrary arguments, log collected line by line."""
-
-    def __init__(self, cmd):
-        self.lines = []
-        self.cond = threading.Condition()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for raw in self.proc.stdout:
-            with self.cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self.cond.notify_all()
-        with self.cond:
-            self.lines.append(None)
-            self.cond.notify_all()
-
-    def wait_log(self, pattern, timeout=10):
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        i = 0
-        with self.cond:
-            while True:
-                while i < len(self.lines):
-                    line = self.lines[i]
-                    i += 1
-                    if line is None:
-                        raise AssertionError(f"exited before /{pattern}/: {self.log}")
-                    if rx.search(line):
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no /{pattern}/ in {timeout}s: {self.log}")
-                self.cond.wait(left)
-
-    @property
-    def log(self):
-        with self.cond:
-            return "\n".join(l for l in self.lines if l is not None)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.reader.join(timeout=5)
-        return self.proc.returncode
 
 
 # --- the hato binary itself -----------------------------------------------------------------
@@ -139,7 +83,7 @@ def test_help_prints_usage_exits_0():
 def test_port_option_without_config_is_local_only():
     """-p PORT with no config: listens on loopback on that port, logs that it is local only."""
     port = free_port()
-    p = Proc([HATO_BIN, "-p", str(port)])
+    p = LoggedProcess([HATO_BIN, "-p", str(port)])
     try:
         p.wait_log(r"version \S+ running")
         assert re.search(r"local.only", p.log, re.I), p.log
