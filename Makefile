@@ -41,22 +41,25 @@ test-fast: deps-test build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS) -LE pytest
 	HATO_BIN=$(BUILD)/hato $(PYTEST)
 
-# libFuzzer targets (clang). FUZZ_TIME seconds per target; CI runs a short smoke.
+# libFuzzer targets (clang): every tests/fuzz/fuzz_NAME.c, seeded from
+# tests/fuzz/corpus/NAME, with tests/fuzz/NAME.dict when present.
+# FUZZ_TIME seconds per target; CI runs a short smoke.
 FUZZ_TIME ?= 60
-FUZZ_FLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc
-FUZZ_TARGETS = fuzz_mqtt_decode
+FUZZ_BUILD ?= build-fuzz
+FUZZ_TARGETS ?= $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 
 fuzz-build:
-	@mkdir -p build-fuzz
-	clang $(FUZZ_FLAGS) src/mqtt/*.c tests/fuzz/fuzz_mqtt_decode.c -o build-fuzz/fuzz_mqtt_decode
+	@[ -f $(FUZZ_BUILD)/CMakeCache.txt ] || CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DHATO_FUZZ=ON -DHATO_TESTS=OFF >/dev/null
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target $(FUZZ_TARGETS)
 
 fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
-	  name=$${t#fuzz_}; mkdir -p build-fuzz/corpus-$$name; \
+	  name=$${t#fuzz_}; mkdir -p $(FUZZ_BUILD)/corpus-$$name tests/fuzz/corpus/$$name; \
+	  dict=; [ -f tests/fuzz/$$name.dict ] && dict=-dict=tests/fuzz/$$name.dict; \
 	  echo "== $$t for $(FUZZ_TIME)s"; \
-	  ./build-fuzz/$$t -max_total_time=$(FUZZ_TIME) -dict=tests/fuzz/mqtt.dict \
-	    build-fuzz/corpus-$$name tests/fuzz/corpus/$$name >build-fuzz/$$t.log 2>&1; rc=$$?; \
-	  tail -3 build-fuzz/$$t.log; [ $$rc = 0 ] || { cat build-fuzz/$$t.log; exit 1; }; \
+	  ./$(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_TIME) $$dict \
+	    $(FUZZ_BUILD)/corpus-$$name tests/fuzz/corpus/$$name >$(FUZZ_BUILD)/$$t.log 2>&1; rc=$$?; \
+	  tail -3 $(FUZZ_BUILD)/$$t.log; [ $$rc = 0 ] || { cat $(FUZZ_BUILD)/$$t.log; exit 1; }; \
 	done
 
 format:
