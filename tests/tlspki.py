@@ -1,0 +1,78 @@
+"""Test certificates made with the `openssl` commands of the Mosquitto operations guide.
+
+make_pki(dir) builds, in dir:
+  ca.key/ca.crt        the CA (`req -new -x509 -days 365 -extensions v3_ca`, key with a passphrase)
+  server.key/.crt      `genrsa 2048`, `req -new`, `x509 -req -CA ... -CAcreateserial -days 360`,
+                       CN and subjectAltName 127.0.0.1 / localhost
+  server2.key/.crt     a second server certificate (certificate rotation tests)
+  client.key/.crt      a client certificate, CN "client1"
+  expired.key/.crt     a client certificate whose validity ended in 2020 (`openssl ca -enddate`)
+  other-ca.*, other-client.*  a second, unrelated CA and a client certificate it signed
+  psk.txt              a psk_file in Mosquitto's identity:hexkey format
+Everything runs non-interactively (-subj, -passout/-passin).
+"""
+
+import os
+import subprocess
+
+CA_PASS = "pass:hato-test-ca"
+PSK_IDENTITY = "psk-client"
+PSK_KEY = "0123456789abcdef0123456789abcdef"
+
+
+def _run(cwd, *args):
+    r = subprocess.run(["openssl", *args], cwd=cwd, stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args)} failed:\n{r.stderr.decode(errors='replace')}")
+    return r
+
+
+def _ca(d, name, cn):
+    _run(d, "req", "-new", "-x509", "-days", "365", "-extensions", "v3_ca",
+         "-keyout", f"{name}.key", "-out", f"{name}.crt", "-subj", f"/CN={cn}",
+         "-passout", CA_PASS)
+
+
+def _leaf(d, ca, name, cn, san=None):
+    _run(d, "genrsa", "-out", f"{name}.key", "2048")
+    _run(d, "req", "-new", "-key", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+    args = ["x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", "360", "-passin", CA_PASS]
+    if san:
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(f"subjectAltName={san}\n")
+        args += ["-extfile", f"{name}.ext"]
+    _run(d, *args)
+
+
+def _expired(d, ca, name, cn):
+    """A certificate valid only in January 2020, signed with `openssl ca -startdate/-enddate`."""
+    _run(d, "genrsa", "-out", f"{name}.key", "2048")
+    _run(d, "req", "-new", "-key", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+    os.makedirs(os.path.join(d, "ca-db"), exist_ok=True)
+    open(os.path.join(d, "ca-db", "index.txt"), "w").close()
+    with open(os.path.join(d, "ca-db", "serial"), "w") as f:
+        f.write("1000\n")
+    with open(os.path.join(d, "ca.cnf"), "w") as f:
+        f.write("[ca]\ndefault_ca = test_ca\n[test_ca]\ndir = ca-db\ndatabase = $dir/index.txt\n"
+                "new_certs_dir = $dir\nserial = $dir/serial\ndefault_md = sha256\n"
+                "policy = any\n[any]\ncommonName = supplied\n")
+    _run(d, "ca", "-config", "ca.cnf", "-batch", "-notext", "-in", f"{name}.csr",
+         "-out", f"{name}.crt", "-cert", f"{ca}.crt", "-keyfile", f"{ca}.key",
+         "-passin", CA_PASS, "-startdate", "20200101000000Z", "-enddate", "20200201000000Z")
+
+
+def make_pki(d):
+    d = str(d)
+    _ca(d, "ca", "hato test CA")
+    _leaf(d, "ca", "server", "127.0.0.1", "IP:127.0.0.1,DNS:localhost")
+    _leaf(d, "ca", "server2", "127.0.0.1", "IP:127.0.0.1,DNS:localhost")
+    _leaf(d, "ca", "client", "client1")
+    _expired(d, "ca", "expired", "expired-client")
+    _ca(d, "other-ca", "other CA")
+    _leaf(d, "other-ca", "other-server", "127.0.0.1", "IP:127.0.0.1,DNS:localhost")
+    _leaf(d, "other-ca", "other-client", "client1")
+    with open(os.path.join(d, "psk.txt"), "w") as f:
+        f.write(f"# identity:key\n{PSK_IDENTITY}:{PSK_KEY}\n")
+    return {n: os.path.join(d, n) for n in os.listdir(d)}
