@@ -13,7 +13,12 @@ Everything runs non-interactively (-subj, -passout/-passin).
 """
 
 import os
+import select
+import socket
 import subprocess
+import time
+
+from mqttraw import RawClient
 
 CA_PASS = "pass:hato-test-ca"
 PSK_IDENTITY = "psk-client"
@@ -76,3 +81,55 @@ def make_pki(d):
     with open(os.path.join(d, "psk.txt"), "w") as f:
         f.write(f"# identity:key\n{PSK_IDENTITY}:{PSK_KEY}\n")
     return {n: os.path.join(d, n) for n in os.listdir(d)}
+
+
+def make_extra(d):
+    """Files for CRL and DH tests: a client certificate revoked in a CRL, and DH parameters."""
+    d = str(d)
+    # A certificate issued through `openssl ca` so that it can be revoked.
+    _run(d, "genrsa", "-out", "revoked.key", "2048")
+    _run(d, "req", "-new", "-key", "revoked.key", "-out", "revoked.csr", "-subj", "/CN=revoked")
+    _run(d, "ca", "-config", "ca.cnf", "-batch", "-notext", "-in", "revoked.csr",
+         "-out", "revoked.crt", "-cert", "ca.crt", "-keyfile", "ca.key", "-passin", CA_PASS,
+         "-days", "30")
+    _run(d, "ca", "-config", "ca.cnf", "-revoke", "revoked.crt", "-cert", "ca.crt",
+         "-keyfile", "ca.key", "-passin", CA_PASS)
+    _run(d, "ca", "-config", "ca.cnf", "-gencrl", "-crldays", "30", "-out", "crl.pem",
+         "-cert", "ca.crt", "-keyfile", "ca.key", "-passin", CA_PASS)
+    # RFC 7919 group parameters: instant, unlike `openssl dhparam 2048`.
+    _run(d, "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", "group:ffdhe2048",
+         "-out", "dh.pem")
+
+
+class TLSClient(RawClient):
+    """mqttraw.RawClient over TLS: the same recv/expect helpers on an ssl socket."""
+
+    def __init__(self, port, context, version=4, timeout=5.0, host="127.0.0.1",
+                 server_hostname="127.0.0.1"):
+        self.version = version
+        self.timeout = timeout
+        raw = socket.create_connection((host, port), timeout=timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self.sock = context.wrap_socket(raw, server_hostname=server_hostname)
+        except Exception:
+            raw.close()
+            raise
+        self.buf = bytearray()
+
+    def _fill(self, deadline):
+        # Decrypted bytes may wait in the ssl object while the socket is idle.
+        if not self.sock.pending():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no data from broker")
+            r, _, _ = select.select([self.sock], [], [], left)
+            if not r:
+                raise TimeoutError("no data from broker")
+        try:
+            data = self.sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            data = b""
+        if not data:
+            raise ConnectionError("connection closed by broker")
+        self.buf += data

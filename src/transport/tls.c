@@ -286,10 +286,16 @@ static SSL_CTX *build_ctx(const struct hato_config *cfg, const struct hato_liste
             goto fail;
         }
         if (SSL_CTX_use_PrivateKey_file(ctx, l->keyfile, SSL_FILETYPE_PEM) != 1) {
+            unsigned long e = ERR_peek_last_error();
             ssl_errors(why, sizeof(why));
-            set_err(err, errlen, l,
-                    "cannot load keyfile %s: %s (an encrypted key needs its passphrase removed)",
-                    l->keyfile, why);
+            if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+                set_err(err, errlen, l, "keyfile %s does not match certfile %s: %s", l->keyfile,
+                        l->certfile, why);
+            else
+                set_err(err, errlen, l, "cannot load keyfile %s: %s%s", l->keyfile, why,
+                        ERR_GET_LIB(e) == ERR_LIB_PEM
+                            ? " (an encrypted key must be decrypted first: hato never prompts)"
+                            : "");
             goto fail;
         }
         if (SSL_CTX_check_private_key(ctx) != 1) {
