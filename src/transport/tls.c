@@ -405,6 +405,29 @@ fail:
 
 /* ---- contexts ----------------------------------------------------------- */
 
+static int ensure_index(void) {
+    if (psk_index < 0)
+        psk_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, psk_ex_free);
+    return psk_index < 0 ? -1 : 0;
+}
+
+int tls_check_config(const struct hato_config *cfg) {
+    int rc = 0;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct hato_listener *l = &cfg->listeners[i];
+        if (!hato_listener_wants_tls(l))
+            continue;
+        char err[1024];
+        SSL_CTX *ctx = ensure_index() < 0 ? NULL : build_ctx(cfg, l, err, sizeof(err));
+        if (!ctx) {
+            log_error("Error: %s", psk_index < 0 ? "out of memory" : err);
+            rc = -1;
+        }
+        SSL_CTX_free(ctx);
+    }
+    return rc;
+}
+
 int tls_init(struct broker *b) {
     const struct hato_config *cfg = b->cfg;
     bool any = false;
@@ -412,10 +435,8 @@ int tls_init(struct broker *b) {
         any |= hato_listener_wants_tls(&cfg->listeners[i]);
     if (!any)
         return 0;
-    if (psk_index < 0)
-        psk_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, psk_ex_free);
     struct tls_state *t = calloc(1, sizeof(*t));
-    if (!t || psk_index < 0) {
+    if (!t || ensure_index() < 0) {
         free(t);
         log_error("Error: out of memory.");
         return -1;

@@ -48,6 +48,8 @@ enum {
 
 /* Build the contexts of every TLS listener. 0, or -1 (logged). */
 int tls_init(struct broker *b);
+/* --test-config: build every context once and free it (errors logged). */
+int tls_check_config(const struct hato_config *cfg);
 /* SIGHUP: rebuild contexts from the same files; failures keep the old one. */
 void tls_reload(struct broker *b);
 void tls_free(struct broker *b);

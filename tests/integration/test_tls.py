@@ -518,3 +518,85 @@ def test_sighup_with_bad_files_keeps_old_certificate(broker_factory, pki, tmp_pa
     c = tls_connected(b.port, client_ctx(pki), "still")
     assert c.sock.getpeercert(binary_form=True) == der(pki["server.crt"])
     c.close()
+
+
+def test_psk_file_reloaded_on_sighup(broker_factory, pki, tmp_path):
+    """SIGHUP re-reads psk_file: a key removed from it no longer connects, a new one does."""
+    pf = tmp_path / "psk.txt"
+    pf.write_text(f"{PSK_IDENTITY}:{PSK_KEY}\n")
+    b = broker_factory(f"psk_hint hato\npsk_file {pf}\n")
+
+    def pub(identity, key):
+        return run("mosquitto_pub", "--psk", key, "--psk-identity", identity, "-h", "127.0.0.1",
+                   "-p", str(b.port), "-t", "psk/r", "-m", "x").returncode
+
+    assert pub(PSK_IDENTITY, PSK_KEY) == 0
+    pf.write_text("rotated:" + "ab" * 16 + "\n")
+    mark = b.mark()
+    b.signal(signal.SIGHUP)
+    b.wait_log(r"TLS certificates reloaded for 1 listener\.", start=mark)
+    assert pub(PSK_IDENTITY, PSK_KEY) != 0
+    assert pub("rotated", "ab" * 16) == 0
+
+
+def test_disable_client_cert_date_checks(broker_factory, pki):
+    """disable_client_cert_date_checks (Mosquitto 2.1) accepts an expired client certificate
+    that still chains to the CA."""
+    b = broker_factory(server_conf(pki, "require_certificate true\n"
+                                        "disable_client_cert_date_checks true\n"))
+    with tls_connected(b.port, client_ctx(pki, cert="expired"), "old-cert"):
+        pass
+
+
+def test_bytes_after_connect_follow_the_connection(broker_factory, pki):
+    """CONNECT, SUBSCRIBE and PUBLISH sent back to back (separate TLS records, read ahead
+    together): when CONNECT hands the connection to the worker that owns the client id,
+    the records still inside OpenSSL are read there."""
+    b = broker_factory(server_conf(pki) + "threads 4\n")
+    from mqttraw import SUBACK, subscribe
+    for i in range(12):
+        c = TLSClient(b.port, client_ctx(pki))
+        try:
+            cid = f"burst-{i}"
+            c.send(connect(cid))
+            c.send(subscribe(1, [(f"own/{cid}", 0)]))
+            c.send(publish(f"own/{cid}", b"echo"))
+            assert c.expect(CONNACK).reason == 0
+            c.expect(SUBACK)
+            assert recv_publish(c).payload == b"echo"
+        finally:
+            c.close()
+
+
+def test_stalled_tls_reader_catches_up(broker_factory, pki):
+    """A TLS subscriber that stops reading while 16 MiB are published (the broker's writes
+    block), then reads again, receives every message in order."""
+    b = broker_factory(server_conf(pki) + "max_queued_messages 0\nmax_inflight_messages 0\n")
+    sub = tls_connected(b.port, client_ctx(pki), "stall-sub")
+    pub = tls_connected(b.port, client_ctx(pki), "stall-pub")
+    try:
+        subscribe_ok(sub, 1, [("stall/t", 1)])
+        n, size = 1024, 16 * 1024
+        from mqttraw import PUBACK
+        for i in range(n):
+            pub.send(publish("stall/t", bytes([i % 256]) * size, qos=1, pid=i + 1))
+        for i in range(n):
+            pub.expect(PUBACK, timeout=WAIT)
+        for i in range(n):
+            m = recv_publish(sub, timeout=WAIT)
+            assert m.payload == bytes([i % 256]) * size, i
+    finally:
+        sub.close()
+        pub.close()
+
+
+def test_test_config_checks_tls_files(tmp_path, pki):
+    """--test-config loads the certificates too: a key that does not match is reported."""
+    conf = tmp_path / "t.conf"
+    conf.write_text(f"listener {free_port()} 127.0.0.1\n" + server_conf(pki))
+    r = run(HATO_BIN, "--test-config", "-c", str(conf))
+    assert r.returncode == 0, r
+    conf.write_text(f"listener {free_port()} 127.0.0.1\n"
+                    f"certfile {pki['server.crt']}\nkeyfile {pki['client.key']}\n")
+    r = run(HATO_BIN, "--test-config", "-c", str(conf))
+    assert r.returncode != 0 and b"does not match" in r.stderr + r.stdout, r
