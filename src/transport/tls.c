@@ -215,7 +215,14 @@ static unsigned int psk_server_cb(SSL *ssl, const char *identity, unsigned char 
         memcpy(psk, t->e[i].key, t->e[i].keylen);
         return (unsigned int)t->e[i].keylen;
     }
-    log_notice("TLS-PSK: unknown identity '%s' from %s.", identity, c->peer);
+    /* The identity is the client's text: printable ASCII only in the log. */
+    char shown[65];
+    size_t k = 0;
+    for (; identity[k] && k < sizeof(shown) - 1; k++)
+        shown[k] = identity[k] >= 0x20 && identity[k] < 0x7f ? identity[k] : '?';
+    shown[k] = 0;
+    log_notice("TLS-PSK: unknown identity '%s%s' from %s.", shown, identity[k] ? "..." : "",
+               c->peer);
     return 0;
 }
 
