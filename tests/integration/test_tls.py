@@ -600,3 +600,18 @@ def test_test_config_checks_tls_files(tmp_path, pki):
                     f"certfile {pki['server.crt']}\nkeyfile {pki['client.key']}\n")
     r = run(HATO_BIN, "--test-config", "-c", str(conf))
     assert r.returncode != 0 and b"does not match" in r.stderr + r.stdout, r
+
+
+def test_capath_directory(broker_factory, pki, tmp_path):
+    """capath: a directory of CA certificates under their hash names (`openssl rehash`)
+    verifies client certificates like cafile does."""
+    d = tmp_path / "cas"
+    d.mkdir()
+    shutil.copy(pki["ca.crt"], d / "ca.pem")
+    r = run("openssl", "rehash", str(d))
+    assert r.returncode == 0, r
+    b = broker_factory(f"capath {d}\ncertfile {pki['server.crt']}\nkeyfile {pki['server.key']}\n"
+                       "require_certificate true\nuse_identity_as_username true\n")
+    with tls_connected(b.port, client_ctx(pki, cert="client"), "via-capath"):
+        b.wait_log(r"as via-capath \(.*u'client1'\)")
+    assert refused(b.port, client_ctx(pki, cert="other-client"))
