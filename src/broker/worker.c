@@ -518,6 +518,7 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             continue;
         }
         c->fd = fd;
+        c->io.fd = -1; /* not watched yet: a close before ev_io_start unwatches nothing */
         c->ls = ls;
         c->counted = true;
         c->state = CS_NEW;

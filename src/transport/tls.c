@@ -710,7 +710,7 @@ ssize_t tls_read(struct conn *c, void *buf, size_t len) {
         c->tls_flags |= TLS_F_FAILED;
         if (!saved)
             return 0;
-        errno = saved;
+        errno = saved == EINTR || saved == EAGAIN ? EIO : saved; /* never retried */
         return -1;
     default: {
         c->tls_flags |= TLS_F_FAILED;
