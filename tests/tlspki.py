@@ -18,6 +18,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from mqttraw import RawClient
 
 CA_PASS = "pass:hato-test-ca"
@@ -99,6 +101,15 @@ def make_extra(d):
     # RFC 7919 group parameters: instant, unlike `openssl dhparam 2048`.
     _run(d, "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", "group:ffdhe2048",
          "-out", "dh.pem")
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """Every file of make_pki and make_extra, by name -> path, made once per session."""
+    d = tmp_path_factory.mktemp("pki")
+    make_pki(d)
+    make_extra(d)
+    return {n: os.path.join(str(d), n) for n in os.listdir(str(d))}
 
 
 class TLSClient(RawClient):

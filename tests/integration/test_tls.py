@@ -17,19 +17,11 @@ import pytest
 
 from conftest import HATO_BIN, free_port
 from mqttraw import CONNACK, PUBLISH, connect, publish, recv_publish, subscribe_ok
-from tlspki import PSK_IDENTITY, PSK_KEY, TLSClient, make_extra, make_pki
+from tlspki import PSK_IDENTITY, PSK_KEY, TLSClient, pki  # noqa: F401 (pki is a fixture)
 
 pytestmark = pytest.mark.hato_only("TLS log lines and set-up are hato's")
 
 WAIT = 10
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    files = make_pki(d)
-    make_extra(d)
-    return {n: os.path.join(str(d), n) for n in os.listdir(str(d))} | files
 
 
 def server_conf(pki, extra="", cert="server"):
