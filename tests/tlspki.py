@@ -86,7 +86,8 @@ def make_pki(d):
 
 
 def make_extra(d):
-    """Files for CRL and DH tests: a client certificate revoked in a CRL, and DH parameters."""
+    """Files for CRL and DH tests: a client certificate revoked in crl.pem (crl-empty.pem is the
+    CA's CRL from before the revocation), and DH parameters."""
     d = str(d)
     # A certificate issued through `openssl ca` so that it can be revoked.
     _run(d, "genrsa", "-out", "revoked.key", "2048")
@@ -94,6 +95,8 @@ def make_extra(d):
     _run(d, "ca", "-config", "ca.cnf", "-batch", "-notext", "-in", "revoked.csr",
          "-out", "revoked.crt", "-cert", "ca.crt", "-keyfile", "ca.key", "-passin", CA_PASS,
          "-days", "30")
+    _run(d, "ca", "-config", "ca.cnf", "-gencrl", "-crldays", "30", "-out", "crl-empty.pem",
+         "-cert", "ca.crt", "-keyfile", "ca.key", "-passin", CA_PASS)
     _run(d, "ca", "-config", "ca.cnf", "-revoke", "revoked.crt", "-cert", "ca.crt",
          "-keyfile", "ca.key", "-passin", CA_PASS)
     _run(d, "ca", "-config", "ca.cnf", "-gencrl", "-crldays", "30", "-out", "crl.pem",

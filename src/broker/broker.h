@@ -210,6 +210,7 @@ struct worker {
 
     bool accept_paused; /* out of descriptors: accepting resumes on the next tick */
     uint8_t *tls_stage; /* TLS output: segments gathered into one record (lazy) */
+    unsigned tls_gen;   /* TLS contexts generation this worker's clients were checked for */
 
     /* Statistics, read by other threads without locks (approximate). */
     atomic_ulong msgs_in, msgs_out, dropped;

@@ -645,6 +645,7 @@ static void on_tick(struct ev_loop *loop, void *data) {
         }
     }
     session_timers(w, now);
+    tls_tick(w);
     /* One worker purges expired retained messages (the others only skip them). */
     if (w->id == 0)
         retain_expire(w->b->retain, msg_now_ms());

@@ -10,6 +10,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +33,11 @@ struct tls_state {
     pthread_mutex_t lock; /* guards ctx[] against a reload swapping it */
     size_t n;             /* = number of configured listeners */
     SSL_CTX **ctx;        /* per listener; NULL for plain listeners */
+    atomic_uint gen;      /* bumped by every reload that replaced a context */
 };
 
-static int psk_index = -1; /* SSL_CTX ex_data: struct psk_table * */
+static int psk_index = -1;    /* SSL_CTX ex_data: struct psk_table * */
+static int psk_id_index = -1; /* SSL ex_data: the PSK identity used (malloc'd) */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -98,6 +101,12 @@ static void psk_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, lo
                         void *argp) {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
     psk_table_free(ptr);
+}
+
+static void psk_id_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                        void *argp) {
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    free(ptr);
 }
 
 static int hexval(int ch) {
@@ -212,6 +221,13 @@ static unsigned int psk_server_cb(SSL *ssl, const char *identity, unsigned char 
             c->username = u;
             c->username_from_tls = true;
         }
+        /* Kept for reload checks: TLS 1.3 sessions made through this
+         * callback do not remember the identity. */
+        char *keep = strdup(identity);
+        if (!keep)
+            return 0;
+        free(SSL_get_ex_data(ssl, psk_id_index));
+        SSL_set_ex_data(ssl, psk_id_index, keep);
         memcpy(psk, t->e[i].key, t->e[i].keylen);
         return (unsigned int)t->e[i].keylen;
     }
@@ -415,7 +431,9 @@ fail:
 static int ensure_index(void) {
     if (psk_index < 0)
         psk_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, psk_ex_free);
-    return psk_index < 0 ? -1 : 0;
+    if (psk_id_index < 0)
+        psk_id_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, psk_id_free);
+    return psk_index < 0 || psk_id_index < 0 ? -1 : 0;
 }
 
 int tls_check_config(const struct hato_config *cfg) {
@@ -424,10 +442,10 @@ int tls_check_config(const struct hato_config *cfg) {
         const struct hato_listener *l = &cfg->listeners[i];
         if (!hato_listener_wants_tls(l))
             continue;
-        char err[1024];
+        char err[1024] = "out of memory";
         SSL_CTX *ctx = ensure_index() < 0 ? NULL : build_ctx(cfg, l, err, sizeof(err));
         if (!ctx) {
-            log_error("Error: %s", psk_index < 0 ? "out of memory" : err);
+            log_error("Error: %s", err);
             rc = -1;
         }
         SSL_CTX_free(ctx);
@@ -503,6 +521,84 @@ void tls_reload(struct broker *b) {
     }
     log_notice("TLS certificates reloaded for %zu listener%s%s.", ok, ok == 1 ? "" : "s",
                failed ? " (some failed, see above)" : "");
+    if (ok)
+        atomic_fetch_add_explicit(&t->gen, 1, memory_order_release);
+}
+
+static const struct psk_entry *psk_find(const struct psk_table *t, const char *identity) {
+    for (size_t i = 0; t && i < t->n; i++)
+        if (strcmp(t->e[i].identity, identity) == 0)
+            return &t->e[i];
+    return NULL;
+}
+
+/* Why the listener's current context would refuse this established
+ * connection now, or NULL: its client certificate is checked again against
+ * the new CA, CRL and dates; its PSK identity and key against the new file. */
+static const char *refused_now(struct conn *c, SSL_CTX *now, char *buf, size_t len) {
+    SSL_CTX *then = SSL_get_SSL_CTX(c->ssl);
+    if (now == then)
+        return NULL;
+    if (c->ls->cfg->psk_hint) {
+        const char *id = SSL_get_ex_data(c->ssl, psk_id_index);
+        if (!id)
+            return NULL;
+        const struct psk_entry *n = psk_find(SSL_CTX_get_ex_data(now, psk_index), id);
+        const struct psk_entry *o = psk_find(SSL_CTX_get_ex_data(then, psk_index), id);
+        if (!n)
+            return "PSK identity no longer in psk_file";
+        if (o && (n->keylen != o->keylen || CRYPTO_memcmp(n->key, o->key, n->keylen) != 0))
+            return "PSK key changed in psk_file";
+        return NULL;
+    }
+    X509 *peer = SSL_get0_peer_certificate(c->ssl);
+    if (!peer || SSL_CTX_get_verify_mode(now) == SSL_VERIFY_NONE)
+        return NULL;
+    const char *why = NULL;
+    X509_STORE_CTX *sc = X509_STORE_CTX_new();
+    if (sc && X509_STORE_CTX_init(sc, SSL_CTX_get_cert_store(now), peer,
+                                  SSL_get_peer_cert_chain(c->ssl)) == 1) {
+        X509_STORE_CTX_set_default(sc, "ssl_client");
+        if (X509_verify_cert(sc) != 1) {
+            snprintf(buf, len, "client certificate no longer accepted: %s",
+                     X509_verify_cert_error_string(X509_STORE_CTX_get_error(sc)));
+            why = buf;
+        }
+    }
+    X509_STORE_CTX_free(sc);
+    ERR_clear_error();
+    return why;
+}
+
+void tls_tick(struct worker *w) {
+    struct tls_state *t = w->b->tls;
+    if (!t)
+        return;
+    unsigned gen = atomic_load_explicit(&t->gen, memory_order_acquire);
+    if (gen == w->tls_gen)
+        return;
+    w->tls_gen = gen;
+    for (struct conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->ssl || !(c->tls_flags & TLS_F_READY) || c->state == CS_CLOSING)
+            continue;
+        size_t li = (size_t)(c->ls->cfg - w->b->cfg->listeners);
+        pthread_mutex_lock(&t->lock);
+        SSL_CTX *now = li < t->n ? t->ctx[li] : NULL;
+        if (now)
+            SSL_CTX_up_ref(now);
+        pthread_mutex_unlock(&t->lock);
+        if (!now)
+            continue;
+        char buf[256];
+        const char *why = refused_now(c, now, buf, sizeof(buf));
+        SSL_CTX_free(now);
+        if (!why)
+            continue;
+        /* A client that lost its access does not get its will published. */
+        c->will_pending = false;
+        proto_fail(c, MQTT_RC_NOT_AUTHORIZED, why); /* MQTT 5: DISCONNECT 0x87 first */
+    }
 }
 
 void tls_free(struct broker *b) {

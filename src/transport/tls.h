@@ -53,6 +53,11 @@ int tls_check_config(const struct hato_config *cfg);
 /* SIGHUP: rebuild contexts from the same files; failures keep the old one. */
 void tls_reload(struct broker *b);
 void tls_free(struct broker *b);
+/* Worker tick: after a reload, drop this worker's TLS clients that the new
+ * files no longer accept (revoked or expired certificate, CA gone, PSK
+ * identity or key removed). */
+struct worker;
+void tls_tick(struct worker *w);
 
 /* Attach an SSL to a new connection when its listener is TLS. 0 or -1. */
 int tls_conn_new(struct conn *c);

@@ -607,3 +607,51 @@ def test_capath_directory(broker_factory, pki, tmp_path):
     with tls_connected(b.port, client_ctx(pki, cert="client"), "via-capath"):
         b.wait_log(r"as via-capath \(.*u'client1'\)")
     assert refused(b.port, client_ctx(pki, cert="other-client"))
+
+
+def test_sighup_crl_drops_revoked_connected_client(broker_factory, pki, tmp_path):
+    """Reload takes access away from connected clients too: after a new CRL revokes a
+    certificate and SIGHUP, its connection is closed (MQTT 5: DISCONNECT 0x87 not authorized),
+    its will is not published, and other certificate clients stay connected."""
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(pki["crl-empty.pem"], live / "crl.pem")
+    b = broker_factory(server_conf(pki, f"require_certificate true\ncrlfile {live / 'crl.pem'}\n"))
+    from mqttraw import DISCONNECT
+    watcher = tls_connected(b.port, client_ctx(pki, cert="client"), "watcher")
+    subscribe_ok(watcher, 1, [("will/#", 0), ("still/#", 0)])
+    rev = tls_connected(b.port, client_ctx(pki, cert="revoked"), "rev", version=5,
+                        will={"topic": "will/rev", "payload": b"gone"})
+    shutil.copy(pki["crl.pem"], live / "crl.tmp")
+    os.replace(live / "crl.tmp", live / "crl.pem")
+    mark = b.mark()
+    b.signal(signal.SIGHUP)
+    b.wait_log(r"Client rev \[127\.0\.0\.1:\d+\] disconnected: client certificate no longer "
+               r"accepted: certificate revoked", start=mark)
+    got = rev.expect_closed()
+    assert [p.type for p in got] == [DISCONNECT] and got[0].body[:1] == b"\x87", got
+    watcher.send(publish("still/x", b"here"))
+    assert recv_publish(watcher).topic == "still/x"   # no will before it
+    watcher.close()
+    assert refused(b.port, client_ctx(pki, cert="revoked"))
+
+
+def test_sighup_psk_drops_removed_identity(broker_factory, pki, tmp_path):
+    """A PSK identity removed from psk_file loses its open connection on SIGHUP."""
+    pf = tmp_path / "psk.txt"
+    pf.write_text(f"{PSK_IDENTITY}:{PSK_KEY}\nother:{'cd' * 16}\n")
+    b = broker_factory(f"psk_hint hato\npsk_file {pf}\n")
+    sub = subprocess.Popen(["mosquitto_sub", "--psk", PSK_KEY, "--psk-identity", PSK_IDENTITY,
+                            "-h", "127.0.0.1", "-p", str(b.port), "-t", "x", "-i", "psk-sub",
+                            "-W", "20"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        b.wait_log(r"as psk-sub")
+        pf.write_text(f"other:{'cd' * 16}\n")
+        mark = b.mark()
+        b.signal(signal.SIGHUP)
+        b.wait_log(r"Client psk-sub \[127\.0\.0\.1:\d+\] disconnected: PSK identity no longer "
+                   r"in psk_file", start=mark)
+    finally:
+        sub.kill()
+        sub.wait()
