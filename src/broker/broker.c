@@ -21,6 +21,7 @@
 #endif
 
 #include "base/log.h"
+#include "transport/tls.h"
 
 int worker_init(struct worker *w, struct broker *b, int id);
 int worker_listen(struct worker *w, struct lsock *ls);
@@ -149,14 +150,12 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
     b->lconns = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*b->lconns));
     if (!b->subs || !b->retain || !b->lconns)
         return -1;
+    /* Certificates and keys first: a bad file stops start-up before any
+     * socket is opened. */
+    if (tls_init(b) < 0)
+        return -1;
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct hato_listener *l = &cfg->listeners[i];
-        /* Never serve in plain text what the user configured for TLS. */
-        if (hato_listener_wants_tls(l)) {
-            log_error("Error: %s:%d: TLS listeners are not supported by this build yet.", l->file,
-                      l->line);
-            return -1;
-        }
         if (l->protocol && strcmp(l->protocol, "mqtt") != 0) {
             log_error("Error: %s:%d: protocol %s is not supported yet.", l->file, l->line,
                       l->protocol);
@@ -236,7 +235,8 @@ int broker_run(struct broker *b) {
         if (sig == SIGINT || sig == SIGTERM)
             break;
         if (sig == SIGHUP) {
-            log_notice("Reloading config (SIGHUP): nothing to reload in this version.");
+            log_notice("Reloading (SIGHUP).");
+            tls_reload(b);
 #ifdef HATO_HAVE_SYSTEMD
             sd_notify(0, "READY=1");
 #endif
@@ -283,4 +283,5 @@ void broker_free(struct broker *b) {
         sub_tree_free(b->subs);
     if (b->retain)
         retain_free(b->retain);
+    tls_free(b);
 }

@@ -134,6 +134,13 @@ struct conn {
     char peer[64];
     char *username;
     char *assigned_id; /* client id we assigned (empty id in CONNECT) */
+    /* username was set from the TLS client certificate or PSK identity
+     * (use_identity_as_username / use_subject_as_username): CONNECT's user
+     * name does not replace it and no password is checked for it. */
+    bool username_from_tls;
+    /* TLS (transport/tls.c): NULL on plain listeners; tls_flags TLS_F_*. */
+    struct ssl_st *ssl;
+    uint8_t tls_flags;
 
     struct conn *next, *prev; /* worker's list */
     struct conn *dirty_next;  /* worker's flush list */
@@ -202,6 +209,8 @@ struct worker {
     size_t nsubid_scratch, capsubid_scratch;
 
     bool accept_paused; /* out of descriptors: accepting resumes on the next tick */
+    uint8_t *tls_stage; /* TLS output: segments gathered into one record (lazy) */
+    unsigned tls_gen;   /* TLS contexts generation this worker's clients were checked for */
 
     /* Statistics, read by other threads without locks (approximate). */
     atomic_ulong msgs_in, msgs_out, dropped;
@@ -227,6 +236,7 @@ struct broker {
     atomic_bool stopping;
     atomic_ulong id_counter; /* for assigned client ids */
     int64_t started;
+    struct tls_state *tls; /* transport/tls.c: contexts of the TLS listeners */
 };
 
 /* logconf.c */
@@ -249,6 +259,12 @@ int conn_write_payload(struct conn *c, struct msg *m);
 /* Encode and queue a packet; returns 0, or -1 (out of memory / too large). */
 int conn_send(struct conn *c, const struct mqtt_packet *p);
 void conn_handle_input(struct conn *c, const uint8_t *data, size_t len);
+/* Read what the connection has and handle it (TLS: after the handshake). */
+void conn_readable(struct conn *c);
+/* Output bookkeeping for transports: n bytes of the segments were written;
+ * all written (drop the large buffers). */
+void conn_out_consumed(struct conn *c, size_t n);
+void conn_out_done(struct conn *c);
 
 /* proto.c: one function per packet, after decoding. */
 void proto_packet(struct conn *c, struct mqtt_packet *p, const uint8_t *raw, size_t rawlen);

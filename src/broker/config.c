@@ -467,7 +467,8 @@ struct key {
     { n, SC_NONE, K_OBSOLETE, 0, 0, 0, 0, NULL, NULL }
 
 static const char *const protocols[] = {"mqtt", "websockets", NULL};
-static const char *const tls_versions[] = {"tlsv1.3", "tlsv1.2", "tlsv1.1", NULL};
+/* TLS 1.1 and older are refused (a config error with its line). */
+static const char *const tls_versions[] = {"tlsv1.3", "tlsv1.2", NULL};
 static const char *const keyforms[] = {"pem", "engine", NULL};
 static const char *const sync_modes[] = {"always", "batch", "none", NULL};
 

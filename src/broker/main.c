@@ -10,6 +10,7 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
+#include "transport/tls.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -101,6 +102,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (test_config) {
+        /* Certificates and keys are checked too: they are part of the set-up. */
+        if (tls_check_config(&cfg) < 0) {
+            hato_config_free(&cfg);
+            return 1;
+        }
         printf("Configuration file is OK.\n");
         hato_config_free(&cfg);
         return 0;

@@ -172,13 +172,24 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
                      "unsupported authentication method");
         return;
     }
-    if (p->connect.has_username) {
+    /* use_identity_as_username / use_subject_as_username: the name comes
+     * from the TLS client certificate or PSK identity, never from CONNECT. */
+    const struct hato_listener *tl = lcfg(c);
+    if (hato_listener_wants_tls(tl) &&
+        (tl->use_identity_as_username || tl->use_subject_as_username) && !c->username_from_tls) {
+        log_notice("Client %.*s [%s] refused: no TLS identity for the user name.", (int)idlen, id,
+                   c->peer);
+        connack_fail(c, MQTT_CONNACK_BAD_CREDENTIALS, MQTT_RC_BAD_USERNAME_OR_PASSWORD,
+                     "no TLS client identity");
+        return;
+    }
+    if (p->connect.has_username && !c->username_from_tls) {
         free(c->username);
         c->username = strndup((const char *)p->connect.username.p, p->connect.username.len);
     }
     /* Password checking comes with the security module: until then a
      * broker that refuses anonymous clients refuses everyone. */
-    if (!anonymous_allowed(c)) {
+    if (!anonymous_allowed(c) && !c->username_from_tls) {
         log_notice("Client %.*s [%s] refused: not authorised (user '%s').", (int)idlen, id, c->peer,
                    c->username ? c->username : "");
         connack_fail(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED, "not authorised");

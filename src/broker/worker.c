@@ -15,6 +15,7 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
+#include "transport/tls.h"
 
 #define READ_CHUNK (64 * 1024)
 /* Payloads at least this long are written by reference (writev), shorter
@@ -129,8 +130,40 @@ static void out_reset(struct conn *c) {
     c->out_bytes = 0;
 }
 
+void conn_out_consumed(struct conn *c, size_t n) {
+    c->out_bytes -= n;
+    size_t left = n;
+    while (left && c->nsegs) {
+        struct oseg *s = &c->segs[c->seghead];
+        size_t rem = s->len - c->segoff;
+        if (left < rem) {
+            c->segoff += (uint32_t)left;
+            break;
+        }
+        left -= rem;
+        if (s->m)
+            msg_unref(s->m);
+        c->seghead++;
+        c->nsegs--;
+        c->segoff = 0;
+    }
+}
+
+void conn_out_done(struct conn *c) {
+    c->seghead = 0;
+    c->wlen = 0;
+    /* Idle connections keep no large buffers. */
+    if (c->wcap > 16384) {
+        free(c->wbuf);
+        c->wbuf = NULL;
+        c->wcap = 0;
+    }
+}
+
 /* Write as much as the socket takes. Returns -1 if the connection failed. */
 static int conn_flush(struct conn *c) {
+    if (c->ssl)
+        return tls_flush(c);
     while (c->nsegs) {
         struct iovec iov[64];
         int n = 0;
@@ -152,32 +185,9 @@ static int conn_flush(struct conn *c) {
             }
             return -1;
         }
-        c->out_bytes -= (size_t)w;
-        size_t left = (size_t)w;
-        while (left && c->nsegs) {
-            struct oseg *s = &c->segs[c->seghead];
-            size_t rem = s->len - c->segoff;
-            if (left < rem) {
-                c->segoff += (uint32_t)left;
-                left = 0;
-                break;
-            }
-            left -= rem;
-            if (s->m)
-                msg_unref(s->m);
-            c->seghead++;
-            c->nsegs--;
-            c->segoff = 0;
-        }
+        conn_out_consumed(c, (size_t)w);
     }
-    c->seghead = 0;
-    c->wlen = 0;
-    /* Idle connections keep no large buffers. */
-    if (c->wcap > 16384) {
-        free(c->wbuf);
-        c->wbuf = NULL;
-        c->wcap = 0;
-    }
+    conn_out_done(c);
     ev_io_set(c->w->loop, &c->io, EV_READ);
     return 0;
 }
@@ -185,6 +195,8 @@ static int conn_flush(struct conn *c) {
 /* ---- connection life ------------------------------------------------- */
 
 static void conn_free(struct conn *c) {
+    if (c->ssl)
+        tls_conn_free(c);
     out_reset(c);
     free(c->wbuf);
     free(c->segs);
@@ -240,6 +252,8 @@ void conn_close(struct conn *c, const char *why) {
         conn_flush(c);
     c->state = CS_CLOSING;
     ev_io_stop(w->loop, &c->io);
+    if (c->ssl)
+        tls_conn_shutdown(c);
     close(c->fd);
     c->fd = -1;
     if (c->counted)
@@ -365,9 +379,11 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
     }
 }
 
-static void conn_readable(struct conn *c) {
+static void conn_read_some(struct conn *c) {
     struct worker *w = c->w;
-    for (int rounds = 0; rounds < 4 && c->state != CS_CLOSING && c->w == w; rounds++) {
+    /* TLS: one record per SSL_read, so more rounds for the same bytes. */
+    int max_rounds = c->ssl ? 16 : 4;
+    for (int rounds = 0; rounds < max_rounds && c->state != CS_CLOSING && c->w == w; rounds++) {
         uint8_t *dst;
         size_t room;
         if (c->inlen) {
@@ -390,7 +406,7 @@ static void conn_readable(struct conn *c) {
             dst = w->rbuf;
             room = w->rcap;
         }
-        ssize_t r = read(c->fd, dst, room);
+        ssize_t r = c->ssl ? tls_read(c, dst, room) : read(c->fd, dst, room);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -409,9 +425,17 @@ static void conn_readable(struct conn *c) {
         } else {
             conn_handle_input(c, w->rbuf, (size_t)r);
         }
-        if ((size_t)r < room)
+        if ((size_t)r < room && !c->ssl)
             return;
     }
+}
+
+void conn_readable(struct conn *c) {
+    struct worker *w = c->w;
+    conn_read_some(c);
+    /* TLS: decrypted bytes may be left in OpenSSL when the rounds ran out. */
+    if (c->ssl && c->state != CS_CLOSING && c->w == w)
+        tls_after_read(c);
 }
 
 static void conn_event(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
@@ -419,6 +443,10 @@ static void conn_event(struct ev_loop *loop, struct ev_io *io, uint32_t events) 
     struct conn *c = io->data;
     if (c->state == CS_CLOSING)
         return;
+    if (c->ssl) {
+        tls_event(c, events);
+        return;
+    }
     if (events & EV_WRITE) {
         if (conn_flush(c) < 0) {
             conn_close(c, "socket error");
@@ -490,12 +518,17 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             continue;
         }
         c->fd = fd;
+        c->io.fd = -1; /* not watched yet: a close before ev_io_start unwatches nothing */
         c->ls = ls;
         c->counted = true;
         c->state = CS_NEW;
         c->last_rx = ev_now(loop);
         snprintf(c->peer, sizeof(c->peer), "%s", peer);
         list_add(w, c);
+        if (tls_conn_new(c) < 0) {
+            conn_close(c, "TLS set-up failed");
+            continue;
+        }
         if (ev_io_start(loop, &c->io, fd, EV_READ, conn_event, c) < 0) {
             conn_close(c, "epoll failed");
             continue;
@@ -558,6 +591,9 @@ static void adopt(struct worker *w, struct conn *c) {
     /* The CONNECT (and anything after it) waits in c->in. */
     if (c->inlen)
         conn_handle_input(c, c->in, c->inlen);
+    /* TLS: more may wait decrypted in OpenSSL (tls_flags say so). */
+    if (c->ssl && c->state != CS_CLOSING && c->w == w)
+        tls_update_events(c);
 }
 
 static void on_inbox(struct ev_loop *loop, void *data) {
@@ -599,7 +635,9 @@ static void on_tick(struct ev_loop *loop, void *data) {
         next = c->next;
         if (c->state == CS_NEW) {
             if (timeout > 0 && now - c->last_rx >= (int64_t)timeout * 1000)
-                conn_close(c, "no CONNECT in time");
+                conn_close(c, c->ssl && !(c->tls_flags & TLS_F_READY)
+                                  ? "TLS handshake not finished in time"
+                                  : "no CONNECT in time");
         } else if (c->state == CS_CONNECTED && c->keep_alive) {
             /* MQTT-3.1.2-24: one and a half keep-alive periods. */
             if (now - c->last_rx >= (int64_t)c->keep_alive * 1500)
@@ -607,6 +645,7 @@ static void on_tick(struct ev_loop *loop, void *data) {
         }
     }
     session_timers(w, now);
+    tls_tick(w);
     /* One worker purges expired retained messages (the others only skip them). */
     if (w->id == 0)
         retain_expire(w->b->retain, msg_now_ms());
@@ -715,6 +754,7 @@ void worker_free(struct worker *w) {
     strmap_each(&w->sessions, end_session, NULL);
     strmap_free(&w->sessions);
     free(w->rbuf);
+    free(w->tls_stage);
     free(w->out_head);
     free(w->out_tail);
     free(w->matches);
