@@ -597,6 +597,17 @@ static void on_tick(struct ev_loop *loop, void *data) {
     int timeout = w->b->cfg->connect_timeout;
     for (struct conn *c = w->conns, *next; c; c = next) {
         next = c->next;
+        /* Idle connections hold no output buffers: the memory per held
+         * connection is what bench/compare's idle scenario measures. */
+        if (!c->nsegs && !c->wlen && !c->dirty && (c->wbuf || c->segs)) {
+            free(c->wbuf);
+            free(c->segs);
+            c->wbuf = NULL;
+            c->segs = NULL;
+            c->wcap = 0;
+            c->capsegs = 0;
+            c->seghead = 0;
+        }
         if (c->state == CS_NEW) {
             if (timeout > 0 && now - c->last_rx >= (int64_t)timeout * 1000)
                 conn_close(c, "no CONNECT in time");
