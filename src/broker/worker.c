@@ -39,7 +39,7 @@ static int seg_push(struct conn *c, struct msg *m, uint32_t off, uint32_t len) {
             memmove(c->segs, c->segs + c->seghead, c->nsegs * sizeof(*c->segs));
             c->seghead = 0;
         } else {
-            uint32_t n = c->capsegs ? c->capsegs * 2 : 8;
+            uint32_t n = c->capsegs ? c->capsegs * 2 : 2;
             struct oseg *s = realloc(c->segs, n * sizeof(*s));
             if (!s)
                 return -1;
@@ -62,7 +62,7 @@ void conn_mark_dirty(struct conn *c) {
 static int wbuf_reserve(struct conn *c, size_t len) {
     if (c->wlen + len <= c->wcap)
         return 0;
-    size_t n = c->wcap ? c->wcap : 512;
+    size_t n = c->wcap ? c->wcap : 64;
     while (n < c->wlen + len)
         n *= 2;
     uint8_t *p = realloc(c->wbuf, n);
@@ -172,11 +172,19 @@ static int conn_flush(struct conn *c) {
     }
     c->seghead = 0;
     c->wlen = 0;
-    /* Idle connections keep no large buffers. */
-    if (c->wcap > 16384) {
+    /* Idle connections keep no buffers: large ones are not worth holding,
+     * and small ones cost one malloc per turn when reused, which is less
+     * than holding them on thousands of quiet connections. Busy middle-sized
+     * buffers stay until the tick finds them unused. */
+    if (c->wcap > 16384 || c->wcap <= 1024) {
         free(c->wbuf);
         c->wbuf = NULL;
         c->wcap = 0;
+        if (c->capsegs <= 8) {
+            free(c->segs);
+            c->segs = NULL;
+            c->capsegs = 0;
+        }
     }
     ev_io_set(c->w->loop, &c->io, EV_READ);
     return 0;
