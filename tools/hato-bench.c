@@ -530,7 +530,8 @@ static const char *mode_name(void) {
 }
 
 static int summarise(double connect_s) {
-    qsort(lat, nlat, sizeof(*lat), cmp_u32);
+    if (nlat)
+        qsort(lat, nlat, sizeof(*lat), cmp_u32);
     double elapsed = last_recv_ns > first_send_ns
                          ? (double)(last_recv_ns - first_send_ns) / 1e9
                          : secs_since(first_send_ns ? first_send_ns : t_start_ns);
