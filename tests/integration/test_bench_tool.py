@@ -34,7 +34,9 @@ def roomy(broker_factory):
     return broker_factory("max_queued_messages 100000\n")
 
 
-@pytest.mark.parametrize("qos", [0, 1, 2])
+@pytest.mark.parametrize("qos", [0, 1, pytest.param(2, marks=pytest.mark.hato_only(
+    "mosquitto 2.0.11 silently drops incoming QoS 2 publishes beyond max_inflight_messages "
+    "(20) per client, and hato-bench keeps 64 in flight"))])
 def test_run_counts_every_message_once(roomy, qos):
     rc, s, err = bench("run", "-p", roomy.port, "--pubs", 3, "--subs", 2, "-t", "hb/%i",
                        "-T", "hb/#", "-q", qos, "-n", 500, "--quiet")
