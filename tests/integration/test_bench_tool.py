@@ -1,0 +1,170 @@
+"""hato-bench, the load generator: its counts must be right, or every
+benchmark built on it is wrong. Small bounded runs against the real broker,
+and against a deliberately faulty relay that drops, duplicates and reorders,
+to prove the tool sees each of those."""
+
+import json
+import os
+import socket
+import subprocess
+import threading
+
+import pytest
+
+from conftest import HATO_BIN, free_port
+from mqttraw import read_varint
+
+BENCH = os.path.join(os.path.dirname(os.path.abspath(HATO_BIN)), "hato-bench")
+
+
+def bench(*args, timeout=60):
+    assert os.path.exists(BENCH), f"hato-bench is not built next to {HATO_BIN}"
+    r = subprocess.run([BENCH, *map(str, args), "--json", "-d", "30"], capture_output=True,
+                       timeout=timeout, text=True)
+    assert "runtime error" not in r.stderr and "AddressSanitizer" not in r.stderr, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else None
+    return r.returncode, summary, r.stderr
+
+
+@pytest.fixture
+def roomy(broker_factory):
+    """A broker whose queues hold a whole run: with the default limit (1,000
+    queued QoS 1/2 messages per session, as Mosquitto) a subscriber that lags
+    behind three unthrottled publishers loses messages by design."""
+    return broker_factory("max_queued_messages 100000\n")
+
+
+@pytest.mark.parametrize("qos", [0, 1, pytest.param(2, marks=pytest.mark.hato_only(
+    "mosquitto 2.0.11 silently drops incoming QoS 2 publishes beyond max_inflight_messages "
+    "(20) per client, and hato-bench keeps 64 in flight"))])
+def test_run_counts_every_message_once(roomy, qos):
+    rc, s, err = bench("run", "-p", roomy.port, "--pubs", 3, "--subs", 2, "-t", "hb/%i",
+                       "-T", "hb/#", "-q", qos, "-n", 500, "--quiet")
+    assert rc == 0, err
+    assert s["expected"] == 3 * 2 * 500
+    assert s["received"] == s["expected"]
+    assert (s["lost"], s["duplicates"], s["reordered"], s["errors"]) == (0, 0, 0, 0)
+    assert s["latency_us"]["p50"] <= s["latency_us"]["p99"] <= s["latency_us"]["max"]
+    assert s["connected"] == 5
+
+
+def test_expected_follows_the_filters(broker):
+    # Subscriber i only matches publisher i: 2 of the 4 publishers are heard.
+    rc, s, err = bench("run", "-p", broker.port, "--pubs", 4, "--subs", 2, "-t", "hb/%i",
+                       "-T", "hb/%i", "-n", 100, "--quiet")
+    assert rc == 0, err
+    assert s["sent"] == 400 and s["expected"] == 200 and s["received"] == 200
+
+
+def test_conn_mode_holds_and_reports(broker):
+    rc, s, err = bench("conn", "-p", broker.port, "-c", 50, "--quiet")
+    assert rc == 0, err
+    assert "# connected 50" in err
+    assert s["connected"] == 50 and s["connect_rate"] > 0
+
+
+def test_retained_mode_receives_every_topic(broker):
+    rc, s, err = bench("retained", "-p", broker.port, "-n", 2000, "--quiet")
+    assert rc == 0, err
+    assert s["sent"] == 2000 and s["received"] == 2000 and s["lost"] == 0
+
+
+def test_bad_option_names_it():
+    rc, s, err = bench("run", "-q", "7")
+    assert rc == 2 and s is None
+    assert "-q" in err and "7" in err
+
+
+def test_refused_connection_is_an_error():
+    port = free_port()  # nothing listens there
+    rc, s, err = bench("run", "-p", port, "--pubs", 1, "--subs", 1, "-n", 1, "--idle", "0.2")
+    assert rc == 1
+    assert s["errors"] >= 1
+    assert "refused" in err.lower()
+
+
+class FaultyRelay:
+    """A minimal MQTT 3.1.1 server for one subscriber and one publisher that
+    forwards QoS 0 publishes with faults: it drops the 10th, sends the 20th
+    twice and swaps the 30th and 31st."""
+
+    def __init__(self):
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.sub = None
+        self.sub_ready = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def packets(sock):
+        buf = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return
+            buf += data
+            while len(buf) >= 2:
+                try:
+                    length, body = read_varint(buf, 1)
+                except IndexError:
+                    break
+                end = body + length
+                if len(buf) < end:
+                    break
+                yield buf[:end]
+                buf = buf[end:]
+
+    def serve(self):
+        self.srv.settimeout(20)
+        threads = []
+        for _ in range(2):
+            conn, _ = self.srv.accept()
+            t = threading.Thread(target=self.client, args=(conn,), daemon=True)
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join(20)
+
+    def client(self, conn):
+        conn.settimeout(20)
+        n = 0
+        held = None
+        for p in self.packets(conn):
+            kind = p[0] >> 4
+            if kind == 1:  # CONNECT
+                conn.sendall(b"\x20\x02\x00\x00")
+            elif kind == 8:  # SUBSCRIBE: SUBACK granting QoS 0
+                self.sub = conn
+                conn.sendall(b"\x90\x03" + p[2:4] + b"\x00")
+                self.sub_ready.set()
+            elif kind == 3:
+                self.sub_ready.wait(10)
+                n += 1
+                if n == 10:
+                    continue
+                if n == 20:
+                    self.sub.sendall(p)
+                if n == 30:
+                    held = p
+                    continue
+                self.sub.sendall(p)
+                if n == 31:
+                    self.sub.sendall(held)
+            elif kind == 12:  # PINGREQ
+                conn.sendall(b"\xd0\x00")
+            elif kind == 14:
+                conn.close()
+                return
+
+
+def test_losses_duplicates_and_reordering_are_seen():
+    relay = FaultyRelay()
+    rc, s, err = bench("run", "-p", relay.port, "--pubs", 1, "--subs", 1, "-t", "hb/x",
+                       "-T", "hb/x", "-n", 100, "--idle", "0.5", "--quiet")
+    assert rc == 3, err
+    assert s["expected"] == 100
+    assert s["received"] == 100  # 99 distinct + 1 duplicate
+    assert s["lost"] == 1
+    assert s["duplicates"] == 1
+    assert s["reordered"] == 1
