@@ -21,6 +21,7 @@
 #endif
 
 #include "base/log.h"
+#include "broker/security.h"
 
 int worker_init(struct worker *w, struct broker *b, int id);
 int worker_listen(struct worker *w, struct lsock *ls);
@@ -149,6 +150,8 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
     b->lconns = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*b->lconns));
     if (!b->subs || !b->retain || !b->lconns)
         return -1;
+    if (security_init(b) < 0)
+        return -1;
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct hato_listener *l = &cfg->listeners[i];
         /* Never serve in plain text what the user configured for TLS. */
@@ -236,7 +239,8 @@ int broker_run(struct broker *b) {
         if (sig == SIGINT || sig == SIGTERM)
             break;
         if (sig == SIGHUP) {
-            log_notice("Reloading config (SIGHUP): nothing to reload in this version.");
+            log_notice("Reloading password and ACL files (SIGHUP).");
+            security_reload(b);
 #ifdef HATO_HAVE_SYSTEMD
             sd_notify(0, "READY=1");
 #endif
@@ -283,4 +287,5 @@ void broker_free(struct broker *b) {
         sub_tree_free(b->subs);
     if (b->retain)
         retain_free(b->retain);
+    security_free(b);
 }

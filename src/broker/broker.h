@@ -106,6 +106,11 @@ struct session {
 
     struct session *timer_next; /* in the worker's list of timed sessions */
     bool on_timer_list;
+
+    /* Identity for ACL checks (also while offline): user name of the last
+     * connection (NULL = anonymous) and its listener. */
+    char *username;
+    const struct hato_listener *lcfg;
 };
 
 enum conn_state {
@@ -133,6 +138,14 @@ struct conn {
     bool counted;      /* counted in ls->nconns */
     char peer[64];
     char *username;
+    /* Set by the TLS layer before CONNECT when use_identity_as_username /
+     * use_subject_as_username gave `username`: it needs no password, and the
+     * CONNECT's user name is ignored. */
+    bool username_from_tls;
+    /* Failed login waiting for its slowdown delay (security.c): monotonic
+     * ms at which the refusing CONNACK goes out, 0 = none. */
+    int64_t refuse_at;
+    uint8_t refuse_v3, refuse_v5;
     char *assigned_id; /* client id we assigned (empty id in CONNECT) */
 
     struct conn *next, *prev; /* worker's list */
@@ -203,6 +216,10 @@ struct worker {
 
     bool accept_paused; /* out of descriptors: accepting resumes on the next tick */
 
+    /* Security snapshot in use by this worker (security.c) and its generation. */
+    struct sec_snap *sec;
+    unsigned sec_gen;
+
     /* Statistics, read by other threads without locks (approximate). */
     atomic_ulong msgs_in, msgs_out, dropped;
     atomic_uint nclients;
@@ -225,7 +242,8 @@ struct broker {
     size_t nlsocks;
     atomic_int *lconns; /* per configured listener, for max_connections */
     atomic_bool stopping;
-    atomic_ulong id_counter; /* for assigned client ids */
+    atomic_ulong id_counter;   /* for assigned client ids */
+    struct security *security; /* password files, ACLs, login failures (security.c) */
     int64_t started;
 };
 
@@ -256,6 +274,8 @@ void proto_packet(struct conn *c, struct mqtt_packet *p, const uint8_t *raw, siz
 void proto_fail(struct conn *c, uint8_t reason, const char *why);
 /* Finish a CONNECT on the owning worker (after adoption). */
 void proto_connect_owned(struct conn *c, struct mqtt_packet *p);
+/* Send the refusing CONNACK of a failed login whose delay is over, close. */
+void proto_refuse_due(struct conn *c);
 
 /* session.c */
 struct session *session_new(struct worker *w, const char *id, size_t len);
