@@ -219,6 +219,7 @@ struct worker {
     /* Security snapshot in use by this worker (security.c) and its generation. */
     struct sec_snap *sec;
     unsigned sec_gen;
+    bool sec_recheck; /* connected clients to re-check against sec (next tick/wake) */
 
     /* Statistics, read by other threads without locks (approximate). */
     atomic_ulong msgs_in, msgs_out, dropped;

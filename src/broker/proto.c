@@ -57,14 +57,14 @@ static char *mounted(struct conn *c, const uint8_t *s, size_t len, size_t *outle
 /* ACL check for this connection's client (true when no ACL applies). */
 static bool acl_ok(struct conn *c, const char *topic, size_t tlen, int access) {
     struct worker *w = c->w;
-    if (!w->sec || !w->sec->any_acl)
+    if (!security_acl_active(w))
         return true;
     const char *id = c->s ? c->s->client_id : c->assigned_id;
     return security_acl(w, lcfg(c), c->username, id ? id : "", topic, tlen, access);
 }
 
 static bool w_has_acl(struct conn *c) {
-    return c->w->sec && c->w->sec->any_acl;
+    return security_acl_active(c->w);
 }
 
 /*
@@ -77,10 +77,11 @@ static void refuse_login(struct conn *c, const char *id, size_t idlen, uint8_t v
                          const char *why) {
     char u[128], i[128], idz[128];
     snprintf(idz, sizeof(idz), "%.*s", (int)idlen, id);
-    log_notice("Client %s [%s] refused: %s (user '%s').", security_printable(idz, i, sizeof(i)),
-               c->peer, why,
-               c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>");
     int64_t delay = security_fail_delay(c->w->b, c->peer);
+    log_notice("Client %s [%s] refused: %s (user '%s'); answered after %lld ms.",
+               security_printable(idz, i, sizeof(i)), c->peer, why,
+               c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>",
+               (long long)delay);
     if (delay <= 0) {
         connack_fail(c, v3, v5, why);
         return;
@@ -269,11 +270,12 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
             connack_fail(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_UNSPECIFIED, "out of memory");
             return;
         }
-        char *cid = w->sec && w->sec->any_acl ? strndup(id, idlen) : NULL;
-        bool allowed = !cid || security_acl(w, lcfg(c), c->username, cid, will->topic,
-                                            will->topic_len, AUTH_ACL_WRITE);
+        bool acl = security_acl_active(w);
+        char *cid = acl ? strndup(id, idlen) : NULL;
+        bool allowed = !acl || (cid && security_acl(w, lcfg(c), c->username, cid, will->topic,
+                                                    will->topic_len, AUTH_ACL_WRITE));
         free(cid);
-        if (w->sec && w->sec->any_acl && !allowed) {
+        if (acl && !allowed) {
             char idz[128], i[128];
             snprintf(idz, sizeof(idz), "%.*s", (int)idlen, id);
             log_notice("Client %s [%s] refused: will topic '%s' not writable by the ACL.",

@@ -194,7 +194,11 @@ static void recheck_clients(struct worker *w) {
     }
 }
 
-void security_worker_update(struct worker *w) {
+unsigned security_generation(const struct broker *b) {
+    return b->security ? atomic_load_explicit(&b->security->gen, memory_order_relaxed) : 0;
+}
+
+void security_worker_adopt(struct worker *w) {
     struct security *sec = w->b->security;
     if (!sec)
         return;
@@ -206,12 +210,19 @@ void security_worker_update(struct worker *w) {
     atomic_fetch_add(&s->refs, 1);
     gen = atomic_load(&sec->gen);
     pthread_mutex_unlock(&sec->lock);
-    bool first = w->sec == NULL;
+    if (w->sec)
+        w->sec_recheck = true; /* a reload, not the start-up snapshot */
     snap_unref(w->sec);
     w->sec = s;
     w->sec_gen = gen;
-    if (!first)
+}
+
+void security_worker_update(struct worker *w) {
+    security_worker_adopt(w);
+    if (w->sec_recheck) {
+        w->sec_recheck = false;
         recheck_clients(w);
+    }
 }
 
 void security_worker_release(struct worker *w) {
@@ -223,7 +234,7 @@ void security_worker_release(struct worker *w) {
 
 enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p) {
     struct worker *w = c->w;
-    security_worker_update(w);
+    security_worker_adopt(w);
     const struct hato_listener *l = c->ls->cfg;
     bool anonymous_ok = l->allow_anonymous > 0;
     if (c->username_from_tls)

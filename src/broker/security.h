@@ -52,8 +52,14 @@ void security_free(struct broker *b);
 /* SIGHUP: re-read every password and ACL file (main thread). */
 void security_reload(struct broker *b);
 
-/* Worker side: adopt the newest snapshot if there is one (cheap when not). */
+/* Worker side: adopt the newest snapshot if there is one (cheap when not),
+ * and re-check the worker's connected clients after a reload. Called from
+ * the loop's wake-up and tick, never in the middle of packet handling. */
 void security_worker_update(struct worker *w);
+/* Adopt the newest snapshot only (safe anywhere on the worker's thread);
+ * the client re-check waits for security_worker_update. */
+void security_worker_adopt(struct worker *w);
+unsigned security_generation(const struct broker *b);
 void security_worker_release(struct worker *w);
 
 enum sec_auth {
@@ -70,7 +76,8 @@ enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p)
  * or a socket path); returns how many ms to wait before answering it. */
 int64_t security_fail_delay(struct broker *b, const char *peer);
 
-/* ACL decision with the worker's snapshot (true when no ACL applies). */
+/* ACL decision with the worker's snapshot (true when no ACL applies);
+ * call after security_acl_active returned true. */
 bool security_acl(struct worker *w, const struct hato_listener *l, const char *user,
                   const char *client_id, const char *topic, size_t tlen, int access);
 
@@ -85,9 +92,18 @@ const char *security_printable(const char *s, char *buf, size_t cap);
 
 #include "broker/broker.h"
 
+/* True when ACL checks are needed now. A reload is seen by the next check
+ * after it, whatever this worker was doing (one relaxed load of a rarely
+ * written counter). */
+static inline bool security_acl_active(struct worker *w) {
+    if (__builtin_expect(security_generation(w->b) != w->sec_gen, 0))
+        security_worker_adopt(w);
+    return w->sec && w->sec->any_acl;
+}
+
 static inline bool security_may_read(struct worker *w, const struct session *s, const char *topic,
                                      size_t tlen) {
-    if (!w->sec || !w->sec->any_acl)
+    if (!security_acl_active(w))
         return true;
     return security_acl(w, s->lcfg, s->username, s->client_id, topic, tlen, AUTH_ACL_READ);
 }

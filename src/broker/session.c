@@ -158,9 +158,8 @@ static void publish_will(struct session *s) {
     if (!will)
         return;
     /* The ACL may have changed since CONNECT (reload). */
-    if (s->w->sec && s->w->sec->any_acl &&
-        !security_acl(s->w, s->lcfg, s->username, s->client_id, will->topic, will->topic_len,
-                      AUTH_ACL_WRITE)) {
+    if (security_acl_active(s->w) && !security_acl(s->w, s->lcfg, s->username, s->client_id,
+                                                   will->topic, will->topic_len, AUTH_ACL_WRITE)) {
         log_notice("Will of client %s on '%s' dropped: not writable by the ACL.", s->client_id,
                    will->topic);
         msg_unref(will);
