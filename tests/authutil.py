@@ -58,8 +58,9 @@ class Mosquitto(LoggedProcess):
 
 
 def mqtt_sub_once(port, topic, user=None, password=None, extra=(), timeout=10):
-    """Start mosquitto_sub for one message; returns the Popen (read .stdout)."""
-    cmd = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-C", "1",
+    """Start mosquitto_sub for one message; returns the Popen (read .stdout).
+    Its output is line-buffered (stdbuf) so that -d lines can be awaited."""
+    cmd = ["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-C", "1",
            "-W", str(timeout)]
     if user is not None:
         cmd += ["-u", user]
