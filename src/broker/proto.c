@@ -224,6 +224,11 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     }
     /* MQTT 3.1.1 has no code for a bad password but 0x04; Mosquitto (and
      * hato) answer 0x05 "not authorised" to both failures. */
+    if (c->username && !c->username_from_tls && security_fail_pending(c->w->b, c->peer)) {
+        refuse_login(c, id, idlen, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_USERNAME_OR_PASSWORD,
+                     "address held back after failed logins");
+        return;
+    }
     switch (security_authenticate(c, p)) {
     case SEC_AUTH_OK:
         break;

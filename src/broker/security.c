@@ -19,7 +19,8 @@
 struct fail_entry {
     char *addr;
     unsigned count;
-    int64_t last;
+    int64_t last;  /* monotonic ms of the last failure */
+    int64_t until; /* its refusal is due then: logins meanwhile are not verified */
 };
 
 struct security {
@@ -342,13 +343,30 @@ int64_t security_fail_delay(struct broker *b, const char *peer) {
         e->last = now;
         count = e->count;
     }
-    pthread_mutex_unlock(&sec->lock);
     int64_t d = base;
     for (unsigned i = 1; i < count && d < max; i++)
         d *= 2;
     if (max > 0 && d > max)
         d = max;
+    if (e)
+        e->until = now + d;
+    pthread_mutex_unlock(&sec->lock);
     return d;
+}
+
+bool security_fail_pending(struct broker *b, const char *peer) {
+    struct security *sec = b->security;
+    if (!sec || b->cfg->auth_fail_delay <= 0)
+        return false;
+    char addr[64];
+    addr_of(peer, addr, sizeof(addr));
+    int64_t now = ev_clock_ms();
+    pthread_mutex_lock(&sec->lock);
+    const struct fail_entry *e =
+        sec->fails.count ? strmap_get(&sec->fails, addr, strlen(addr)) : NULL;
+    bool pending = e && now < e->until;
+    pthread_mutex_unlock(&sec->lock);
+    return pending;
 }
 
 const char *security_printable(const char *s, char *buf, size_t cap) {

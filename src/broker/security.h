@@ -76,6 +76,11 @@ enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p)
  * or a socket path); returns how many ms to wait before answering it. */
 int64_t security_fail_delay(struct broker *b, const char *peer);
 
+/* True while a failed login from this address still waits for its
+ * refusal: another login from it meanwhile is refused without verifying
+ * its password (parallel guessing gets no answers, and costs no hashing). */
+bool security_fail_pending(struct broker *b, const char *peer);
+
 /* ACL decision with the worker's snapshot (true when no ACL applies);
  * call after security_acl_active returned true. */
 bool security_acl(struct worker *w, const struct hato_listener *l, const char *user,

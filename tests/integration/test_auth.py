@@ -231,16 +231,26 @@ def test_failure_slowdown_doubles_per_address(broker_factory, tmp_path):
     accepted(b, 4, username="alice", password="right")  # the right password still works
 
 
+def client_from(b, source, version=4):
+    """A RawClient whose connection comes from another loopback address."""
+    c = RawClient.__new__(RawClient)
+    c.version, c.timeout, c.buf = version, 5.0, bytearray()
+    c.sock = socket.create_connection((b.host, b.port), timeout=5.0, source_address=(source, 0))
+    return c
+
+
 def test_failure_delay_does_not_block_the_worker(broker_factory, tmp_path):
     """While a failed login waits for its (long) delay, the same worker thread keeps
-    serving other clients: another client connects and pings before the refusal."""
+    serving other clients: a client from another address connects and pings before
+    the refusal."""
     pw = tmp_path / "passwd"
     mosquitto_passwd("-c", "-b", pw, "alice", "right")
     b = pw_broker(broker_factory, tmp_path, pw, "threads 1\nauth_fail_delay 3000\n")
     bad = RawClient(b)
     bad.send(connect("bad", username="alice", password="nope"))
     b.wait_log(r"Client bad .*refused: bad user name or password.*3000 ms")
-    good = connected_client(b, "good", username="alice", password="right")
+    good = client_from(b, "127.0.0.2")
+    assert good.connect("good", username="alice", password="right").reason == 0
     good.send(pingreq())
     good.expect(PINGRESP)
     # The refusal has not come yet; it does come, then the close.
@@ -251,3 +261,26 @@ def test_failure_delay_does_not_block_the_worker(broker_factory, tmp_path):
     closed_by_broker(bad)
     good.close()
     bad.close()
+
+
+def test_logins_held_back_while_a_failure_waits(broker_factory, tmp_path):
+    """hato extension (temporary ban): while a failed login from an address waits for
+    its refusal, further logins from that address are refused without their password
+    being checked, even a right one, and count as failures; other addresses are not
+    affected."""
+    pw = tmp_path / "passwd"
+    mosquitto_passwd("-c", "-b", pw, "alice", "right")
+    b = pw_broker(broker_factory, tmp_path, pw, "auth_fail_delay 2000\nauth_fail_delay_max 8000\n")
+    bad = RawClient(b, version=5)
+    bad.send(connect("bad", version=5, username="alice", password="nope"))
+    b.wait_log(r"Client bad .*refused: bad user name or password.*2000 ms")
+    held = RawClient(b, version=5)
+    held.send(connect("held", version=5, username="alice", password="right"))
+    line = b.wait_log(r"Client held .*refused: address held back after failed logins")
+    assert "user 'alice'" in line and "answered after 4000 ms" in line
+    other = client_from(b, "127.0.0.3", version=5)
+    assert other.connect("other", username="alice", password="right").reason == 0
+    assert bad.expect(CONNACK, timeout=10).reason == 0x86
+    assert held.expect(CONNACK, timeout=15).reason == 0x86
+    for c in (bad, held, other):
+        c.close()
