@@ -24,9 +24,12 @@ def pw_broker(broker_factory, tmp_path, pwfile, extra=FAST, anonymous=False):
 
 
 def refused(broker, version=4, **kw):
-    """CONNECT that must be refused: returns the CONNACK reason, checks the close."""
+    """CONNECT that must be refused: returns the CONNACK reason, checks that Session
+    Present is 0 (MQTT-3.2.2-4, MQTT 5: MQTT-3.2.2-6) and that the connection is
+    then closed (MQTT-3.2.2-5, MQTT 5: MQTT-3.2.2-7)."""
     c = RawClient(broker, version=version)
     ack = c.connect("cid-" + str(version), **kw)
+    assert ack.body[0] == 0, ack
     closed_by_broker(c)
     c.close()
     return ack.reason
@@ -52,9 +55,9 @@ def test_mosquitto_passwd_file_accepted(broker_factory, tmp_path):
         accepted(b, v, username="bob", password="bob-pw")
 
 
-def test_wrong_password_refused_v311_0x05(broker_factory, tmp_path):
+def test_wrong_password_refused_v311_0x05_MQTT_3_2_2_5(broker_factory, tmp_path):
     """Wrong password, unknown user, missing password: CONNACK 0x05 on MQTT 3.1.1 and
-    3.1, then the connection closes."""
+    3.1, then the connection closes (MQTT-3.2.2-5)."""
     pw = tmp_path / "passwd"
     mosquitto_passwd("-c", "-b", pw, "alice", "right")
     b = pw_broker(broker_factory, tmp_path, pw)
@@ -65,8 +68,9 @@ def test_wrong_password_refused_v311_0x05(broker_factory, tmp_path):
         assert refused(b, v) == 0x05  # anonymous
 
 
-def test_wrong_password_refused_v5_0x86_anonymous_0x87(broker_factory, tmp_path):
-    """MQTT 5: bad user name or password 0x86; anonymous where not allowed 0x87."""
+def test_wrong_password_refused_v5_0x86_anonymous_0x87_MQTT_3_2_2_7(broker_factory, tmp_path):
+    """MQTT 5: bad user name or password 0x86; anonymous where not allowed 0x87; the
+    connection is closed after the CONNACK (MQTT-3.2.2-7)."""
     pw = tmp_path / "passwd"
     mosquitto_passwd("-c", "-b", pw, "alice", "right")
     b = pw_broker(broker_factory, tmp_path, pw)

@@ -69,8 +69,9 @@ def test_publish_denied_v3_dropped_but_acknowledged(broker_factory, tmp_path):
         b.wait_log(r"Denied PUBLISH from bob \[127\.0\.0\.1:\d+\] \(user 'bob'\) to 'a/x'")
 
 
-def test_publish_denied_v5_reason_0x87(broker_factory, tmp_path):
-    """MQTT 5: PUBACK / PUBREC with reason 0x87 (not authorized); no PUBREL follows."""
+def test_publish_denied_v5_reason_0x87_MQTT_3_4_2_1(broker_factory, tmp_path):
+    """MQTT 5: PUBACK / PUBREC with reason 0x87 (not authorized), a valid PUBACK/PUBREC
+    reason code (MQTT-3.4.2-1, MQTT-3.5.2-1); no PUBREL follows."""
     b = acl_broker(broker_factory, tmp_path, BASIC)
     with client(b, "admin", version=5) as watch, client(b, "bob", version=5) as bob:
         subscribe_ok(watch, 1, [("#", 2)])
@@ -89,7 +90,9 @@ def test_publish_denied_v5_reason_0x87(broker_factory, tmp_path):
         assert topics(drain(watch)) == ["a/ok"]
 
 
-def test_subscribe_denied_v3_0x80_v5_0x87(broker_factory, tmp_path):
+def test_subscribe_denied_v3_0x80_v5_0x87_MQTT_3_9_3_1(broker_factory, tmp_path):
+    """One return code per filter, in order (MQTT-3.9.3-1); a refused filter gets the
+    failure code 0x80 (3.1.1) / 0x87 (5.0) and the others are still granted."""
     b = acl_broker(broker_factory, tmp_path, BASIC)
     with client(b, "bob") as bob:
         s = subscribe_ok(bob, 1, [("a/#", 1), ("b/#", 1), ("#", 0), ("a/+/c", 2)])
@@ -163,9 +166,9 @@ def test_shared_subscription_checked(broker_factory, tmp_path):
         assert s.codes == [0x87]
 
 
-def test_sys_only_where_granted(broker_factory, tmp_path):
-    """`topic read #` does not reach $SYS (wildcards never match $ topics); a rule naming
-    $SYS does."""
+def test_sys_only_where_granted_MQTT_4_7_2_1(broker_factory, tmp_path):
+    """`topic read #` does not reach $SYS (a wildcard never matches a topic starting
+    with $, MQTT-4.7.2-1); a rule naming $SYS does."""
     b = acl_broker(broker_factory, tmp_path, BASIC + "user eve\ntopic read #\n")
     with client(b, "eve") as eve:
         assert subscribe_ok(eve, 1, [("$SYS/#", 0), ("#", 0)]).codes == [0x80, 0]
