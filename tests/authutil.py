@@ -7,7 +7,7 @@ unless HATO_PASSWD_BIN names it.
 import os
 import subprocess
 
-from conftest import HATO_BIN, LoggedProcess, free_port
+from conftest import HATO_BIN, REFERENCE, LoggedProcess, free_port
 
 HATO_PASSWD = os.environ.get("HATO_PASSWD_BIN",
                              os.path.join(os.path.dirname(os.path.abspath(HATO_BIN)), "hato-passwd"))
@@ -91,3 +91,12 @@ def wait_suback(proc, limit=50):
         if "received SUBACK" in line:
             return lines
     raise AssertionError("mosquitto_sub got no SUBACK:\n" + "".join(lines) + proc.stderr.read())
+
+
+# Config lines for the tests' brokers: hato's login slowdown off (a hato
+# extension), or, when the suite runs against Mosquitto for reference as root,
+# Mosquitto kept from switching to a user that cannot read the test's files.
+if REFERENCE == "hato":
+    FAST = "auth_fail_delay 0\n"
+else:
+    FAST = "user root\n" if os.geteuid() == 0 else ""

@@ -5,13 +5,14 @@ import re
 
 import pytest
 
-from authutil import mosquitto_passwd, write
-from conftest import HATO_BIN, LoggedProcess, free_port
+from authutil import FAST, mosquitto_passwd, write
+from conftest import REFERENCE, HATO_BIN, LoggedProcess, free_port
 from mqttraw import (CONNACK, PUBACK, PUBLISH, PUBREC, RawClient, ack, closed_by_broker,
                      connected_client, drain, publish, publish_ok, recv_publish, subscribe,
                      subscribe_ok)
 
 USERS = {"alice": "apw", "bob": "bpw", "admin": "xpw", "eve": "epw"}
+
 
 
 def acl_broker(broker_factory, tmp_path, acl_text, extra="", anonymous=False):
@@ -20,7 +21,7 @@ def acl_broker(broker_factory, tmp_path, acl_text, extra="", anonymous=False):
     for u in ("bob", "admin", "eve"):
         mosquitto_passwd("-b", pw, u, USERS[u])
     acl = write(tmp_path / "acl", acl_text)
-    return broker_factory(f"password_file {pw}\nacl_file {acl}\nauth_fail_delay 0\n" + extra,
+    return broker_factory(f"password_file {pw}\nacl_file {acl}\n" + FAST + extra,
                           anonymous=anonymous)
 
 
@@ -29,6 +30,18 @@ def client(b, user, cid=None, version=4, **kw):
         return connected_client(b, cid or "anon", version=version, **kw)
     return connected_client(b, cid or user, version=version, username=user,
                             password=USERS[user], **kw)
+
+
+HATO = REFERENCE == "hato"
+# Mosquitto 2.0.11 grants every SUBSCRIBE and only filters deliveries; hato also
+# refuses, in the SUBACK, a filter the ACL does not let the client read (issue 4).
+# Tests check SUBACK codes on hato only and deliveries on both brokers.
+SUBACK_DIFFERS = "Mosquitto 2.0.11 grants every SUBSCRIBE (it only filters deliveries)"
+
+
+def codes_ok(got, want):
+    if HATO:
+        assert got == want, got
 
 
 def topics(packets):
@@ -66,7 +79,8 @@ def test_publish_denied_v3_dropped_but_acknowledged(broker_factory, tmp_path):
         publish_ok(bob, "a/x", b"1", qos=1, pid=5)
         publish_ok(bob, "a/x", b"2", qos=2, pid=6)  # PUBREC, PUBREL, PUBCOMP complete
         assert topics(drain(watch)) == []
-        b.wait_log(r"Denied PUBLISH from bob \[127\.0\.0\.1:\d+\] \(user 'bob'\) to 'a/x'")
+        if HATO:
+            b.wait_log(r"Denied PUBLISH from bob \[127\.0\.0\.1:\d+\] \(user 'bob'\) to 'a/x'")
 
 
 def test_publish_denied_v5_reason_0x87_MQTT_3_4_2_1(broker_factory, tmp_path):
@@ -90,6 +104,7 @@ def test_publish_denied_v5_reason_0x87_MQTT_3_4_2_1(broker_factory, tmp_path):
         assert topics(drain(watch)) == ["a/ok"]
 
 
+@pytest.mark.hato_only(SUBACK_DIFFERS)
 def test_subscribe_denied_v3_0x80_v5_0x87_MQTT_3_9_3_1(broker_factory, tmp_path):
     """One return code per filter, in order (MQTT-3.9.3-1); a refused filter gets the
     failure code 0x80 (3.1.1) / 0x87 (5.0) and the others are still granted."""
@@ -128,6 +143,7 @@ def test_retained_messages_checked(broker_factory, tmp_path):
         assert got == ["a/open/r"]
 
 
+@pytest.mark.hato_only("Mosquitto 2.0.11 accepts the CONNECT and checks the will when sending it")
 def test_will_topic_needs_write_access(broker_factory, tmp_path):
     """A will on a topic the client may not write: CONNACK 0x05 / 0x87."""
     b = acl_broker(broker_factory, tmp_path, BASIC)
@@ -158,14 +174,17 @@ def test_shared_subscription_checked(broker_factory, tmp_path):
     b = acl_broker(broker_factory, tmp_path, BASIC + "user eve\ntopic read other/#\n")
     with client(b, "bob", version=5) as bob, client(b, "alice") as alice:
         s = subscribe_ok(bob, 1, [("$share/g/shared/#", 1), ("$share/g/x/#", 1)])
-        assert s.codes == [1, 0x87]
+        codes_ok(s.codes, [1, 0x87])
         publish_ok(alice, "shared/1", b"m", qos=1)
         assert recv_publish(bob).topic == "shared/1"
-    with client(b, "eve", version=5) as eve:
-        s = subscribe_ok(eve, 1, [("$share/g/shared/#", 1)])
-        assert s.codes == [0x87]
+    with client(b, "eve", version=5) as eve, client(b, "alice") as alice:
+        s = subscribe_ok(eve, 1, [("$share/h/shared/#", 1)])
+        codes_ok(s.codes, [0x87])
+        publish_ok(alice, "shared/2", b"m", qos=1)
+        eve.expect_nothing()
 
 
+@pytest.mark.hato_only(SUBACK_DIFFERS + "; hato publishes no $SYS topics yet")
 def test_sys_only_where_granted_MQTT_4_7_2_1(broker_factory, tmp_path):
     """`topic read #` does not reach $SYS (a wildcard never matches a topic starting
     with $, MQTT-4.7.2-1); a rule naming $SYS does."""
@@ -180,19 +199,22 @@ def test_anonymous_rules_apply_to_anonymous_only(broker_factory, tmp_path):
     """Rules before the first `user` line are for clients without a user name."""
     b = acl_broker(broker_factory, tmp_path, BASIC, extra="allow_anonymous true\n",
                    anonymous=False)
-    with client(b, None) as anon:
-        assert subscribe_ok(anon, 1, [("public/#", 0), ("a/#", 0)]).codes == [0, 0x80]
-    with client(b, "alice") as alice:
-        assert subscribe_ok(alice, 1, [("public/#", 0)]).codes == [0x80]
+    with client(b, None) as anon, client(b, "alice") as alice, client(b, "admin") as admin:
+        codes_ok(subscribe_ok(anon, 1, [("public/#", 0), ("a/#", 0)]).codes, [0, 0x80])
+        codes_ok(subscribe_ok(alice, 1, [("public/#", 0)]).codes, [0x80])
+        # alice may write a/x; only a `user` rule could give her public/#.
+        publish_ok(alice, "a/x", b"1")
+        anon.expect_nothing()
+        alice.expect_nothing()
 
 
 def test_patterns_with_user_and_client_id(broker_factory, tmp_path):
     acl = "pattern readwrite devices/%c/#\npattern read inbox/%u\n"
     b = acl_broker(broker_factory, tmp_path, acl)
     with client(b, "bob", cid="dev1") as d1, client(b, "alice", cid="dev2") as d2:
-        assert subscribe_ok(d1, 1, [("devices/dev1/#", 1), ("devices/dev2/#", 1),
-                                    ("inbox/bob", 1), ("inbox/alice", 1)]).codes == [1, 0x80, 1,
-                                                                                     0x80]
+        codes_ok(subscribe_ok(d1, 1, [("devices/dev1/#", 1), ("devices/dev2/#", 1),
+                                      ("inbox/bob", 1), ("inbox/alice", 1)]).codes,
+                 [1, 0x80, 1, 0x80])
         publish_ok(d2, "devices/dev1/cmd", b"x", qos=1)  # dev2 may not write there
         publish_ok(d1, "devices/dev1/t", b"y")
         assert recv_publish(d1).topic == "devices/dev1/t"
@@ -208,7 +230,7 @@ def test_wildcard_client_id_never_widens_pattern(broker_factory, tmp_path, cid):
     with client(b, "bob", cid=cid) as evil, client(b, "alice") as alice:
         codes = subscribe_ok(evil, 1, [("devices/+/#", 0), ("devices/#", 0),
                                        (f"devices/{cid}/#" if cid == "+" else "devices/#", 0)]).codes
-        assert all(c == 0x80 for c in codes), codes
+        codes_ok(codes, [0x80, 0x80, 0x80])
         publish_ok(alice, "devices/victim/secret", b"s")
         evil.expect_nothing()
 
@@ -220,10 +242,10 @@ def test_wildcard_user_name_never_widens_pattern(broker_factory, tmp_path):
     mosquitto_passwd("-c", "-b", pw, "+", "hash")
     mosquitto_passwd("-b", pw, "alice", "apw")
     acl = write(tmp_path / "acl", "pattern read users/%u/#\nuser alice\ntopic write users/#\n")
-    b = broker_factory(f"password_file {pw}\nacl_file {acl}\n", anonymous=False)
+    b = broker_factory(f"password_file {pw}\nacl_file {acl}\n" + FAST, anonymous=False)
     with connected_client(b, "e", username="+", password="hash") as evil, \
             connected_client(b, "a", username="alice", password="apw") as alice:
-        assert subscribe_ok(evil, 1, [("users/#", 0), ("users/+/#", 0)]).codes == [0x80, 0x80]
+        codes_ok(subscribe_ok(evil, 1, [("users/#", 0), ("users/+/#", 0)]).codes, [0x80, 0x80])
         publish_ok(alice, "users/alice/x", b"s")
         evil.expect_nothing()
 
@@ -231,9 +253,10 @@ def test_wildcard_user_name_never_widens_pattern(broker_factory, tmp_path):
 def test_empty_acl_file_denies_everything(broker_factory, tmp_path):
     """Mosquitto advisory: an empty ACL file means no access at all, not 'no ACL'."""
     b = acl_broker(broker_factory, tmp_path, "")
-    b.wait_log(r"has no rules: every publish and subscribe is denied")
+    if HATO:
+        b.wait_log(r"has no rules: every publish and subscribe is denied")
     with client(b, "alice") as alice, client(b, "admin") as admin:
-        assert subscribe_ok(admin, 1, [("#", 0), ("a/b", 0)]).codes == [0x80, 0x80]
+        codes_ok(subscribe_ok(admin, 1, [("#", 0), ("a/b", 0)]).codes, [0x80, 0x80])
         publish_ok(alice, "a/b", b"x", qos=1)
         admin.expect_nothing()
 
@@ -241,7 +264,7 @@ def test_empty_acl_file_denies_everything(broker_factory, tmp_path):
 def test_no_acl_file_allows_everything(broker_factory, tmp_path):
     pw = tmp_path / "passwd"
     mosquitto_passwd("-c", "-b", pw, "alice", "apw")
-    b = broker_factory(f"password_file {pw}\n", anonymous=False)
+    b = broker_factory(f"password_file {pw}\n" + FAST, anonymous=False)
     with connected_client(b, "a", username="alice", password="apw") as a:
         assert subscribe_ok(a, 1, [("#", 0)]).codes == [0]
         publish_ok(a, "x/y", b"1")
