@@ -13,7 +13,7 @@
 #include "base/strmap.h"
 
 #define PASSWD_MAX_FILE (64u << 20)
-#define MAX_WARNINGS 100
+#define MAX_PROBLEMS 100 /* reported lines kept; the rest are counted only */
 
 struct pw_entry {
     char *user;
@@ -23,8 +23,11 @@ struct pw_entry {
 
 struct auth_passwd {
     struct strmap users; /* user -> struct pw_entry */
-    char **warnings;
-    size_t nwarnings;
+    struct problem {
+        char *text;
+        bool error;
+    } * problems; /* lines not taken as users, "NAME:LINE: text" */
+    size_t nproblems;
 };
 
 /* A valid $7$ hash of a random password nobody knows: verified for unknown
@@ -58,25 +61,26 @@ void auth_passwd_free(struct auth_passwd *pw) {
         return;
     strmap_each(&pw->users, free_entry, NULL);
     strmap_free(&pw->users);
-    for (size_t i = 0; i < pw->nwarnings; i++)
-        free(pw->warnings[i]);
-    free(pw->warnings);
+    for (size_t i = 0; i < pw->nproblems; i++)
+        free(pw->problems[i].text);
+    free(pw->problems);
     free(pw);
 }
 
-static int add_warning(struct auth_passwd *pw, const char *name, int line, const char *text) {
-    if (pw->nwarnings >= MAX_WARNINGS)
+static int add_problem(struct auth_passwd *pw, const char *name, int line, const char *text,
+                       bool error) {
+    if (pw->nproblems >= MAX_PROBLEMS)
         return 0;
-    char **w = realloc(pw->warnings, (pw->nwarnings + 1) * sizeof(*w));
-    if (!w)
+    struct problem *v = realloc(pw->problems, (pw->nproblems + 1) * sizeof(*v));
+    if (!v)
         return -1;
-    pw->warnings = w;
+    pw->problems = v;
     size_t n = strlen(name) + strlen(text) + 32;
-    char *s = malloc(n);
-    if (!s)
+    char *t = malloc(n);
+    if (!t)
         return -1;
-    snprintf(s, n, "%s:%d: %s", name, line, text);
-    pw->warnings[pw->nwarnings++] = s;
+    snprintf(t, n, "%s:%d: %s", name, line, text);
+    pw->problems[pw->nproblems++] = (struct problem){t, error};
     return 0;
 }
 
@@ -86,6 +90,16 @@ static bool blank(const char *s, size_t n) {
             return false;
     return true;
 }
+
+/* Report a line that is not taken as a user and go on with the next. */
+#define SKIP(...)                                                                                  \
+    do {                                                                                           \
+        char why_[200];                                                                            \
+        snprintf(why_, sizeof(why_), __VA_ARGS__);                                                 \
+        if (add_problem(pw, name, line, why_, true) < 0)                                           \
+            goto oom;                                                                              \
+        goto next;                                                                                 \
+    } while (0)
 
 struct auth_passwd *auth_passwd_parse(const char *text, size_t len, const char *name, char *err,
                                       size_t errlen) {
@@ -107,58 +121,39 @@ struct auth_passwd *auth_passwd_parse(const char *text, size_t len, const char *
             n--;
         if (blank(s, n)) {
             /* An empty user with an empty password must never exist. */
-            if (add_warning(pw, name, line, "blank line ignored (not a user)") < 0)
+            if (add_problem(pw, name, line, "blank line ignored (not a user)", false) < 0)
                 goto oom;
             continue;
         }
         if (s[0] == '#')
             continue;
-        if (memchr(s, 0, n)) {
-            set_err(err, errlen, "%s:%d: NUL byte in line", name, line);
-            goto fail;
-        }
+        if (memchr(s, 0, n))
+            SKIP("NUL byte in line; line ignored");
         const char *colon = memchr(s, ':', n);
-        if (!colon) {
-            set_err(err, errlen, "%s:%d: not 'user:hash' (no ':')", name, line);
-            goto fail;
-        }
+        if (!colon)
+            SKIP("not 'user:hash' (no ':'); line ignored");
         size_t ulen = (size_t)(colon - s);
-        if (ulen == 0) {
-            set_err(err, errlen, "%s:%d: empty user name", name, line);
-            goto fail;
-        }
-        for (size_t i = 0; i < ulen; i++) {
-            if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
-                set_err(err, errlen, "%s:%d: control character in user name", name, line);
-                goto fail;
-            }
-        }
+        int ushow = (int)(ulen > 64 ? 64 : ulen);
+        if (ulen == 0)
+            SKIP("empty user name; line ignored");
+        for (size_t i = 0; i < ulen; i++)
+            if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+                SKIP("control character in user name; line ignored");
         size_t hlen = n - ulen - 1;
-        if (hlen == 0) {
-            set_err(err, errlen, "%s:%d: user '%.*s' has no password hash", name, line,
-                    (int)(ulen > 64 ? 64 : ulen), s);
-            goto fail;
-        }
-        if (hlen > AUTH_HASH_MAX) {
-            set_err(err, errlen, "%s:%d: password hash too long", name, line);
-            goto fail;
-        }
+        if (hlen == 0)
+            SKIP("user '%.*s' has no password hash; line ignored", ushow, s);
+        if (hlen > AUTH_HASH_MAX)
+            SKIP("user '%.*s': password hash too long; line ignored", ushow, s);
         char hash[AUTH_HASH_MAX + 1];
         memcpy(hash, colon + 1, hlen);
         hash[hlen] = 0;
         const char *why = NULL;
-        if (auth_hash_check_format(hash, &why) < 0) {
-            set_err(err, errlen,
-                    "%s:%d: user '%.*s': %s (plain-text files must be converted with "
-                    "hato-passwd -U)",
-                    name, line, (int)(ulen > 64 ? 64 : ulen), s, why);
-            goto fail;
-        }
-        if (strmap_get(&pw->users, s, ulen)) {
-            set_err(err, errlen, "%s:%d: user '%.*s' appears twice", name, line,
-                    (int)(ulen > 64 ? 64 : ulen), s);
-            goto fail;
-        }
+        if (auth_hash_check_format(hash, &why) < 0)
+            SKIP("user '%.*s': %s; line ignored (a plain-text file must be converted with "
+                 "hato-passwd -U)",
+                 ushow, s, why);
+        if (strmap_get(&pw->users, s, ulen))
+            SKIP("user '%.*s' appears again; the first line stays in force", ushow, s);
         struct pw_entry *e = calloc(1, sizeof(*e));
         if (!e)
             goto oom;
@@ -169,11 +164,11 @@ struct auth_passwd *auth_passwd_parse(const char *text, size_t len, const char *
             free_entry(NULL, e);
             goto oom;
         }
+    next:;
     }
     return pw;
 oom:
     set_err(err, errlen, "%s: out of memory", name);
-fail:
     auth_passwd_free(pw);
     return NULL;
 }
@@ -249,8 +244,12 @@ bool auth_passwd_has_user(const struct auth_passwd *pw, const char *user, size_t
     return strmap_get(&pw->users, user, ulen) != NULL;
 }
 
-const char *auth_passwd_warning(const struct auth_passwd *pw, size_t i) {
-    return i < pw->nwarnings ? pw->warnings[i] : NULL;
+const char *auth_passwd_problem(const struct auth_passwd *pw, size_t i, bool *error) {
+    if (i >= pw->nproblems)
+        return NULL;
+    if (error)
+        *error = pw->problems[i].error;
+    return pw->problems[i].text;
 }
 
 bool auth_passwd_check(const struct auth_passwd *pw, const char *user, size_t ulen,

@@ -1,11 +1,11 @@
 /*
  * Mosquitto password files: one `user:hash` per line (hash formats in
- * hash.h). Lines starting with '#' are comments. A blank line is never a
- * user: it is skipped with a warning naming its line. Any other line that is
- * not exactly `user:hash` with a well-formed hash makes the whole file
- * invalid ("FILE:LINE: reason"), so a typo never silently locks a user out
- * or lets one in; the broker then refuses to start, or keeps the previous
- * file on reload. A user name appearing twice is an error too.
+ * hash.h). Lines starting with '#' are comments. A blank line or any line
+ * that is not exactly `user:hash` with a well-formed hash is never a user:
+ * it is skipped and reported with its line number ("NAME:LINE: reason"),
+ * blank lines as warnings, malformed ones as errors. The rest of the file
+ * is used, as Mosquitto does, so a file that works with Mosquitto works
+ * with hato. A user name appearing twice: the first line counts.
  *
  * A loaded file is immutable and may be read by several threads at once.
  */
@@ -18,8 +18,8 @@
 struct auth_passwd;
 
 /* Parse text[0..len); `name` stands for the file in messages. Returns the
- * file, or NULL with "NAME:LINE: reason" in err. Warnings (blank lines) are
- * kept in the result: see auth_passwd_warning. */
+ * file (NULL only when out of memory, with the reason in err). Skipped
+ * lines are reported through auth_passwd_problem. */
 struct auth_passwd *auth_passwd_parse(const char *text, size_t len, const char *name, char *err,
                                       size_t errlen);
 /* Read and parse a file. NULL with "PATH: reason" or "PATH:LINE: reason". */
@@ -28,8 +28,9 @@ void auth_passwd_free(struct auth_passwd *pw);
 
 size_t auth_passwd_count(const struct auth_passwd *pw);
 bool auth_passwd_has_user(const struct auth_passwd *pw, const char *user, size_t ulen);
-/* The i-th warning ("NAME:LINE: text"), or NULL past the end. */
-const char *auth_passwd_warning(const struct auth_passwd *pw, size_t i);
+/* The i-th skipped line ("NAME:LINE: text"), or NULL past the end; *error
+ * (may be NULL) tells a malformed line from a blank one. The first 100 are kept. */
+const char *auth_passwd_problem(const struct auth_passwd *pw, size_t i, bool *error);
 
 /*
  * True when user exists and the password matches. An unknown user costs a

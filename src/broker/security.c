@@ -58,8 +58,14 @@ static int scope_load(struct sec_scope *sc, const char *pwfile, const char *aclf
             log_error("Error: %s", err);
             return -1;
         }
-        for (size_t i = 0; auth_passwd_warning(sc->pw, i); i++)
-            log_warn("Warning: %s", auth_passwd_warning(sc->pw, i));
+        bool error;
+        const char *t;
+        for (size_t i = 0; (t = auth_passwd_problem(sc->pw, i, &error)) != NULL; i++) {
+            if (error)
+                log_error("Error: %s", t);
+            else
+                log_warn("Warning: %s", t);
+        }
         log_info("Password file %s: %zu user%s.", pwfile, auth_passwd_count(sc->pw),
                  auth_passwd_count(sc->pw) == 1 ? "" : "s");
     }

@@ -98,19 +98,37 @@ def test_password_change_on_reload(broker_factory, tmp_path):
 
 @pytest.mark.hato_only("hato's reload log")
 def test_bad_file_on_reload_keeps_previous(broker_factory, tmp_path):
-    """A malformed file at reload: logged with FILE:LINE, the previous files stay in
-    force, the broker keeps running."""
+    """A malformed ACL file or an unreadable password file at reload: logged with the
+    file (and line), all the previous files stay in force, the broker keeps running."""
     b, pw, acl = start(broker_factory, tmp_path, "user alice\ntopic readwrite #\n")
-    good = pw.read_text()
-    pw.write_text(good + "broken line\n")
-    line = reload(b)
-    assert "reload failed" in line
-    assert re.search(re.escape(str(pw)) + r":3: not 'user:hash'", b.log)
-    with connected_client(b, "a", username="alice", password="apw") as a:
-        assert subscribe_ok(a, 1, [("x", 0)]).codes == [0]
-    write(acl, "topic bogus\nuser\n")
-    pw.write_text(good)
+    write(acl, "user alice\ntopic read a\ntopic bogus/#/x\n")
     assert "reload failed" in reload(b)
-    assert f"{acl}:2: 'user' needs a user name" in b.log
+    assert f"{acl}:3: invalid topic filter 'bogus/#/x'" in b.log
+    with connected_client(b, "a", username="alice", password="apw") as a:
+        assert subscribe_ok(a, 1, [("x", 0)]).codes == [0]  # the old rules
+    good = pw.read_text()
+    pw.unlink()
+    write(acl, "user alice\ntopic read a\n")
+    assert "reload failed" in reload(b)
+    assert f"{pw}: cannot read password file: No such file or directory" in b.log
     with connected_client(b, "a", username="alice", password="apw") as a:
         assert subscribe_ok(a, 1, [("x", 0)]).codes == [0]
+    pw.write_text(good)
+    assert "Reloaded" in reload(b)
+    with connected_client(b, "a", username="alice", password="apw") as a:
+        assert subscribe_ok(a, 1, [("x", 0)]).codes == [0x80]  # the new rules
+
+
+def test_malformed_password_line_on_reload(broker_factory, tmp_path):
+    """A malformed password line at reload is reported and is not a user; the other
+    users of the new file are in force."""
+    b, pw, acl = start(broker_factory, tmp_path, "user alice\ntopic readwrite #\n")
+    hato_passwd("-b", pw, "alice", "new")
+    pw.write_text(pw.read_text() + "carol\n")
+    reload(b)
+    if REFERENCE == "hato":
+        b.wait_log(re.escape(f"{pw}:3: not 'user:hash'"))
+    c = RawClient(b)
+    assert c.connect("old", username="alice", password="apw").reason == 0x05
+    c.close()
+    connected_client(b, "new", username="alice", password="new").close()

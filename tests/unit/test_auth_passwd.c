@@ -41,7 +41,7 @@ static void test_mosquitto_file(void **st) {
     assert_false(check(pw, "", ""));
     assert_true(auth_passwd_has_user(pw, "u7", 2));
     assert_false(auth_passwd_has_user(pw, "u", 1));
-    assert_null(auth_passwd_warning(pw, 0));
+    assert_null(auth_passwd_problem(pw, 0, NULL));
     auth_passwd_free(pw);
 }
 
@@ -55,38 +55,60 @@ static void test_blank_line_is_not_a_user(void **st) {
     assert_int_equal(auth_passwd_count(pw), 2);
     assert_false(check(pw, "", ""));
     assert_false(auth_passwd_has_user(pw, "", 0));
-    assert_string_equal(auth_passwd_warning(pw, 0), "pw:2: blank line ignored (not a user)");
-    assert_string_equal(auth_passwd_warning(pw, 1), "pw:3: blank line ignored (not a user)");
-    assert_null(auth_passwd_warning(pw, 2));
+    bool error = true;
+    assert_string_equal(auth_passwd_problem(pw, 0, &error),
+                        "pw:2: blank line ignored (not a user)");
+    assert_false(error);
+    assert_string_equal(auth_passwd_problem(pw, 1, NULL), "pw:3: blank line ignored (not a user)");
+    assert_null(auth_passwd_problem(pw, 2, NULL));
     auth_passwd_free(pw);
 }
 
-static void expect_error(const char *text, const char *msg) {
-    char err[512] = "";
+/* One malformed line after a good one: the good user stays, the line is
+ * reported as an error with its number and is never a user. */
+static void expect_skipped(const char *bad, const char *user, const char *msg) {
+    char text[512], err[256];
+    snprintf(text, sizeof(text), U7 "\n%s\n", bad);
     struct auth_passwd *pw = parse(text, err, sizeof(err));
-    assert_null(pw);
-    if (!strstr(err, msg))
-        fail_msg("error '%s' lacks '%s'", err, msg);
+    assert_non_null(pw);
+    assert_int_equal(auth_passwd_count(pw), 1);
+    assert_true(check(pw, "u7", "pässword 7"));
+    if (user)
+        assert_false(auth_passwd_has_user(pw, user, strlen(user)));
+    bool error = false;
+    const char *p = auth_passwd_problem(pw, 0, &error);
+    assert_non_null(p);
+    assert_true(error);
+    if (!strstr(p, msg))
+        fail_msg("problem '%s' lacks '%s'", p, msg);
+    assert_true(strncmp(p, "pw:2: ", 6) == 0);
+    auth_passwd_free(pw);
 }
 
 static void test_malformed_lines(void **st) {
     (void)st;
-    expect_error(U7 "\nbob\n", "pw:2: not 'user:hash'");
-    expect_error(U7 "\n" U6 "\nbob:\n", "pw:3: user 'bob' has no password hash");
-    expect_error(":$6$4JWRgKL/ibmJ2pyc$zeJ7\n", "pw:1: empty user name");
-    expect_error("bob:secret\n", "pw:1: user 'bob': unknown hash type");
-    expect_error("bob:$7$101$abc$def\n", "pw:1: user 'bob': bad salt");
-    expect_error(U7 "\n" U7 "\n", "pw:2: user 'u7' appears twice");
-    expect_error("b\x01ob:$6$x$y\n", "pw:1: control character in user name");
-    expect_error("bob:$6$4JWRgKL/ibmJ2pyc$zeJ7 \n", "pw:1: user 'bob': bad hash");
+    expect_skipped("bob", "bob", "not 'user:hash'");
+    expect_skipped("bob:", "bob", "user 'bob' has no password hash; line ignored");
+    expect_skipped(":$6$4JWRgKL/ibmJ2pyc$zeJ7", NULL, "empty user name");
+    expect_skipped("bob:secret", "bob", "user 'bob': unknown hash type");
+    expect_skipped("bob:$7$101$abc$def", "bob", "user 'bob': bad salt");
+    expect_skipped("b\x01ob:$6$x$y", NULL, "control character in user name");
+    expect_skipped("bob:$6$4JWRgKL/ibmJ2pyc$zeJ7 ", "bob", "user 'bob': bad hash");
+    /* A second line for a user: the first one counts. */
+    expect_skipped("u7:$6$4JWRgKL/ibmJ2pyc$zeJ797a5Ih0KFpn4f6gjs3g83k67WbaKXsusY5XWYgMZdj4HTq5x4Chr"
+                   "9Qd1wqF8Vsx8xCBBGAsxKY7lBHbDpQ==",
+                   NULL, "user 'u7' appears again; the first line stays in force");
 }
 
 static void test_nul_byte(void **st) {
     (void)st;
     char err[256];
     static const char text[] = "u\0x:$6$a$b\n";
-    assert_null(auth_passwd_parse(text, sizeof(text) - 1, "pw", err, sizeof(err)));
-    assert_string_equal(err, "pw:1: NUL byte in line");
+    struct auth_passwd *pw = auth_passwd_parse(text, sizeof(text) - 1, "pw", err, sizeof(err));
+    assert_non_null(pw);
+    assert_int_equal(auth_passwd_count(pw), 0);
+    assert_string_equal(auth_passwd_problem(pw, 0, NULL), "pw:1: NUL byte in line; line ignored");
+    auth_passwd_free(pw);
 }
 
 static void test_empty_file(void **st) {
