@@ -102,12 +102,22 @@ static bool line_is_user(const char *line, const char *user) {
     return line[0] != '#' && strncmp(line, user, ul) == 0 && line[ul] == ':';
 }
 
-/* Write lines to path atomically with mode 0600. */
-static int lines_write(const char *path, const struct lines *l) {
+/*
+ * Write lines to path atomically with mode 0600. An existing file keeps its
+ * owner and group (root updating the broker's file must not make it
+ * unreadable for the broker), and a symbolic link keeps pointing at the
+ * file it names, which is the one replaced.
+ */
+static int lines_write(const char *given, const struct lines *l) {
+    char *real = realpath(given, NULL);
+    const char *path = real ? real : given;
+    struct stat old;
+    bool existed = stat(path, &old) == 0;
     char *d = strdup(path), *b = strdup(path);
     if (!d || !b) {
         free(d);
         free(b);
+        free(real);
         fprintf(stderr, "Error: out of memory.\n");
         return -1;
     }
@@ -116,6 +126,7 @@ static int lines_write(const char *path, const struct lines *l) {
     if (!tmp) {
         free(d);
         free(b);
+        free(real);
         fprintf(stderr, "Error: out of memory.\n");
         return -1;
     }
@@ -127,9 +138,13 @@ static int lines_write(const char *path, const struct lines *l) {
         fprintf(stderr, "Error: cannot create a temporary file next to %s: %s\n", path,
                 strerror(errno));
         free(tmp);
+        free(real);
         return -1;
     }
     fchmod(fd, 0600);
+    if (existed && (old.st_uid != geteuid() || old.st_gid != getegid()) &&
+        fchown(fd, old.st_uid, old.st_gid) != 0)
+        fprintf(stderr, "Warning: cannot keep the owner of %s: %s\n", path, strerror(errno));
     FILE *f = fdopen(fd, "w");
     int ok = f != NULL;
     for (size_t i = 0; ok && i < l->n; i++)
@@ -150,9 +165,11 @@ static int lines_write(const char *path, const struct lines *l) {
         fprintf(stderr, "Error: cannot write %s: %s\n", path, strerror(e));
         unlink(tmp);
         free(tmp);
+        free(real);
         return -1;
     }
     free(tmp);
+    free(real);
     return 0;
 }
 

@@ -121,3 +121,21 @@ def test_atomic_write_leaves_no_temporary_file(tmp_path):
 def test_usage(tmp_path):
     r = hato_passwd(check=False)
     assert r.returncode == 1 and "Usage" in r.stderr
+
+
+def test_update_keeps_owner_and_follows_symlink(tmp_path):
+    """Updating an existing file keeps its owner and group (root editing the broker's
+    file must not lock the broker out of it); a symbolic link still points at the
+    file, which is the one rewritten."""
+    real = tmp_path / "real-passwd"
+    hato_passwd("-c", "-b", real, "alice", "a")
+    link = tmp_path / "passwd"
+    link.symlink_to(real)
+    if os.geteuid() == 0:
+        os.chown(real, 4242, 4343)
+    hato_passwd("-b", link, "bob", "b")
+    assert link.is_symlink() and users(real) == ["alice", "bob"]
+    st = os.stat(real)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    if os.geteuid() == 0:
+        assert (st.st_uid, st.st_gid) == (4242, 4343)
