@@ -6,6 +6,7 @@
  * Verification runs only for $6$ hashes (one SHA-512, cheap): PBKDF2 and
  * Argon2 costs come from the input and would only measure the hash.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +48,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[256];
     struct auth_passwd *pw = auth_passwd_parse(text, size, "fuzz", err, sizeof(err));
     if (pw) {
-        CHECK(!auth_passwd_has_user(pw, "", 0));
-        CHECK(!auth_passwd_check(pw, "", 0, "", 0));
+        CHECK(!auth_passwd_has_user(pw, "", 0)); /* a blank line is never a user */
+        bool error;
+        for (size_t i = 0; auth_passwd_problem(pw, i, &error); i++)
+            CHECK(strncmp(auth_passwd_problem(pw, i, NULL), "fuzz:", 5) == 0);
         auth_passwd_free(pw);
     } else {
         CHECK(strncmp(err, "fuzz", 4) == 0);
