@@ -22,6 +22,7 @@
 
 #include "base/log.h"
 #include "transport/tls.h"
+#include "broker/security.h"
 
 int worker_init(struct worker *w, struct broker *b, int id);
 int worker_listen(struct worker *w, struct lsock *ls);
@@ -150,9 +151,9 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
     b->lconns = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*b->lconns));
     if (!b->subs || !b->retain || !b->lconns)
         return -1;
-    /* Certificates and keys first: a bad file stops start-up before any
-     * socket is opened. */
-    if (tls_init(b) < 0)
+    /* Certificates, keys, password and ACL files first: a bad file stops
+     * start-up before any socket is opened. */
+    if (tls_init(b) < 0 || security_init(b) < 0)
         return -1;
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct hato_listener *l = &cfg->listeners[i];
@@ -235,8 +236,9 @@ int broker_run(struct broker *b) {
         if (sig == SIGINT || sig == SIGTERM)
             break;
         if (sig == SIGHUP) {
-            log_notice("Reloading (SIGHUP).");
+            log_notice("Reloading certificates, password and ACL files (SIGHUP).");
             tls_reload(b);
+            security_reload(b);
 #ifdef HATO_HAVE_SYSTEMD
             sd_notify(0, "READY=1");
 #endif
@@ -283,5 +285,6 @@ void broker_free(struct broker *b) {
         sub_tree_free(b->subs);
     if (b->retain)
         retain_free(b->retain);
+    security_free(b);
     tls_free(b);
 }

@@ -106,6 +106,11 @@ struct session {
 
     struct session *timer_next; /* in the worker's list of timed sessions */
     bool on_timer_list;
+
+    /* Identity for ACL checks (also while offline): user name of the last
+     * connection (NULL = anonymous) and its listener. */
+    char *username;
+    const struct hato_listener *lcfg;
 };
 
 enum conn_state {
@@ -133,6 +138,10 @@ struct conn {
     bool counted;      /* counted in ls->nconns */
     char peer[64];
     char *username;
+    /* Failed login waiting for its slowdown delay (security.c): monotonic
+     * ms at which the refusing CONNACK goes out, 0 = none. */
+    int64_t refuse_at;
+    uint8_t refuse_v3, refuse_v5;
     char *assigned_id; /* client id we assigned (empty id in CONNECT) */
     /* username was set from the TLS client certificate or PSK identity
      * (use_identity_as_username / use_subject_as_username): CONNECT's user
@@ -212,6 +221,11 @@ struct worker {
     uint8_t *tls_stage; /* TLS output: segments gathered into one record (lazy) */
     unsigned tls_gen;   /* TLS contexts generation this worker's clients were checked for */
 
+    /* Security snapshot in use by this worker (security.c) and its generation. */
+    struct sec_snap *sec;
+    unsigned sec_gen;
+    bool sec_recheck; /* connected clients to re-check against sec (next tick/wake) */
+
     /* Statistics, read by other threads without locks (approximate). */
     atomic_ulong msgs_in, msgs_out, dropped;
     atomic_uint nclients;
@@ -234,7 +248,8 @@ struct broker {
     size_t nlsocks;
     atomic_int *lconns; /* per configured listener, for max_connections */
     atomic_bool stopping;
-    atomic_ulong id_counter; /* for assigned client ids */
+    atomic_ulong id_counter;   /* for assigned client ids */
+    struct security *security; /* password files, ACLs, login failures (security.c) */
     int64_t started;
     struct tls_state *tls; /* transport/tls.c: contexts of the TLS listeners */
 };
@@ -272,6 +287,8 @@ void proto_packet(struct conn *c, struct mqtt_packet *p, const uint8_t *raw, siz
 void proto_fail(struct conn *c, uint8_t reason, const char *why);
 /* Finish a CONNECT on the owning worker (after adoption). */
 void proto_connect_owned(struct conn *c, struct mqtt_packet *p);
+/* Send the refusing CONNACK of a failed login whose delay is over, close. */
+void proto_refuse_due(struct conn *c);
 
 /* session.c */
 struct session *session_new(struct worker *w, const char *id, size_t len);

@@ -592,6 +592,8 @@ static const struct key keys[] = {
     G_ENUM("persistence_sync", persistence_sync, sync_modes),
     G_INT("max_subscriptions_per_client", max_subscriptions_per_client, 0, INT_MAX),
     G_INT("connect_timeout", connect_timeout, 1, 3600),
+    G_INT("auth_fail_delay", auth_fail_delay, 0, 60000),
+    G_INT("auth_fail_delay_max", auth_fail_delay_max, 0, 3600000),
     /* Removed from Mosquitto 2.0: accepted with a warning. */
     OBSOLETE("retry_interval"),
     OBSOLETE("store_clean_interval"),
@@ -1280,6 +1282,8 @@ void hato_config_init(struct hato_config *cfg) {
     cfg->threads = 0;
     cfg->persistence_sync = HATO_SYNC_ALWAYS;
     cfg->connect_timeout = 10;
+    cfg->auth_fail_delay = 1000;
+    cfg->auth_fail_delay_max = 30000;
     listener_init(&cfg->default_listener, "<default>", 0);
     cfg->default_listener.port = -1; /* not given */
     cfg->cmd_port = -1;

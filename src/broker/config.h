@@ -193,6 +193,8 @@ struct hato_config {
     enum hato_persistence_sync persistence_sync; /* always */
     int max_subscriptions_per_client;            /* 0 = unlimited */
     int connect_timeout;                         /* seconds to receive CONNECT, default 10 */
+    int auth_fail_delay;     /* ms before refusing a failed login (doubles per failure), 1000 */
+    int auth_fail_delay_max; /* ms, cap of that delay, 30000 */
 
     /* Non-fatal remarks (deprecated or ignored directives), "FILE:LINE: text". */
     char **warnings;

@@ -10,6 +10,7 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
+#include "broker/security.h"
 
 #define PROP(x) MQTT_PROP_BIT(MQTT_PROP_##x)
 
@@ -53,8 +54,49 @@ static char *mounted(struct conn *c, const uint8_t *s, size_t len, size_t *outle
     return t;
 }
 
-static bool anonymous_allowed(struct conn *c) {
-    return lcfg(c)->allow_anonymous > 0; /* resolved per listener by config finish */
+/* ACL check for this connection's client (true when no ACL applies). */
+static bool acl_ok(struct conn *c, const char *topic, size_t tlen, int access) {
+    struct worker *w = c->w;
+    if (!security_acl_active(w))
+        return true;
+    const char *id = c->s ? c->s->client_id : c->assigned_id;
+    return security_acl(w, lcfg(c), c->username, id ? id : "", topic, tlen, access);
+}
+
+static bool w_has_acl(struct conn *c) {
+    return security_acl_active(c->w);
+}
+
+/*
+ * A failed login: logged with user and address, then refused after the
+ * slowdown delay of its address (auth_fail_delay). The connection reads
+ * nothing more meanwhile; the worker's tick sends the CONNACK
+ * (proto_refuse_due), so the thread never waits.
+ */
+static void refuse_login(struct conn *c, const char *id, size_t idlen, uint8_t v3, uint8_t v5,
+                         const char *why) {
+    char u[128], i[128], idz[128];
+    snprintf(idz, sizeof(idz), "%.*s", (int)idlen, id);
+    int64_t delay = security_fail_delay(c->w->b, c->peer);
+    log_notice("Client %s [%s] refused: %s (user '%s'); answered after %lld ms.",
+               security_printable(idz, i, sizeof(i)), c->peer, why,
+               c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>",
+               (long long)delay);
+    if (delay <= 0) {
+        connack_fail(c, v3, v5, why);
+        return;
+    }
+    c->refuse_at = ev_now(c->w->loop) + delay;
+    if (c->refuse_at == 0)
+        c->refuse_at = 1;
+    c->refuse_v3 = v3;
+    c->refuse_v5 = v5;
+    ev_io_stop(c->w->loop, &c->io);
+}
+
+void proto_refuse_due(struct conn *c) {
+    c->refuse_at = 0;
+    connack_fail(c, c->refuse_v3, c->refuse_v5, "authentication failed");
 }
 
 /* ---- CONNECT ---------------------------------------------------------- */
@@ -186,13 +228,28 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     if (p->connect.has_username && !c->username_from_tls) {
         free(c->username);
         c->username = strndup((const char *)p->connect.username.p, p->connect.username.len);
+        if (!c->username) {
+            connack_fail(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_UNSPECIFIED, "out of memory");
+            return;
+        }
     }
-    /* Password checking comes with the security module: until then a
-     * broker that refuses anonymous clients refuses everyone. */
-    if (!anonymous_allowed(c) && !c->username_from_tls) {
-        log_notice("Client %.*s [%s] refused: not authorised (user '%s').", (int)idlen, id, c->peer,
-                   c->username ? c->username : "");
-        connack_fail(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED, "not authorised");
+    /* MQTT 3.1.1 has no code for a bad password but 0x04; Mosquitto (and
+     * hato) answer 0x05 "not authorised" to both failures. */
+    if (c->username && !c->username_from_tls && security_fail_pending(c->w->b, c->peer)) {
+        refuse_login(c, id, idlen, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_USERNAME_OR_PASSWORD,
+                     "address held back after failed logins");
+        return;
+    }
+    switch (security_authenticate(c, p)) {
+    case SEC_AUTH_OK:
+        break;
+    case SEC_AUTH_BAD_CREDENTIALS:
+        refuse_login(c, id, idlen, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_USERNAME_OR_PASSWORD,
+                     "bad user name or password");
+        return;
+    case SEC_AUTH_NOT_AUTHORISED:
+        refuse_login(c, id, idlen, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
+                     "not authorised");
         return;
     }
     if (p->connect.will && p->connect.will_qos > lcfg(c)->max_qos && v5) {
@@ -227,6 +284,21 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         will = make_will(c, p);
         if (!will) {
             connack_fail(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_UNSPECIFIED, "out of memory");
+            return;
+        }
+        bool acl = security_acl_active(w);
+        char *cid = acl ? strndup(id, idlen) : NULL;
+        bool allowed = !acl || (cid && security_acl(w, lcfg(c), c->username, cid, will->topic,
+                                                    will->topic_len, AUTH_ACL_WRITE));
+        free(cid);
+        if (acl && !allowed) {
+            char idz[128], i[128];
+            snprintf(idz, sizeof(idz), "%.*s", (int)idlen, id);
+            log_notice("Client %s [%s] refused: will topic '%s' not writable by the ACL.",
+                       security_printable(idz, i, sizeof(i)), c->peer, will->topic);
+            msg_unref(will);
+            connack_fail(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
+                         "will topic not authorised");
             return;
         }
     }
@@ -267,6 +339,9 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         }
     }
     s->version = c->version;
+    free(s->username);
+    s->username = c->username ? strdup(c->username) : NULL;
+    s->lcfg = lcfg(c);
     if (v5) {
         s->expiry = (props->present & PROP(SESSION_EXPIRY)) ? props->session_expiry : 0;
         c->session_expiry_in = s->expiry;
@@ -459,6 +534,27 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
         return;
     }
+    if (!acl_ok(c, m->topic, m->topic_len, AUTH_ACL_WRITE)) {
+        /* MQTT 5 is told (0x87); MQTT 3 has no way to say it: the message
+         * is dropped and acknowledged as usual (what Mosquitto does). */
+        char u[128];
+        log_notice("Denied PUBLISH from %s [%s] (user '%s') to '%s': ACL.", s->client_id, c->peer,
+                   c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>",
+                   m->topic);
+        msg_unref(m);
+        bool v5 = c->version == MQTT_V5;
+        uint8_t rc = v5 ? MQTT_RC_NOT_AUTHORIZED : 0;
+        if (qos == 1) {
+            send_ack(c, MQTT_PUBACK, pid, rc);
+        } else if (qos == 2) {
+            if (!v5 && in_pid_add(s, pid) < 0) {
+                proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
+                return;
+            }
+            send_ack(c, MQTT_PUBREC, pid, rc);
+        }
+        return;
+    }
     if (m->retain)
         retain_set(b->retain, m); /* empty payload clears, MQTT-3.3.1-10 */
     size_t n = route_publish(c->w, m);
@@ -557,6 +653,24 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
         if (!f) {
             rc[i++] = v5 ? MQTT_RC_TOPIC_FILTER_INVALID : 0x80;
             continue;
+        }
+        if (w_has_acl(c)) {
+            size_t alen;
+            char *af = mounted(c, inner.p, inner.len, &alen);
+            bool ok = af && acl_ok(c, af, alen, AUTH_ACL_SUBSCRIBE);
+            if (!ok) {
+                char u[128];
+                log_notice(
+                    "Denied SUBSCRIBE from %s [%s] (user '%s') to '%s': ACL.", s->client_id,
+                    c->peer,
+                    c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>", f);
+            }
+            free(af);
+            if (!ok) {
+                free(f);
+                rc[i++] = v5 ? MQTT_RC_NOT_AUTHORIZED : 0x80;
+                continue;
+            }
         }
         uint8_t maxq = (uint8_t)lcfg(c)->max_qos;
         struct sub_opts o = {.qos = e.qos > maxq ? maxq : e.qos,

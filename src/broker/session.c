@@ -8,6 +8,7 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
+#include "broker/security.h"
 
 /* Above this many unsent bytes on a connection, QoS 0 messages are dropped
  * and QoS 1/2 wait in the session queue (slow consumer protection). */
@@ -75,6 +76,7 @@ void session_unref(struct session *s) {
         sub = n;
     }
     free(s->client_id);
+    free(s->username);
     free(s);
 }
 
@@ -155,6 +157,14 @@ static void publish_will(struct session *s) {
     s->will_at = 0;
     if (!will)
         return;
+    /* The ACL may have changed since CONNECT (reload). */
+    if (security_acl_active(s->w) && !security_acl(s->w, s->lcfg, s->username, s->client_id,
+                                                   will->topic, will->topic_len, AUTH_ACL_WRITE)) {
+        log_notice("Will of client %s on '%s' dropped: not writable by the ACL.", s->client_id,
+                   will->topic);
+        msg_unref(will);
+        return;
+    }
     log_info("Publishing will of client %s on '%s'.", s->client_id, will->topic);
     route_will(s->w, will);
     msg_unref(will);
@@ -380,7 +390,8 @@ static void send_now(struct session *s, struct deliv *d) {
 }
 
 void session_deliver(struct session *s, struct deliv *d) {
-    if (s->dead || msg_remaining_expiry(d->m, msg_now_ms()) == 0) {
+    if (s->dead || msg_remaining_expiry(d->m, msg_now_ms()) == 0 ||
+        !security_may_read(s->w, s, d->m->topic, d->m->topic_len)) {
         deliv_clear(d);
         return;
     }
@@ -416,8 +427,9 @@ void session_pump(struct session *s) {
         struct deliv *head = &s->queue[s->qhead];
         if (head->qos > 0 && s->ninflight >= win)
             break;
-        if (msg_remaining_expiry(head->m, msg_now_ms()) == 0) {
-            deliv_clear(head);
+        if (msg_remaining_expiry(head->m, msg_now_ms()) == 0 ||
+            !security_may_read(s->w, s, head->m->topic, head->m->topic_len)) {
+            deliv_clear(head); /* expired, or no longer readable (ACL reloaded) */
         } else {
             struct deliv d = *head;
             s->qbytes -= d.m->payload_len;

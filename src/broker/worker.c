@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "broker/broker.h"
 #include "transport/tls.h"
+#include "broker/security.h"
 
 #define READ_CHUNK (64 * 1024)
 /* Payloads at least this long are written by reference (writev), shorter
@@ -244,8 +245,10 @@ void conn_close(struct conn *c, const char *why) {
     struct worker *w = c->w;
     if (c->s) {
         const char *id = c->s->client_id;
+        char u[128];
         if (why)
-            log_notice("Client %s [%s] disconnected: %s.", id, c->peer, why);
+            log_notice("Client %s [%s] (user '%s') disconnected: %s.", id, c->peer,
+                       c->username ? security_printable(c->username, u, sizeof(u)) : "", why);
         struct session *s = c->s;
         c->s = NULL;
         s->conn = NULL;
@@ -280,7 +283,8 @@ void conn_close(struct conn *c, const char *why) {
 void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
     struct broker *b = c->w->b;
     size_t off = 0;
-    while (off < len && c->state != CS_CLOSING) {
+    /* A refused login waiting for its delay reads nothing more. */
+    while (off < len && c->state != CS_CLOSING && !c->refuse_at) {
         struct mqtt_frame f;
         uint8_t reason = 0;
         uint32_t limit = (uint32_t)b->cfg->max_packet_size; /* 0 = protocol maximum */
@@ -391,7 +395,8 @@ static void conn_read_some(struct conn *c) {
     struct worker *w = c->w;
     /* TLS: one record per SSL_read, so more rounds for the same bytes. */
     int max_rounds = c->ssl ? 16 : 4;
-    for (int rounds = 0; rounds < max_rounds && c->state != CS_CLOSING && c->w == w; rounds++) {
+    for (int rounds = 0;
+         rounds < max_rounds && c->state != CS_CLOSING && c->w == w && !c->refuse_at; rounds++) {
         uint8_t *dst;
         size_t room;
         if (c->inlen) {
@@ -611,6 +616,7 @@ static void on_inbox(struct ev_loop *loop, void *data) {
     struct item *it = w->inbox_head;
     w->inbox_head = w->inbox_tail = NULL;
     pthread_mutex_unlock(&w->inbox_lock);
+    security_worker_update(w); /* a reload wakes every worker */
     while (it) {
         struct item *next = it->next;
         if (it->kind == IT_DELIVER) {
@@ -639,6 +645,7 @@ static void on_tick(struct ev_loop *loop, void *data) {
             worker_listen(w, &w->b->lsocks[k]);
     }
     int timeout = w->b->cfg->connect_timeout;
+    security_worker_update(w);
     for (struct conn *c = w->conns, *next; c; c = next) {
         next = c->next;
         /* Idle connections hold no output buffers: the memory per held
@@ -652,7 +659,10 @@ static void on_tick(struct ev_loop *loop, void *data) {
             c->capsegs = 0;
             c->seghead = 0;
         }
-        if (c->state == CS_NEW) {
+        if (c->state == CS_NEW && c->refuse_at) {
+            if (now >= c->refuse_at)
+                proto_refuse_due(c); /* failed login: its delay is over */
+        } else if (c->state == CS_NEW) {
             if (timeout > 0 && now - c->last_rx >= (int64_t)timeout * 1000)
                 conn_close(c, c->ssl && !(c->tls_flags & TLS_F_READY)
                                   ? "TLS handshake not finished in time"
@@ -727,6 +737,7 @@ int worker_init(struct worker *w, struct broker *b, int id) {
     ev_set_wake(w->loop, on_inbox, w);
     ev_set_after(w->loop, on_after, w);
     ev_set_tick(w->loop, 250, on_tick, w);
+    security_worker_update(w); /* the snapshot loaded at start-up */
     return 0;
 }
 
@@ -778,6 +789,7 @@ void worker_free(struct worker *w) {
     free(w->out_tail);
     free(w->matches);
     free(w->subid_scratch);
+    security_worker_release(w);
     ev_loop_free(w->loop);
     pthread_mutex_destroy(&w->inbox_lock);
 }

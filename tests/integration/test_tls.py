@@ -626,7 +626,7 @@ def test_sighup_crl_drops_revoked_connected_client(broker_factory, pki, tmp_path
     os.replace(live / "crl.tmp", live / "crl.pem")
     mark = b.mark()
     b.signal(signal.SIGHUP)
-    b.wait_log(r"Client rev \[127\.0\.0\.1:\d+\] disconnected: client certificate no longer "
+    b.wait_log(r"Client rev \[127\.0\.0\.1:\d+\](?: \(user '[^']*'\))? disconnected: client certificate no longer "
                r"accepted: certificate revoked", start=mark)
     got = rev.expect_closed()
     assert [p.type for p in got] == [DISCONNECT] and got[0].body[:1] == b"\x87", got
@@ -650,7 +650,7 @@ def test_sighup_psk_drops_removed_identity(broker_factory, pki, tmp_path):
         pf.write_text(f"other:{'cd' * 16}\n")
         mark = b.mark()
         b.signal(signal.SIGHUP)
-        b.wait_log(r"Client psk-sub \[127\.0\.0\.1:\d+\] disconnected: PSK identity no longer "
+        b.wait_log(r"Client psk-sub \[127\.0\.0\.1:\d+\](?: \(user '[^']*'\))? disconnected: PSK identity no longer "
                    r"in psk_file", start=mark)
     finally:
         sub.kill()
