@@ -268,6 +268,56 @@ static uint16_t next_pid(struct session *s) {
  * sent, 1 when the client's maximum packet size forbids it (the message is
  * discarded for this client, MQTT-3.1.2-25), -1 on error.
  */
+/*
+ * The common PUBLISH, by hand: MQTT 3.1/3.1.1, or 5.0 with no property to
+ * send. Header and a small payload go out in one conn_write, without
+ * building a struct mqtt_packet (616 bytes to clear) for the generic
+ * encoder. Returns 0, -1 on error, or 2 when the packet does not fit the
+ * stack buffer (the caller uses the generic path).
+ */
+static int send_publish_plain(struct conn *c, const struct deliv *d, bool dup, const char *topic,
+                              size_t tlen) {
+    struct msg *m = d->m;
+    bool v5 = c->version == MQTT_V5;
+    size_t vh = 2 + tlen + (d->qos ? 2 : 0) + (v5 ? 1 : 0);
+    size_t rl = vh + m->payload_len;
+    if (rl > 268435455u)
+        return -1;
+    size_t rl_bytes = rl < 128 ? 1 : rl < 16384 ? 2 : rl < 2097152 ? 3 : 4;
+    if (v5 && c->max_packet_out && 1 + rl_bytes + rl > c->max_packet_out)
+        return 1; /* MQTT-3.1.2-25 */
+    uint8_t buf[512];
+    size_t head = 1 + rl_bytes + vh;
+    if (head > sizeof(buf))
+        return 2;
+    uint8_t *p = buf;
+    *p++ = (uint8_t)(0x30 | (dup ? 8 : 0) | (d->qos << 1) | (d->retain ? 1 : 0));
+    for (size_t v = rl;;) {
+        uint8_t byte = v & 0x7f;
+        v >>= 7;
+        *p++ = (uint8_t)(byte | (v ? 0x80 : 0));
+        if (!v)
+            break;
+    }
+    *p++ = (uint8_t)(tlen >> 8);
+    *p++ = (uint8_t)tlen;
+    memcpy(p, topic, tlen);
+    p += tlen;
+    if (d->qos) {
+        *p++ = (uint8_t)(d->pid >> 8);
+        *p++ = (uint8_t)d->pid;
+    }
+    if (v5)
+        *p++ = 0; /* no properties */
+    if (m->payload_len && m->payload_len <= sizeof(buf) - head) {
+        memcpy(p, m->payload, m->payload_len);
+        return conn_write(c, buf, head + m->payload_len) < 0 ? -1 : 0;
+    }
+    if (conn_write(c, buf, head) < 0 || conn_write_payload(c, m) < 0)
+        return -1;
+    return 0;
+}
+
 static int send_publish(struct session *s, const struct deliv *d, bool dup) {
     struct conn *c = s->conn;
     struct msg *m = d->m;
@@ -279,6 +329,14 @@ static int send_publish(struct session *s, const struct deliv *d, bool dup) {
         if (tlen >= ml && memcmp(topic, mount, ml) == 0) {
             topic += ml;
             tlen -= ml;
+        }
+    }
+    if (c->version != MQTT_V5 || (!m->props.present && !m->expiry_at && !d->nsub)) {
+        int r = send_publish_plain(c, d, dup, topic, tlen);
+        if (r != 2) {
+            if (r == 0)
+                atomic_fetch_add_explicit(&s->w->msgs_out, 1, memory_order_relaxed);
+            return r;
         }
     }
     struct mqtt_packet p = {.type = MQTT_PUBLISH, .packet_id = d->pid};
