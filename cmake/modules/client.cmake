@@ -8,3 +8,17 @@ add_library(hato_client STATIC ${HATO_CLIENT_SRC})
 target_link_libraries(hato_client PUBLIC hato_mqtt OpenSSL::SSL OpenSSL::Crypto)
 
 install(FILES ${CMAKE_SOURCE_DIR}/include/hato/client.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hato)
+
+# Command-line clients: thin mains over the library and the shared options.
+pkg_check_modules(CJSON REQUIRED libcjson)
+add_library(hato_cli STATIC ${CMAKE_SOURCE_DIR}/tools/cliopts.c ${CMAKE_SOURCE_DIR}/tools/format.c)
+target_compile_definitions(hato_cli PRIVATE HATO_VERSION="${PROJECT_VERSION}")
+target_include_directories(hato_cli PRIVATE ${CJSON_INCLUDE_DIRS})
+target_link_libraries(hato_cli PUBLIC hato_client ${CJSON_LIBRARIES})
+foreach(tool hato-pub hato-sub hato-rr)
+  add_executable(${tool} ${CMAKE_SOURCE_DIR}/tools/${tool}.c)
+  target_link_libraries(${tool} PRIVATE hato_cli)
+  install(TARGETS ${tool} DESTINATION ${CMAKE_INSTALL_BINDIR})
+  install(FILES ${CMAKE_SOURCE_DIR}/packaging/man/${tool}.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
+          OPTIONAL)
+endforeach()

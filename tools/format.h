@@ -1,0 +1,10 @@
+/* Printing received messages the way mosquitto_sub does (-v, -N, -F, --pretty). */
+#ifndef HATO_TOOLS_FORMAT_H
+#define HATO_TOOLS_FORMAT_H
+
+#include "cliopts.h"
+
+/* Print one message to stdout per the -v/-N/-F/--pretty options, then flush. */
+void fmt_message(const struct cli *cli, const struct hc_message *m);
+
+#endif

@@ -1,0 +1,168 @@
+/*
+ * hato-sub: subscribe to one or more filters and print what arrives, as
+ * mosquitto_sub does (-v, -N, -F, -C, -W, -R, -E, -T, -U, --retained-only,
+ * --remove-retained).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cliopts.h"
+#include "format.h"
+
+struct sub {
+    struct cli cli;
+    struct hc_client *c;
+    long received;
+    bool done, closed, disconnect_sent;
+    int close_err;
+    int exit_code;
+    uint16_t sub_mid;
+};
+
+static void stop(struct sub *s) {
+    if (!s->disconnect_sent) {
+        s->disconnect_sent = true;
+        hc_disconnect(s->c, 0, cli_props(&s->cli, PROPS_DISCONNECT));
+    }
+}
+
+static void on_connect(struct hc_client *c, void *ud, uint8_t reason, bool sp,
+                       const struct mqtt_props *props) {
+    (void)sp, (void)props;
+    struct sub *s = ud;
+    if (reason)
+        return;
+    struct cli *cli = &s->cli;
+    if (cli->nunsub)
+        hc_unsubscribe(c, (uint32_t)cli->nunsub, cli->unsub, cli_props(cli, PROPS_UNSUBSCRIBE),
+                       NULL);
+    if (!cli->ntopics) {
+        if (!cli->nunsub)
+            stop(s);
+        return;
+    }
+    struct mqtt_sub_entry *e = calloc((size_t)cli->ntopics, sizeof *e);
+    if (!e)
+        cli_die(cli, EXIT_LOST, "out of memory");
+    for (int i = 0; i < cli->ntopics; i++) {
+        e[i].filter =
+            (struct mqtt_str){(const uint8_t *)cli->topics[i], (uint32_t)strlen(cli->topics[i])};
+        e[i].qos = (uint8_t)cli->qos;
+    }
+    int rc =
+        hc_subscribe(c, (uint32_t)cli->ntopics, e, cli_props(cli, PROPS_SUBSCRIBE), &s->sub_mid);
+    free(e);
+    if (rc != HC_OK)
+        cli_die(cli, EXIT_USAGE, "cannot subscribe: %s", hc_strerror(rc));
+}
+
+static void on_subscribe(struct hc_client *c, void *ud, uint16_t mid, uint32_t count,
+                         const uint8_t *codes, const struct mqtt_props *props) {
+    (void)c, (void)props;
+    struct sub *s = ud;
+    if (s->cli.debug) {
+        printf("Subscribed (mid: %u):", mid);
+        for (uint32_t i = 0; i < count; i++)
+            printf(i ? ", %u" : " %u", codes[i]);
+        printf("\n");
+        fflush(stdout);
+    }
+    uint32_t denied = 0;
+    for (uint32_t i = 0; i < count; i++)
+        if (codes[i] >= 0x80) {
+            denied++;
+            if (!s->cli.quiet && i < (uint32_t)s->cli.ntopics)
+                fprintf(stderr, "Warning: subscription to '%s' denied: %s\n", s->cli.topics[i],
+                        hc_version(c) == MQTT_V5 ? mqtt_reason_text(codes[i]) : "Failure");
+        }
+    if (count && denied == count) {
+        if (!s->cli.quiet)
+            fprintf(stderr, "Error: All subscription requests were denied.\n");
+        s->exit_code = EXIT_PROTOCOL;
+        stop(s);
+        return;
+    }
+    if (s->cli.exit_after_sub)
+        stop(s);
+}
+
+static void on_unsubscribe(struct hc_client *c, void *ud, uint16_t mid, uint32_t count,
+                           const uint8_t *codes, const struct mqtt_props *props) {
+    (void)c, (void)mid, (void)count, (void)codes, (void)props;
+    struct sub *s = ud;
+    if (!s->cli.ntopics)
+        stop(s);
+}
+
+static bool filtered_out(const struct cli *cli, const struct hc_message *m) {
+    for (int i = 0; i < cli->nfilter_out; i++)
+        if (mqtt_topic_match((const uint8_t *)cli->filter_out[i], strlen(cli->filter_out[i]),
+                             (const uint8_t *)m->topic, m->topic_len))
+            return true;
+    return false;
+}
+
+static void on_message(struct hc_client *c, void *ud, const struct hc_message *m) {
+    struct sub *s = ud;
+    struct cli *cli = &s->cli;
+    if (s->disconnect_sent)
+        return;
+    if (cli->retained_only && !m->retain) {
+        stop(s);
+        return;
+    }
+    if (cli->nfilter_out && filtered_out(cli, m))
+        return;
+    if (cli->remove_retained && m->retain && m->payload_len)
+        hc_publish(c, m->topic, NULL, 0, 0, true, NULL, NULL);
+    if (cli->no_retained && m->retain)
+        return;
+    if (cli->random_filter < 100 && (double)(random() % 10000) >= cli->random_filter * 100)
+        return;
+    fmt_message(cli, m);
+    s->received++;
+    if (cli->msg_count && s->received >= cli->msg_count)
+        stop(s);
+}
+
+static void on_disconnect(struct hc_client *c, void *ud, int err) {
+    (void)c;
+    struct sub *s = ud;
+    s->closed = true;
+    s->close_err = err;
+}
+
+int main(int argc, char **argv) {
+    static struct sub s;
+    cli_parse(&s.cli, CLI_SUB, argc, argv);
+    struct cli *cli = &s.cli;
+    srandom((unsigned)hc_now_ms());
+    struct hc_callbacks cb = {.on_connect = on_connect,
+                              .on_disconnect = on_disconnect,
+                              .on_message = on_message,
+                              .on_subscribe = on_subscribe,
+                              .on_unsubscribe = on_unsubscribe};
+    uint64_t deadline = cli->timeout_s ? hc_now_ms() + (uint64_t)cli->timeout_s * 1000u : 0;
+    s.c = cli_connect(cli, &cb, &s);
+    while (!s.closed) {
+        int timeout = -1;
+        if (deadline) {
+            uint64_t now = hc_now_ms();
+            if (now >= deadline) {
+                if (!cli->quiet)
+                    fprintf(stderr, "Timed out\n");
+                hc_free(s.c);
+                return EXIT_TIMEOUT;
+            }
+            timeout = (int)(deadline - now);
+        }
+        int rc = cli_poll(s.c, -1, NULL, timeout);
+        if (rc != HC_OK)
+            cli_report(cli, s.c, rc);
+        /* Messages queued by --remove-retained go out before DISCONNECT. */
+    }
+    if (s.close_err != HC_OK)
+        cli_report(cli, s.c, s.close_err);
+    hc_free(s.c);
+    return s.exit_code;
+}
