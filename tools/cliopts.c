@@ -137,6 +137,19 @@ static double parse_double(const struct cli *cli, const char *opt, const char *v
     return d;
 }
 
+/* Strings made while parsing live as long as the program: keep them
+ * reachable from the cli so leak checkers see them as owned. */
+static char *keep(struct cli *cli, char *s) {
+    if (!s)
+        exit(EXIT_USAGE);
+    char **l = realloc(cli->owned, (size_t)(cli->nowned + 1) * sizeof *l);
+    if (!l)
+        exit(EXIT_USAGE);
+    l[cli->nowned++] = s;
+    cli->owned = l;
+    return s;
+}
+
 static void push(const char ***list, int *n, const char *v) {
     const char **l = realloc(*list, (size_t)(*n + 1) * sizeof *l);
     if (!l)
@@ -315,9 +328,7 @@ static void parse_url(struct cli *cli, const char *url) {
     } else {
         cli_die(cli, EXIT_USAGE, "-L: expected mqtt://, mqtts://, ws:// or wss://, got '%s'", url);
     }
-    char *s = strdup(rest);
-    if (!s)
-        exit(EXIT_USAGE);
+    char *s = keep(cli, strdup(rest));
     char *slash = strchr(s, '/');
     if (!slash || !slash[1])
         cli_die(cli, EXIT_USAGE, "-L %s: the URL must end with /topic", url);
@@ -444,7 +455,14 @@ static const struct optdef *find_opt(const char *a) {
     return NULL;
 }
 
+/* The command line's message replaces one from the options file. */
 static void set_message(struct cli *cli) {
+    if (!cli->in_file && !cli->cmd_message) {
+        cli->cmd_message = true;
+        cli->msg_sources = 0;
+        cli->have_message = cli->stdin_line = cli->stdin_whole = cli->null_msg = false;
+        cli->file = NULL;
+    }
     cli->msg_sources++;
 }
 
@@ -464,22 +482,22 @@ static void apply(struct cli *cli, const struct optdef *o, const char *a, char *
             push(&cli->topics, &cli->ntopics, v[0]);
         }
     } else if (!strcmp(n, "--message")) {
+        set_message(cli);
         cli->message = v[0];
         cli->message_len = strlen(v[0]);
         cli->have_message = true;
-        set_message(cli);
     } else if (!strcmp(n, "--file")) {
+        set_message(cli);
         cli->file = v[0];
-        set_message(cli);
     } else if (!strcmp(n, "--stdin-line")) {
+        set_message(cli);
         cli->stdin_line = true;
-        set_message(cli);
     } else if (!strcmp(n, "--stdin-file")) {
+        set_message(cli);
         cli->stdin_whole = true;
-        set_message(cli);
     } else if (!strcmp(n, "--null-message")) {
-        cli->null_msg = true;
         set_message(cli);
+        cli->null_msg = true;
     } else if (!strcmp(n, "--qos")) {
         cli->qos = (int)parse_long(cli, a, v[0], 0, 2, "a QoS 0, 1 or 2");
     } else if (!strcmp(n, "--retain")) {
@@ -655,7 +673,7 @@ static void load_options_file(struct cli *cli, const char *path, bool explicit_p
     struct stat st;
     if (fstat(fileno(f), &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)))
         cli_warn(cli,
-                 "options file %s can be read by other users (mode %03o); it may hold a "
+                 "options file %s is readable by other users (mode %03o) and may hold a "
                  "password: chmod 600 %s",
                  path, (unsigned)(st.st_mode & 0777), path);
     char *line = NULL;
@@ -680,16 +698,16 @@ static void load_options_file(struct cli *cli, const char *path, bool explicit_p
             while (*sp == ' ' || *sp == '\t')
                 sp++;
         }
-        args[na++] = strdup(s);
+        args[na++] = keep(cli, strdup(s));
         const struct optdef *o = find_opt(s);
         if (sp && *sp) {
             if (o && o->nargs < 0) {
                 char *save = NULL;
                 for (char *w = strtok_r(sp, " \t", &save); w && na < 8;
                      w = strtok_r(NULL, " \t", &save))
-                    args[na++] = strdup(w);
+                    args[na++] = keep(cli, strdup(w));
             } else {
-                args[na++] = strdup(sp);
+                args[na++] = keep(cli, strdup(sp));
             }
         }
         char where[PATH_MAX + 16];
@@ -698,7 +716,9 @@ static void load_options_file(struct cli *cli, const char *path, bool explicit_p
             cli_die(cli, EXIT_USAGE, "%s: %s expects a value", where, s);
         if (o && !strcmp(o->l, "--options-file"))
             cli_die(cli, EXIT_USAGE, "%s: -o cannot be used in an options file", where);
+        cli->in_file = true;
         parse_args(cli, na, args, where);
+        cli->in_file = false;
     }
     free(line);
     fclose(f);

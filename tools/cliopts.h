@@ -94,6 +94,9 @@ struct cli {
     const char *response_topic; /* rr -e */
 
     struct cli_props props[PROPS_N];
+    char **owned; /* strings from the options file and -L */
+    int nowned;
+    bool in_file, cmd_message;
 };
 
 /* Parse options file (default or -o) then argv; exits on error or --help. */
