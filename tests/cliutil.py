@@ -87,7 +87,7 @@ class Sub:
     """A subscriber process; its stdout collected as bytes."""
 
     def __init__(self, broker, home, topics, count=None, args=(), program="hato-sub",
-                 wait_s=10, env=None, sync=True):
+                 wait_s=10, env=None, sync=True, sync_mode="payload"):
         self.broker = broker
         path = program if os.path.isabs(program) else tool(program)
         self.out = bytearray()
@@ -98,7 +98,8 @@ class Sub:
         if sync:
             n = next(_seq)
             self.sync_topic = f"sync/{os.getpid()}/{n}"
-            self.sync_payload = f"ready-{os.getpid()}-{n}".encode()
+            # A JSON string, so %J prints it without an error.
+            self.sync_payload = f'"ready-{os.getpid()}-{n}"'.encode()
             publish_retained_sync(broker.host, broker.port, self.sync_topic, self.sync_payload)
             cmd += ["-t", self.sync_topic]
         for t in topics:
@@ -110,7 +111,13 @@ class Sub:
                                      stderr=subprocess.PIPE, env=client_env(home, env))
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        if sync:
+        if sync and sync_mode == "newline":
+            # The sync message is the first thing printed: the first line
+            # (for formats that do not print the payload).
+            self.wait_for(b"\n")
+            with self.cond:
+                self.skip = self.out.index(b"\n") + 1
+        elif sync:
             self.wait_for(self.sync_payload)
             # Drop everything up to the end of the sync record's line.
             with self.cond:

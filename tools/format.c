@@ -7,6 +7,7 @@
 #include "format.h"
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -494,6 +495,44 @@ static void formatted(const struct cli *cli, const struct hc_message *m) {
     }
     if (!cli->no_eol)
         putchar('\n');
+}
+
+const char *fmt_check(const char *f, char *buf, size_t cap) {
+    static const char codes[] = "%ACDEFIjJlmPpqRrStUxX";
+    static const char escapes[] = "\\0aenrtv";
+    size_t len = strlen(f);
+    for (size_t i = 0; i < len; i++) {
+        if (f[i] == '%') {
+            if (++i < len && f[i] == '-')
+                i++;
+            if (i < len && f[i] == '0')
+                i++;
+            while (i < len && f[i] >= '0' && f[i] <= '9')
+                i++;
+            if (i < len && f[i] == '.') {
+                i++;
+                while (i < len && f[i] >= '0' && f[i] <= '9')
+                    i++;
+            }
+            if (i >= len)
+                return "incomplete format specifier at the end";
+            if (!strchr(codes, f[i]) || !f[i]) {
+                snprintf(buf, cap, "invalid format specifier '%c'", f[i]);
+                return buf;
+            }
+        } else if (f[i] == '@') {
+            if (++i >= len)
+                return "incomplete format specifier at the end";
+        } else if (f[i] == '\\') {
+            if (++i >= len)
+                return "incomplete escape specifier at the end";
+            if (!strchr(escapes, f[i])) {
+                snprintf(buf, cap, "invalid escape specifier '%c'", f[i]);
+                return buf;
+            }
+        }
+    }
+    return NULL;
 }
 
 void fmt_message(const struct cli *cli, const struct hc_message *m) {

@@ -7,4 +7,7 @@
 /* Print one message to stdout per the -v/-N/-F/--pretty options, then flush. */
 void fmt_message(const struct cli *cli, const struct hc_message *m);
 
+/* NULL if the -F format is valid, else why not (as mosquitto_sub checks it). */
+const char *fmt_check(const char *format, char *buf, size_t cap);
+
 #endif

@@ -97,6 +97,12 @@ static void on_disconnect(struct hc_client *c, void *ud, int err) {
 int main(int argc, char **argv) {
     static struct rr r;
     cli_parse(&r.cli, CLI_RR, argc, argv);
+    if (r.cli.format) {
+        char why[64];
+        const char *bad = fmt_check(r.cli.format, why, sizeof why);
+        if (bad)
+            cli_die(&r.cli, EXIT_USAGE, "-F: %s", bad);
+    }
     struct cli *cli = &r.cli;
     if (cli->have_message) {
         r.msg = (const uint8_t *)cli->message;

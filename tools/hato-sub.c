@@ -135,6 +135,12 @@ static void on_disconnect(struct hc_client *c, void *ud, int err) {
 int main(int argc, char **argv) {
     static struct sub s;
     cli_parse(&s.cli, CLI_SUB, argc, argv);
+    if (s.cli.format) {
+        char why[64];
+        const char *bad = fmt_check(s.cli.format, why, sizeof why);
+        if (bad)
+            cli_die(&s.cli, EXIT_USAGE, "-F: %s", bad);
+    }
     struct cli *cli = &s.cli;
     srandom((unsigned)hc_now_ms());
     struct hc_callbacks cb = {.on_connect = on_connect,
