@@ -22,3 +22,12 @@ foreach(tool hato-pub hato-sub hato-rr)
   install(FILES ${CMAKE_SOURCE_DIR}/packaging/man/${tool}.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
           OPTIONAL)
 endforeach()
+
+# The library's unit test (tests/unit/client/, outside the tests/unit/test_*.c
+# glob because it links the client library, not the broker).
+if(HATO_TESTS)
+  find_library(CMOCKA_LIB cmocka REQUIRED)
+  add_executable(test_client ${CMAKE_SOURCE_DIR}/tests/unit/client/test_client.c)
+  target_link_libraries(test_client PRIVATE hato_client ${CMOCKA_LIB})
+  add_test(NAME unit.test_client COMMAND test_client)
+endif()
