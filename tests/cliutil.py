@@ -148,6 +148,17 @@ class Sub:
                                          f" stderr={self.stderr_text()!r}")
                 self.cond.wait(left)
 
+    def wait_count(self, needle, n, timeout=15):
+        """Wait until needle was printed n times."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.out.count(needle) < n:
+                left = deadline - time.monotonic()
+                if self.done or left <= 0:
+                    raise AssertionError(f"subscriber printed {needle!r} fewer than {n} times: "
+                                         f"{bytes(self.out)!r}")
+                self.cond.wait(left)
+
     def stderr_text(self):
         if self.proc.poll() is None:
             return ""

@@ -3,6 +3,7 @@
  * mosquitto_sub does (-v, -N, -F, -C, -W, -R, -E, -T, -U, --retained-only,
  * --remove-retained).
  */
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,11 +14,18 @@ struct sub {
     struct cli cli;
     struct hc_client *c;
     long received;
-    bool done, closed, disconnect_sent;
+    bool done, closed, disconnect_sent, ever_connected;
     int close_err;
     int exit_code;
     uint16_t sub_mid;
 };
+
+#define RECONNECT_MS 1000
+
+static const char *cli_id(struct sub *s) {
+    const char *id = hc_client_id(s->c);
+    return id && id[0] ? id : "(null)";
+}
 
 static void stop(struct sub *s) {
     if (!s->disconnect_sent) {
@@ -32,6 +40,7 @@ static void on_connect(struct hc_client *c, void *ud, uint8_t reason, bool sp,
     struct sub *s = ud;
     if (reason)
         return;
+    s->ever_connected = true;
     struct cli *cli = &s->cli;
     if (cli->nunsub)
         hc_unsubscribe(c, (uint32_t)cli->nunsub, cli->unsub, cli_props(cli, PROPS_UNSUBSCRIBE),
@@ -150,10 +159,11 @@ int main(int argc, char **argv) {
                               .on_unsubscribe = on_unsubscribe};
     uint64_t deadline = cli->timeout_s ? hc_now_ms() + (uint64_t)cli->timeout_s * 1000u : 0;
     s.c = cli_connect(cli, &cb, &s);
-    while (!s.closed) {
+    uint64_t retry_at = 0;
+    for (;;) {
+        uint64_t now = hc_now_ms();
         int timeout = -1;
         if (deadline) {
-            uint64_t now = hc_now_ms();
             if (now >= deadline) {
                 if (!cli->quiet)
                     fprintf(stderr, "Timed out\n");
@@ -162,13 +172,39 @@ int main(int argc, char **argv) {
             }
             timeout = (int)(deadline - now);
         }
+        if (hc_state(s.c) == HC_ST_IDLE) {
+            if (s.disconnect_sent || s.close_err == HC_OK)
+                break; /* we asked for it */
+            /* Lost after being connected: reconnect every second, as
+             * mosquitto_sub does, and subscribe again in on_connect. */
+            if (now < retry_at) {
+                int wait = (int)(retry_at - now);
+                poll(NULL, 0, timeout >= 0 && timeout < wait ? timeout : wait);
+                continue;
+            }
+            retry_at = now + RECONNECT_MS;
+            if (hc_connect(s.c, now) == HC_OK)
+                s.close_err = HC_OK;
+            else if (cli->debug)
+                printf("Client %s reconnect failed: %s\n", cli_id(&s), hc_error_text(s.c));
+            continue;
+        }
         int rc = cli_poll(s.c, -1, NULL, timeout);
-        if (rc != HC_OK)
+        if (rc == HC_OK)
+            continue;
+        /* Refusals and protocol errors end hato-sub; so does a failure
+         * before the first CONNACK. A lost connection is retried. */
+        if (!s.ever_connected || rc == HC_ERR_REFUSED || rc == HC_ERR_PROTOCOL ||
+            rc == HC_ERR_TLS || s.disconnect_sent)
             cli_report(cli, s.c, rc);
-        /* Messages queued by --remove-retained go out before DISCONNECT. */
+        if (cli->debug) {
+            printf("Client %s lost the connection: %s; reconnecting\n", cli_id(&s),
+                   hc_error_text(s.c));
+            fflush(stdout);
+        }
+        s.close_err = rc;
+        retry_at = hc_now_ms() + RECONNECT_MS;
     }
-    if (s.close_err != HC_OK)
-        cli_report(cli, s.c, s.close_err);
     hc_free(s.c);
     return s.exit_code;
 }

@@ -305,3 +305,29 @@ def test_sub_reaches_paho_publisher_messages_in_order(broker, tmp_path):
     c.close()
     rc, out, _ = s.finish()
     assert rc == 0 and out.split() == [b"%d" % i for i in range(50)]
+
+
+def test_sub_reconnects_after_broker_restart(broker_factory, tmp_path):
+    """Like mosquitto_sub: a lost connection is re-established (every second)
+    and the subscriptions are made again."""
+    b1 = broker_factory()
+    s = Sub(b1, tmp_path, ["cli/rc"], count=2, args=["-v", "-d", "-q", "1"], wait_s=30)
+    s.wait_count(b"Subscribed (mid:", 1)
+    pub(b1, tmp_path, "-q", "1", "-t", "cli/rc", "-m", "one")
+    s.wait_for(b"cli/rc one\n")
+    b1.stop()
+    s.wait_for(b"lost the connection")
+    b2 = broker_factory(port=b1.port)
+    s.wait_count(b"Subscribed (mid:", 2)
+    pub(b2, tmp_path, "-q", "1", "-t", "cli/rc", "-m", "two")
+    rc, out, err = s.finish()
+    assert rc == 0, err
+    printed = [l for l in out.splitlines() if l.startswith(b"cli/rc ")]
+    assert printed == [b"cli/rc one", b"cli/rc two"]
+
+
+def test_sub_first_connection_failure_is_not_retried(tmp_path):
+    from cliutil import free_closed_port
+    r = run("hato-sub", ["-h", "127.0.0.1", "-p", free_closed_port(), "-t", "x", "-W", "5"],
+            tmp_path)
+    assert r.returncode == 2
