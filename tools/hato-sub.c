@@ -4,6 +4,7 @@
  * --remove-retained).
  */
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,14 @@ struct sub {
 };
 
 #define RECONNECT_MS 1000
+
+/* SIGINT: disconnect cleanly and exit 0, as mosquitto_sub does. */
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    interrupted = 1;
+}
 
 static const char *cli_id(struct sub *s) {
     const char *id = hc_client_id(s->c);
@@ -158,10 +167,18 @@ int main(int argc, char **argv) {
                               .on_subscribe = on_subscribe,
                               .on_unsubscribe = on_unsubscribe};
     uint64_t deadline = cli->timeout_s ? hc_now_ms() + (uint64_t)cli->timeout_s * 1000u : 0;
+    struct sigaction sa = {.sa_handler = on_sigint};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
     s.c = cli_connect(cli, &cb, &s);
     uint64_t retry_at = 0;
     for (;;) {
         uint64_t now = hc_now_ms();
+        if (interrupted && !s.disconnect_sent) {
+            if (hc_state(s.c) != HC_ST_CONNECTED)
+                break;
+            stop(&s);
+        }
         int timeout = -1;
         if (deadline) {
             if (now >= deadline) {

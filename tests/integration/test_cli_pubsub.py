@@ -331,3 +331,14 @@ def test_sub_first_connection_failure_is_not_retried(tmp_path):
     r = run("hato-sub", ["-h", "127.0.0.1", "-p", free_closed_port(), "-t", "x", "-W", "5"],
             tmp_path)
     assert r.returncode == 2
+
+
+def test_sigint_disconnects_cleanly(broker, tmp_path):
+    """SIGINT: DISCONNECT and exit 0 (mosquitto_sub's behaviour), so the
+    broker does not publish the will."""
+    s = Sub(broker, tmp_path, ["cli/int"], args=["-d", "--will-topic", "cli/int/will"],
+            sync=False)
+    s.wait_for(b"Subscribed (mid: 1)")
+    s.proc.send_signal(signal.SIGINT)
+    rc, out, _ = s.finish()
+    assert rc == 0 and out.endswith(b"sending DISCONNECT\n")
