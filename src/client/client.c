@@ -127,19 +127,32 @@ static int out_ack(struct hc_client *c, uint8_t type, uint16_t pid, uint64_t now
     return out_packet(c, &p, now);
 }
 
+static bool mid_in_use(const struct hc_client *c, uint16_t m) {
+    for (const struct hc_qmsg *q = c->q_head; q; q = q->next)
+        if (q->mid == m && q->qos)
+            return true;
+    return false;
+}
+
+/*
+ * Next free packet id. Ids are handed out in increasing order and the
+ * publish list is in that order too, so the candidate last_mid + 1 can only
+ * be taken when the oldest QoS 1/2 entry has it (the ids wrapped all the
+ * way round): O(1) normally, a scan only then.
+ */
 static uint16_t next_mid(struct hc_client *c) {
     for (int tries = 0; tries < 65536; tries++) {
         uint16_t m = ++c->last_mid;
         if (!m)
             m = c->last_mid = 1;
-        bool used = false;
-        for (struct hc_qmsg *q = c->q_head; q; q = q->next)
-            if (q->mid == m && q->qos) {
-                used = true;
-                break;
-            }
-        if (!used)
+        const struct hc_qmsg *oldest = c->q_head;
+        while (oldest && !oldest->qos)
+            oldest = oldest->next;
+        if (!oldest || (oldest->mid != m && !c->mids_wrapped))
             return m;
+        if (!mid_in_use(c, m))
+            return m;
+        c->mids_wrapped = true; /* slow path from now on */
     }
     return 0;
 }
