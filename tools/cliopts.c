@@ -1003,5 +1003,9 @@ int cli_poll(struct hc_client *c, int extra_fd, short *extra_revents, int timeou
         return HC_ERR_IO;
     if (extra_revents)
         *extra_revents = extra_fd >= 0 && n > 0 ? pfd[1].revents : 0;
-    return hc_handle_events(c, n > 0 ? pfd[0].revents : 0, hc_now_ms());
+    int rc = hc_handle_events(c, n > 0 ? pfd[0].revents : 0, hc_now_ms());
+    /* Messages printed while handling this batch of input appear now: one
+     * write per batch instead of one per message. */
+    fflush(stdout);
+    return rc;
 }

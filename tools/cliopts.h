@@ -126,7 +126,7 @@ int cli_report(struct cli *cli, struct hc_client *c, int err);
  * One turn: poll the client (and extra_fd for reading, if >= 0) for at most
  * timeout_ms (-1: until the next timer), handle what is ready. Returns HC_OK
  * or the error that closed the connection; *extra_revents gets extra_fd's
- * poll result.
+ * poll result. Flushes stdout afterwards.
  */
 int cli_poll(struct hc_client *c, int extra_fd, short *extra_revents, int timeout_ms);
 

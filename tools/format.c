@@ -552,5 +552,5 @@ void fmt_message(const struct cli *cli, const struct hc_message *m) {
         if (!cli->no_eol)
             putchar('\n');
     }
-    fflush(stdout);
+    /* The caller flushes stdout once per batch of input (cli_poll). */
 }

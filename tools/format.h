@@ -4,7 +4,7 @@
 
 #include "cliopts.h"
 
-/* Print one message to stdout per the -v/-N/-F/--pretty options, then flush. */
+/* Print one message to stdout per the -v/-N/-F/--pretty options (not flushed). */
 void fmt_message(const struct cli *cli, const struct hc_message *m);
 
 /* NULL if the -F format is valid, else why not (as mosquitto_sub checks it). */
