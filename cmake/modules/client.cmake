@@ -31,3 +31,6 @@ if(HATO_TESTS)
   target_link_libraries(test_client PRIVATE hato_client ${CMOCKA_LIB})
   add_test(NAME unit.test_client COMMAND test_client)
 endif()
+
+# The library for programs outside the tree: link -lhato_client -lhato_mqtt -lssl -lcrypto.
+install(TARGETS hato_client hato_mqtt ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
