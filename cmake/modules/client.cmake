@@ -31,6 +31,10 @@ if(HATO_TESTS)
   target_link_libraries(test_client PRIVATE hato_client ${CMOCKA_LIB})
   add_test(NAME unit.test_client COMMAND test_client)
 endif()
+# Many clients in one thread against a real broker; run by
+# tests/integration/test_cli_library.py (not installed).
+add_executable(multi_clients ${CMAKE_SOURCE_DIR}/tests/unit/client/multi_clients.c)
+target_link_libraries(multi_clients PRIVATE hato_client)
 
 # The library for programs outside the tree: link -lhato_client -lhato_mqtt -lssl -lcrypto.
 install(TARGETS hato_client hato_mqtt ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
