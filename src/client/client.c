@@ -876,12 +876,17 @@ static int on_connack(struct hc_client *c, const struct mqtt_packet *p, uint64_t
         if (pr->present & MQTT_PROP_BIT(MQTT_PROP_SERVER_KEEP_ALIVE))
             c->keepalive = pr->server_keep_alive;
     }
-    /* MQTT-4.4.0-1: re-send unacknowledged PUBLISH (DUP set) and PUBREL. */
+    /* MQTT-4.4.0-1: re-send unacknowledged PUBLISH and PUBREL first. Without
+     * a session on the broker they are simply sent again, as new. */
     c->inflight = 0;
     for (struct hc_qmsg *q = c->q_head; q && q->state != HC_Q_QUEUED; q = q->next) {
         int rc;
         if (q->state == HC_Q_SENT) {
-            q->data[0] |= 0x08;
+            /* DUP only when the broker may have seen it (MQTT-3.3.1-1). */
+            if (p->connack.session_present)
+                q->data[0] |= 0x08;
+            else
+                q->data[0] &= (uint8_t)~0x08;
             rc = out_bytes(c, q->data, q->len, now);
         } else {
             rc = out_ack(c, MQTT_PUBREL, q->mid, now);

@@ -250,6 +250,31 @@ static void test_resend_on_reconnect(void **state) {
     close(s.lfd);
 }
 
+/* Reconnected without a session on the broker: the message is sent again as
+ * new, without DUP (the broker never saw it in this session). */
+static void test_resend_without_session_has_no_dup(void **state) {
+    (void)state;
+    struct srv s;
+    struct seen seen = {0};
+    srv_listen(&s);
+    struct hc_client *c = new_client(&s, &seen, 10, 0);
+    connect_ok(&s, c, false);
+    uint16_t m1;
+    assert_int_equal(hc_publish(c, "t/1", "one", 3, 1, false, NULL, &m1), HC_OK);
+    assert_int_equal(srv_read(&s, c), MQTT_PUBLISH);
+    srv_drop(&s);
+    UNTIL(c, seen.disconnects == 1);
+    connect_ok(&s, c, false);
+    assert_int_equal(srv_read(&s, c), MQTT_PUBLISH);
+    assert_int_equal(s.p.packet_id, m1);
+    assert_false(s.p.publish.dup);
+    srv_ack(&s, MQTT_PUBACK, m1);
+    UNTIL(c, seen.published == 1);
+    hc_free(c);
+    close(s.fd);
+    close(s.lfd);
+}
+
 /* The in-flight window: with max_inflight 2, the third QoS 1 message waits
  * for an acknowledgement; order is kept. */
 static void test_inflight_window(void **state) {
@@ -368,6 +393,7 @@ static void test_bad_settings_rejected(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resend_on_reconnect),
+        cmocka_unit_test(test_resend_without_session_has_no_dup),
         cmocka_unit_test(test_inflight_window),
         cmocka_unit_test(test_incoming_qos2_delivered_once),
         cmocka_unit_test(test_keepalive_ping_and_timeout),
