@@ -25,7 +25,11 @@ struct pub {
     size_t line_len, line_cap;
     int close_err;
     bool closed;
+    bool ever_connected, reconnecting;
+    uint64_t retry_at;
 };
+
+#define RECONNECT_MS 1000
 
 static uint8_t *read_all(int fd, size_t *len, const char *what, struct cli *cli) {
     size_t cap = 4096, n = 0;
@@ -63,7 +67,7 @@ static void on_connect(struct hc_client *c, void *ud, uint8_t reason, bool sp,
     (void)c, (void)sp, (void)props;
     struct pub *p = ud;
     if (reason == 0) {
-        p->connected = true;
+        p->connected = p->ever_connected = true;
         p->next_send = hc_now_ms();
     }
 }
@@ -72,6 +76,7 @@ static void on_disconnect(struct hc_client *c, void *ud, int err) {
     (void)c;
     struct pub *p = ud;
     p->closed = true;
+    p->connected = false;
     p->close_err = err;
 }
 
@@ -174,6 +179,24 @@ int main(int argc, char **argv) {
                 p.disconnect_sent = true;
             }
         }
+        if (p.reconnecting) {
+            /* -l keeps going across a lost connection, as mosquitto_pub -l
+             * does: QoS 1/2 lines not yet acknowledged are re-sent. */
+            if (now < p.retry_at) {
+                poll(NULL, 0, (int)(p.retry_at - now));
+                continue;
+            }
+            p.retry_at = now + RECONNECT_MS;
+            if (hc_connect(p.c, now) == HC_OK) {
+                p.reconnecting = false;
+                p.closed = false;
+            } else if (cli->debug) {
+                printf("Client %s reconnect failed: %s\n",
+                       hc_client_id(p.c)[0] ? hc_client_id(p.c) : "(null)", hc_error_text(p.c));
+                fflush(stdout);
+            }
+            continue;
+        }
         if (p.closed)
             break;
         short rev = 0;
@@ -181,6 +204,18 @@ int main(int argc, char **argv) {
         if (rc != HC_OK || p.closed) {
             if (rc == HC_OK)
                 rc = p.close_err;
+            if (rc != HC_OK && cli->stdin_line && p.ever_connected && !p.disconnect_sent &&
+                (rc == HC_ERR_CLOSED || rc == HC_ERR_IO || rc == HC_ERR_TIMEOUT ||
+                 rc == HC_ERR_DISCONNECTED)) {
+                if (cli->debug) {
+                    printf("Client %s lost the connection: %s; reconnecting\n",
+                           hc_client_id(p.c)[0] ? hc_client_id(p.c) : "(null)", hc_error_text(p.c));
+                    fflush(stdout);
+                }
+                p.reconnecting = true;
+                p.retry_at = hc_now_ms() + RECONNECT_MS;
+                continue;
+            }
             if (rc != HC_OK)
                 cli_report(cli, p.c, rc);
             break;

@@ -342,3 +342,36 @@ def test_sigint_disconnects_cleanly(broker, tmp_path):
     s.proc.send_signal(signal.SIGINT)
     rc, out, _ = s.finish()
     assert rc == 0 and out.endswith(b"sending DISCONNECT\n")
+
+
+def test_pub_lines_survive_broker_restart(broker_factory, tmp_path):
+    """hato-pub -l reconnects like mosquitto_pub -l; lines read meanwhile
+    wait in the pipe and go out once connected again."""
+    b1 = broker_factory()
+    s1 = Sub(b1, tmp_path, ["cli/pl"], count=1)
+    proc = subprocess.Popen([tool("hato-pub")] + conn_args(b1) + ["-l", "-q", "1", "-t", "cli/pl",
+                                                                  "-d"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, HOME=str(tmp_path)))
+    try:
+        proc.stdin.write(b"one\n")
+        proc.stdin.flush()
+        rc, out, _ = s1.finish()
+        assert rc == 0 and out == b"one\n"
+        b1.stop()
+        b2 = broker_factory(port=b1.port)
+        s2 = Sub(b2, tmp_path, ["cli/pl"], count=1)
+        proc.stdin.write(b"two\n")
+        proc.stdin.close()
+        rc, out, _ = s2.finish()
+        assert rc == 0 and out == b"two\n"
+        proc.wait(timeout=15)
+        o, e = proc.stdout.read(), proc.stderr.read()
+        assert proc.returncode == 0, e
+        assert b"lost the connection" in o and o.count(b"received CONNACK") == 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
