@@ -15,9 +15,11 @@
  *   blocking convenience on top for one client.
  *
  *   Every event is reported through callbacks (struct hc_callbacks), called
- *   from within hc_on_readable / hc_on_writable / hc_tick / hc_loop, never
- *   from another thread. Callbacks may call hc_publish, hc_subscribe,
- *   hc_unsubscribe and hc_disconnect; they must not call hc_free.
+ *   from within hc_on_readable / hc_on_writable / hc_tick / hc_loop /
+ *   hc_handle_events (and, as noted below, from hc_publish for QoS 0 and
+ *   hc_disconnect before the connection is up), never from another thread.
+ *   Callbacks may call hc_publish, hc_subscribe, hc_unsubscribe and
+ *   hc_disconnect; they must not call hc_free.
  *
  * Time
  *   Every function that needs the time takes `now`, milliseconds of a
@@ -238,9 +240,11 @@ int hc_loop(struct hc_client *c, int timeout_ms);
  * are kept until acknowledged and re-sent after a reconnect. `props`
  * (MQTT 5: message expiry, content type, response topic, correlation data,
  * user properties, ...) may be NULL. *mid (may be NULL) gets an id that
- * on_publish reports: the packet id for QoS 1/2, a local counter for QoS 0.
- * HC_ERR_INVAL for an invalid topic or QoS; HC_ERR_STATE after
- * hc_disconnect.
+ * on_publish reports: the packet id for QoS 1/2, a local counter for QoS 0
+ * (for QoS 0 on a connected client, on_publish runs before hc_publish
+ * returns). Nothing is written to the socket here: poll for writability
+ * (hc_want_write) or call hc_loop. HC_ERR_INVAL for an invalid topic or
+ * QoS; HC_ERR_STATE after hc_disconnect.
  */
 int hc_publish(struct hc_client *c, const char *topic, const void *payload, size_t len, uint8_t qos,
                bool retain, const struct mqtt_props *props, uint16_t *mid);

@@ -127,19 +127,32 @@ static int out_ack(struct hc_client *c, uint8_t type, uint16_t pid, uint64_t now
     return out_packet(c, &p, now);
 }
 
+static bool mid_in_use(const struct hc_client *c, uint16_t m) {
+    for (const struct hc_qmsg *q = c->q_head; q; q = q->next)
+        if (q->mid == m && q->qos)
+            return true;
+    return false;
+}
+
+/*
+ * Next free packet id. Ids are handed out in increasing order and the
+ * publish list is in that order too, so the candidate last_mid + 1 can only
+ * be taken when the oldest QoS 1/2 entry has it (the ids wrapped all the
+ * way round): O(1) normally, a scan only then.
+ */
 static uint16_t next_mid(struct hc_client *c) {
     for (int tries = 0; tries < 65536; tries++) {
         uint16_t m = ++c->last_mid;
         if (!m)
             m = c->last_mid = 1;
-        bool used = false;
-        for (struct hc_qmsg *q = c->q_head; q; q = q->next)
-            if (q->mid == m && q->qos) {
-                used = true;
-                break;
-            }
-        if (!used)
+        const struct hc_qmsg *oldest = c->q_head;
+        while (oldest && !oldest->qos)
+            oldest = oldest->next;
+        if (!oldest || (oldest->mid != m && !c->mids_wrapped))
             return m;
+        if (!mid_in_use(c, m))
+            return m;
+        c->mids_wrapped = true; /* slow path from now on */
     }
     return 0;
 }
@@ -826,6 +839,21 @@ static void complete(struct hc_client *c, struct hc_qmsg *q, struct hc_qmsg *pre
         c->cb.on_publish(c, c->ud, mid, reason);
 }
 
+/* MQTT 5: remember the client id the broker assigned (MQTT-3.2.2-16). */
+static void take_assigned_id(struct hc_client *c, const struct mqtt_packet *p) {
+    const struct mqtt_props *pr = &p->props;
+    if (c->version != MQTT_V5 || p->reason != 0 || !c->cfg_id_empty ||
+        !(pr->present & MQTT_PROP_BIT(MQTT_PROP_ASSIGNED_CLIENT_ID)))
+        return;
+    char *id = malloc(pr->assigned_client_id.len + 1);
+    if (!id)
+        return;
+    memcpy(id, pr->assigned_client_id.p, pr->assigned_client_id.len);
+    id[pr->assigned_client_id.len] = 0;
+    free(c->client_id);
+    c->client_id = id;
+}
+
 static int on_connack(struct hc_client *c, const struct mqtt_packet *p, uint64_t now) {
     if (c->state != HC_ST_WAIT_CONNACK) {
         hc__set_error(c, "unexpected CONNACK");
@@ -847,22 +875,18 @@ static int on_connack(struct hc_client *c, const struct mqtt_packet *p, uint64_t
             c->window = pr->receive_maximum;
         if (pr->present & MQTT_PROP_BIT(MQTT_PROP_SERVER_KEEP_ALIVE))
             c->keepalive = pr->server_keep_alive;
-        if ((pr->present & MQTT_PROP_BIT(MQTT_PROP_ASSIGNED_CLIENT_ID)) && c->cfg_id_empty) {
-            char *id = malloc(pr->assigned_client_id.len + 1);
-            if (id) {
-                memcpy(id, pr->assigned_client_id.p, pr->assigned_client_id.len);
-                id[pr->assigned_client_id.len] = 0;
-                free(c->client_id);
-                c->client_id = id;
-            }
-        }
     }
-    /* MQTT-4.4.0-1: re-send unacknowledged PUBLISH (DUP set) and PUBREL. */
+    /* MQTT-4.4.0-1: re-send unacknowledged PUBLISH and PUBREL first. Without
+     * a session on the broker they are simply sent again, as new. */
     c->inflight = 0;
     for (struct hc_qmsg *q = c->q_head; q && q->state != HC_Q_QUEUED; q = q->next) {
         int rc;
         if (q->state == HC_Q_SENT) {
-            q->data[0] |= 0x08;
+            /* DUP only when the broker may have seen it (MQTT-3.3.1-1). */
+            if (p->connack.session_present)
+                q->data[0] |= 0x08;
+            else
+                q->data[0] &= (uint8_t)~0x08;
             rc = out_bytes(c, q->data, q->len, now);
         } else {
             rc = out_ack(c, MQTT_PUBREL, q->mid, now);
@@ -896,6 +920,10 @@ static int handle_packet(struct hc_client *c, const uint8_t *buf, size_t len, ui
                       mqtt_reason_text(reason));
         return hc__fail(c, HC_ERR_PROTOCOL);
     }
+    if (c->state == HC_ST_DISCONNECTING)
+        return HC_OK; /* nothing may follow our DISCONNECT */
+    if (p.type == MQTT_CONNACK)
+        take_assigned_id(c, &p);
     if (c->cb.on_packet)
         c->cb.on_packet(c, c->ud, false, &p);
     if (p.type != MQTT_CONNACK && c->state == HC_ST_WAIT_CONNACK) {
@@ -912,20 +940,22 @@ static int handle_packet(struct hc_client *c, const uint8_t *buf, size_t len, ui
             hc__set_error(c, "PUBLISH with a topic alias we did not allow");
             return hc__fail(c, HC_ERR_PROTOCOL);
         }
+        /* Acknowledge first, then deliver (as libmosquitto orders it): a
+         * callback that disconnects must not leave the ack unsent. */
         if (p.publish.qos == 0) {
             rc = deliver(c, &p);
         } else if (p.publish.qos == 1) {
-            rc = deliver(c, &p);
-            if (rc == HC_OK && c->fd >= 0)
-                rc = out_ack(c, MQTT_PUBACK, p.packet_id, now);
+            rc = out_ack(c, MQTT_PUBACK, p.packet_id, now);
+            if (rc == HC_OK)
+                rc = deliver(c, &p);
         } else {
-            if (!rx_has(c, p.packet_id, NULL)) {
+            bool dup = rx_has(c, p.packet_id, NULL);
+            rc = out_ack(c, MQTT_PUBREC, p.packet_id, now);
+            if (rc == HC_OK && !dup) {
                 rc = rx_add(c, p.packet_id);
                 if (rc == HC_OK)
                     rc = deliver(c, &p);
             }
-            if (rc == HC_OK && c->fd >= 0)
-                rc = out_ack(c, MQTT_PUBREC, p.packet_id, now);
         }
         break;
     case MQTT_PUBACK:

@@ -82,6 +82,7 @@ struct hc_client {
     uint16_t inflight; /* entries in HC_Q_SENT or HC_Q_PUBREL */
     uint16_t window;   /* min(max_inflight, broker's Receive Maximum) */
     uint16_t last_mid, last_qos0_mid;
+    bool mids_wrapped; /* a packet id was found in use: check each one */
     uint16_t *rx_qos2; /* incoming QoS 2 ids between PUBREC and PUBREL */
     size_t rx_count, rx_cap;
     char *msg_topic;
