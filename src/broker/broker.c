@@ -21,6 +21,7 @@
 #endif
 
 #include "base/log.h"
+#include "broker/persist.h"
 
 int worker_init(struct worker *w, struct broker *b, int id);
 int worker_listen(struct worker *w, struct lsock *ls);
@@ -149,6 +150,9 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
     b->lconns = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*b->lconns));
     if (!b->subs || !b->retain || !b->lconns)
         return -1;
+    /* The store first: a store that cannot be used stops start-up before any port opens. */
+    if (persist_open(b) < 0)
+        return -1;
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct hato_listener *l = &cfg->listeners[i];
         /* Never serve in plain text what the user configured for TLS. */
@@ -174,6 +178,9 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
     for (int i = 0; i < b->nworkers; i++)
         if (worker_init(&b->workers[i], b, i) < 0)
             return -1;
+    /* Everything durable is back before any connection is accepted. */
+    if (persist_restore(b) < 0 || persist_start(b) < 0)
+        return -1;
     for (size_t i = 0; i < b->nlsocks; i++) {
         b->lsocks[i].ios = calloc((size_t)b->nworkers, sizeof(struct ev_io));
         if (!b->lsocks[i].ios)
@@ -266,6 +273,8 @@ int broker_run(struct broker *b) {
 }
 
 void broker_free(struct broker *b) {
+    /* Commit what the workers left (their last session records) before they go. */
+    persist_close(b);
     for (size_t i = 0; i < b->nlsocks; i++) {
         close(b->lsocks[i].fd);
         if (b->lsocks[i].cfg->unix_path)

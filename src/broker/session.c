@@ -8,6 +8,7 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
+#include "broker/persist.h"
 
 /* Above this many unsent bytes on a connection, QoS 0 messages are dropped
  * and QoS 1/2 wait in the session queue (slow consumer protection). */
@@ -167,6 +168,7 @@ void session_end(struct session *s) {
     if (s->will_at)
         publish_will(s);
     s->dead = true;
+    persist_session_end(s);
     session_subs_clear(s);
     drop_queues(s);
     msg_unref(s->will);
@@ -221,6 +223,7 @@ void session_detach(struct session *s, bool publish) {
         s->expire_at = now + (int64_t)s->expiry * 1000;
         session_timer_add(s);
     }
+    persist_session(s); /* offline since now, will, expiry as the DISCONNECT left them */
     (void)b;
 }
 
@@ -321,8 +324,16 @@ static void send_pubrel(struct session *s, uint16_t pid) {
 }
 
 static bool online(struct session *s) {
-    return s->conn && s->conn->state == CS_CONNECTED;
+    return s->conn && s->conn->state == CS_CONNECTED && !s->conn->connack_held;
 }
+
+/* Drop a delivery for good (and its stored copy). */
+static void deliv_drop(struct session *s, struct deliv *d) {
+    persist_deliv_done(s, d);
+    deliv_clear(d);
+}
+
+static int ring_push(struct session *s, struct deliv *d);
 
 static int queue_push(struct session *s, struct deliv *d) {
     struct config_limits {
@@ -334,6 +345,10 @@ static int queue_push(struct session *s, struct deliv *d) {
         atomic_fetch_add_explicit(&s->w->dropped, 1, memory_order_relaxed);
         return -1;
     }
+    return ring_push(s, d);
+}
+
+static int ring_push(struct session *s, struct deliv *d) {
     if (s->qlen == s->qcap) {
         uint32_t n = s->qcap ? s->qcap * 2 : 8;
         struct deliv *q = malloc(n * sizeof(*q));
@@ -365,32 +380,69 @@ static int inflight_push(struct session *s, struct deliv *d) {
     return 0;
 }
 
+int session_restore_deliv(struct session *s, struct deliv *d) {
+    if (d->state == DS_QUEUED) {
+        return ring_push(s, d);
+    }
+    return inflight_push(s, d);
+}
+
 /* Send d now (the caller checked the window); takes d's contents. */
 static void send_now(struct session *s, struct deliv *d) {
     if (d->qos == 0) {
         send_publish(s, d, false);
-        deliv_clear(d);
+        deliv_drop(s, d);
         return;
     }
     d->pid = next_pid(s);
     d->state = d->qos == 1 ? DS_WAIT_PUBACK : DS_WAIT_PUBREC;
+    if (d->seq) {
+        /* Stored: the packet id is committed before the client sees it, so a restart
+         * resends this very PUBLISH (same id), never a second copy under a new id. */
+        if (inflight_push(s, d) < 0) {
+            deliv_drop(s, d);
+            return;
+        }
+        persist_deliv_update(s, d);
+        persist_send_publish(s, d->pid);
+        return;
+    }
     int r = send_publish(s, d, false);
     if (r != 0 || inflight_push(s, d) < 0)
         deliv_clear(d); /* too large for this client: discarded */
 }
 
+void session_send_inflight(struct session *s, uint16_t pid) {
+    if (!online(s))
+        return; /* resent on reconnect */
+    for (uint32_t i = 0; i < s->ninflight; i++) {
+        struct deliv *d = &s->inflight[i];
+        if (d->pid != pid || d->state == DS_WAIT_PUBCOMP)
+            continue;
+        if (send_publish(s, d, false) != 0) {
+            deliv_drop(s, d); /* too large for this client: discarded */
+            memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
+            s->ninflight--;
+            session_pump(s);
+        }
+        return;
+    }
+}
+
 void session_deliver(struct session *s, struct deliv *d) {
     if (s->dead || msg_remaining_expiry(d->m, msg_now_ms()) == 0) {
-        deliv_clear(d);
+        deliv_drop(s, d);
         return;
     }
     struct broker *b = s->w->b;
+    if (b->store)
+        persist_deliv_new(s, d);
     if (online(s)) {
         struct conn *c = s->conn;
         if (d->qos == 0) {
             if (c->out_bytes > OUT_HIGH_WATER) {
                 atomic_fetch_add_explicit(&s->w->dropped, 1, memory_order_relaxed);
-                deliv_clear(d);
+                deliv_drop(s, d);
             } else {
                 send_now(s, d);
             }
@@ -401,11 +453,11 @@ void session_deliver(struct session *s, struct deliv *d) {
             return;
         }
     } else if (d->qos == 0 && !b->cfg->queue_qos0_messages) {
-        deliv_clear(d);
+        deliv_drop(s, d);
         return;
     }
     if (queue_push(s, d) < 0)
-        deliv_clear(d);
+        deliv_drop(s, d);
 }
 
 void session_pump(struct session *s) {
@@ -417,7 +469,8 @@ void session_pump(struct session *s) {
         if (head->qos > 0 && s->ninflight >= win)
             break;
         if (msg_remaining_expiry(head->m, msg_now_ms()) == 0) {
-            deliv_clear(head);
+            s->qbytes -= head->m->payload_len;
+            deliv_drop(s, head);
         } else {
             struct deliv d = *head;
             s->qbytes -= d.m->payload_len;
@@ -435,7 +488,7 @@ void session_resend(struct session *s) {
         if (d->state == DS_WAIT_PUBCOMP) {
             send_pubrel(s, d->pid);
         } else if (msg_remaining_expiry(d->m, msg_now_ms()) == 0 || send_publish(s, d, true)) {
-            deliv_clear(d);
+            deliv_drop(s, d);
             memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
             s->ninflight--;
             continue;
@@ -457,14 +510,23 @@ void session_puback(struct session *s, uint16_t pid, uint8_t type, uint8_t reaso
             if (reason >= 0x80) {
                 done = true; /* MQTT 5: the client refused it; no PUBREL */
             } else {
-                d->state = DS_WAIT_PUBCOMP;
-                send_pubrel(s, pid);
+                if (d->state != DS_WAIT_PUBCOMP) {
+                    d->state = DS_WAIT_PUBCOMP;
+                    persist_deliv_update(s, d);
+                }
+                if (d->seq) {
+                    /* After the commit: a restart then sends PUBREL, never the PUBLISH. */
+                    struct mqtt_packet rel = {.type = MQTT_PUBREL, .packet_id = pid};
+                    persist_send_ack(s->conn, &rel);
+                } else {
+                    send_pubrel(s, pid);
+                }
             }
         } else if (type == MQTT_PUBCOMP && d->state == DS_WAIT_PUBCOMP) {
             done = true;
         }
         if (done) {
-            deliv_clear(d);
+            deliv_drop(s, d);
             memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
             s->ninflight--;
             session_pump(s);
