@@ -696,11 +696,10 @@ int persist_restore(struct broker *b) {
                    "%zu in-flight message%s, %zu QoS 2 id%s awaiting PUBREL, %zu retained "
                    "message%s in %lld ms; purged %zu expired session%s and %zu expired "
                    "message%s.",
-                   r.sessions, r.sessions == 1 ? "" : "s", r.subs, r.subs == 1 ? "" : "s",
-                   r.queued, r.inflight, r.inflight == 1 ? "" : "s", r.inpids,
-                   r.inpids == 1 ? "" : "s", r.retained, r.retained == 1 ? "" : "s",
-                   (long long)(ev_clock_ms() - t0), r.expired_sessions,
-                   r.expired_sessions == 1 ? "" : "s", r.expired_msgs,
+                   r.sessions, r.sessions == 1 ? "" : "s", r.subs, r.subs == 1 ? "" : "s", r.queued,
+                   r.inflight, r.inflight == 1 ? "" : "s", r.inpids, r.inpids == 1 ? "" : "s",
+                   r.retained, r.retained == 1 ? "" : "s", (long long)(ev_clock_ms() - t0),
+                   r.expired_sessions, r.expired_sessions == 1 ? "" : "s", r.expired_msgs,
                    r.expired_msgs == 1 ? "" : "s");
         if (r.dangling || orphans)
             log_warn("Warning: persistence store had %zu queue entr%s without message and %zu "

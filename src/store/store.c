@@ -253,8 +253,8 @@ static int apply_one(struct store *st, MDB_txn *txn, struct store_op *op) {
         MDB_val val = {op->vlen, op->val};
         rc = mdb_put(txn, dbi, &key, &val, 0);
         if (rc == 0) {
-            uint8_t c[4] = {(uint8_t)op->refs, (uint8_t)(op->refs >> 8),
-                            (uint8_t)(op->refs >> 16), (uint8_t)(op->refs >> 24)};
+            uint8_t c[4] = {(uint8_t)op->refs, (uint8_t)(op->refs >> 8), (uint8_t)(op->refs >> 16),
+                            (uint8_t)(op->refs >> 24)};
             MDB_val rv = {4, c};
             rc = mdb_put(txn, st->dbi[SDB_MREFS], &key, &rv, 0);
         }
@@ -575,7 +575,7 @@ struct store *store_open(const char *path, enum store_sync sync, bool readonly, 
         rc = mdb_env_open(st->env, path, flags, 0600);
     if (rc) {
         fail(err, errlen, path,
-             rc == MDB_INVALID    ? "not an LMDB file (damaged store?)"
+             rc == MDB_INVALID            ? "not an LMDB file (damaged store?)"
              : rc == MDB_VERSION_MISMATCH ? "LMDB version mismatch"
                                           : errtext(rc));
         store_close(st);
@@ -588,8 +588,7 @@ struct store *store_open(const char *path, enum store_sync sync, bool readonly, 
         stat(path, &sb) == 0 &&
         (uint64_t)sb.st_size < ((uint64_t)info.me_last_pgno + 1) * est.ms_psize) {
         char why[160];
-        snprintf(why, sizeof(why),
-                 "truncated: %lld bytes, the store needs %llu (damaged store)",
+        snprintf(why, sizeof(why), "truncated: %lld bytes, the store needs %llu (damaged store)",
                  (long long)sb.st_size,
                  (unsigned long long)((uint64_t)info.me_last_pgno + 1) * est.ms_psize);
         fail(err, errlen, path, why);
@@ -609,8 +608,7 @@ struct store *store_open(const char *path, enum store_sync sync, bool readonly, 
     bool fresh = mdb_dbi_open(txn, NULL, 0, &main) == 0 && mdb_stat(txn, main, &ms) == 0 &&
                  ms.ms_entries == 0;
     for (int i = 0; i < SDB_N && !rc; i++)
-        rc = mdb_dbi_open(txn, store_db_names[i], readonly || !fresh ? 0 : MDB_CREATE,
-                          &st->dbi[i]);
+        rc = mdb_dbi_open(txn, store_db_names[i], readonly || !fresh ? 0 : MDB_CREATE, &st->dbi[i]);
     if (rc) {
         mdb_txn_abort(txn);
         fail(err, errlen, path,
@@ -640,7 +638,8 @@ struct store *store_open(const char *path, enum store_sync sync, bool readonly, 
         struct rread r = {fv.mv_data, 4, 0, false};
         format = rread_u32(&r);
     }
-    mdb_txn_abort(txn);
+    /* Commit, not abort: the table handles opened in this transaction must stay open. */
+    mdb_txn_commit(txn);
     if (format != STORE_FORMAT) {
         char why[120];
         snprintf(why, sizeof(why),
