@@ -179,7 +179,7 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
         if (worker_init(&b->workers[i], b, i) < 0)
             return -1;
     /* Everything durable is back before any connection is accepted. */
-    if (persist_restore(b) < 0 || persist_start(b) < 0)
+    if (persist_restore(b) < 0)
         return -1;
     for (size_t i = 0; i < b->nlsocks; i++) {
         b->lsocks[i].ios = calloc((size_t)b->nworkers, sizeof(struct ev_io));
@@ -220,6 +220,11 @@ int broker_run(struct broker *b) {
     /* Dropping root privileges (mosquitto's `user`) waits for persistence
      * and TLS files to be opened first; until then hato keeps its uid. */
     (void)drop_privileges;
+    /* The store writer starts here, with the signals blocked like the workers. */
+    if (persist_start(b) < 0) {
+        log_error("Error: cannot start the store writer thread: %s", strerror(errno));
+        return 1;
+    }
     for (int i = 0; i < b->nworkers; i++) {
         if (worker_start(&b->workers[i]) != 0) {
             log_error("Error: cannot start worker thread: %s", strerror(errno));
