@@ -547,6 +547,10 @@ struct store *store_open(const char *path, enum store_sync sync, bool readonly, 
         }
     }
 
+    /* LMDB makes PATH-lock beside the file; a refused store leaves no new file behind. */
+    char lockpath[4200];
+    snprintf(lockpath, sizeof(lockpath), "%s-lock", path);
+    bool lock_existed = access(lockpath, F_OK) == 0;
     struct store *st = calloc(1, sizeof(*st));
     if (!st || !(st->path = strdup(path))) {
         free(st);
@@ -579,6 +583,8 @@ struct store *store_open(const char *path, enum store_sync sync, bool readonly, 
              : rc == MDB_VERSION_MISMATCH ? "LMDB version mismatch"
                                           : errtext(rc));
         store_close(st);
+        if (!lock_existed)
+            unlink(lockpath);
         return NULL;
     }
     /* A file cut short would fault when the map is read past its end: refuse it first. */
@@ -593,6 +599,8 @@ struct store *store_open(const char *path, enum store_sync sync, bool readonly, 
                  (unsigned long long)((uint64_t)info.me_last_pgno + 1) * est.ms_psize);
         fail(err, errlen, path, why);
         store_close(st);
+        if (!lock_existed)
+            unlink(lockpath);
         return NULL;
     }
     MDB_txn *txn;
@@ -600,6 +608,8 @@ struct store *store_open(const char *path, enum store_sync sync, bool readonly, 
     if (rc) {
         fail(err, errlen, path, errtext(rc));
         store_close(st);
+        if (!lock_existed)
+            unlink(lockpath);
         return NULL;
     }
     /* Is this an hato store? A new file gets the format record; an existing one must have it. */
@@ -614,6 +624,8 @@ struct store *store_open(const char *path, enum store_sync sync, bool readonly, 
         fail(err, errlen, path,
              rc == MDB_NOTFOUND ? "not an hato store (tables missing)" : errtext(rc));
         store_close(st);
+        if (!lock_existed)
+            unlink(lockpath);
         return NULL;
     }
     MDB_val fk = {6, "format"}, fv;
@@ -647,6 +659,8 @@ struct store *store_open(const char *path, enum store_sync sync, bool readonly, 
                  format, STORE_FORMAT);
         fail(err, errlen, path, why);
         store_close(st);
+        if (!lock_existed)
+            unlink(lockpath);
         return NULL;
     }
     return st;
