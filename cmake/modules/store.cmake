@@ -9,7 +9,7 @@ target_link_libraries(hato_broker PUBLIC hato_store)
 
 if(EXISTS ${CMAKE_SOURCE_DIR}/src/store/tool.c)
   add_executable(hato-store src/store/tool.c)
-  target_link_libraries(hato-store PRIVATE hato_store hato_mqtt ${CJSON_LIB})
+  target_link_libraries(hato-store PRIVATE hato_broker ${CJSON_LIB})
   install(TARGETS hato-store DESTINATION ${CMAKE_INSTALL_SBINDIR})
   install(FILES packaging/man/hato-store.8 DESTINATION ${CMAKE_INSTALL_MANDIR}/man8 OPTIONAL)
 endif()
