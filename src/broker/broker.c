@@ -153,6 +153,18 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
     /* The store first: a store that cannot be used stops start-up before any port opens. */
     if (persist_open(b) < 0)
         return -1;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    b->nworkers = cfg->threads > 0 ? cfg->threads : (ncpu > 0 ? (int)ncpu : 1);
+    b->workers = calloc((size_t)b->nworkers, sizeof(*b->workers));
+    if (!b->workers)
+        return -1;
+    for (int i = 0; i < b->nworkers; i++)
+        if (worker_init(&b->workers[i], b, i) < 0)
+            return -1;
+    /* Everything durable is back before any connection is accepted. */
+    if (persist_restore(b) < 0)
+        return -1;
+    /* Listening sockets open only now: no client can connect to a half-restored broker. */
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct hato_listener *l = &cfg->listeners[i];
         /* Never serve in plain text what the user configured for TLS. */
@@ -170,17 +182,6 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
         if (r < 0)
             return -1;
     }
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    b->nworkers = cfg->threads > 0 ? cfg->threads : (ncpu > 0 ? (int)ncpu : 1);
-    b->workers = calloc((size_t)b->nworkers, sizeof(*b->workers));
-    if (!b->workers)
-        return -1;
-    for (int i = 0; i < b->nworkers; i++)
-        if (worker_init(&b->workers[i], b, i) < 0)
-            return -1;
-    /* Everything durable is back before any connection is accepted. */
-    if (persist_restore(b) < 0)
-        return -1;
     for (size_t i = 0; i < b->nlsocks; i++) {
         b->lsocks[i].ios = calloc((size_t)b->nworkers, sizeof(struct ev_io));
         if (!b->lsocks[i].ios)

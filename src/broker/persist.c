@@ -684,6 +684,8 @@ int persist_restore(struct broker *b) {
                 store_del(&r.purge, SDB_MSGS, key, 8);
                 store_del(&r.purge, SDB_MREFS, key, 8);
                 orphans++;
+            } else if (r.msgs[i].used == 1) {
+                store_del(&r.purge, SDB_MREFS, key, 8); /* no count means one */
             } else {
                 uint32_t u = r.msgs[i].used;
                 uint8_t c[4] = {(uint8_t)u, (uint8_t)(u >> 8), (uint8_t)(u >> 16),

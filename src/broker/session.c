@@ -396,9 +396,10 @@ static void send_now(struct session *s, struct deliv *d) {
     }
     d->pid = next_pid(s);
     d->state = d->qos == 1 ? DS_WAIT_PUBACK : DS_WAIT_PUBREC;
-    if (d->seq) {
-        /* Stored: the packet id is committed before the client sees it, so a restart
-         * resends this very PUBLISH (same id), never a second copy under a new id. */
+    if (d->seq && d->qos == 2) {
+        /* Stored QoS 2: the packet id is committed before the client sees it, so a restart
+         * resends this very PUBLISH (same id), never a second copy under a new id that the
+         * client would deliver again. */
         if (inflight_push(s, d) < 0) {
             deliv_drop(s, d);
             return;
@@ -408,8 +409,13 @@ static void send_now(struct session *s, struct deliv *d) {
         return;
     }
     int r = send_publish(s, d, false);
-    if (r != 0 || inflight_push(s, d) < 0)
-        deliv_clear(d); /* too large for this client: discarded */
+    if (r != 0 || inflight_push(s, d) < 0) {
+        deliv_drop(s, d); /* too large for this client: discarded */
+        return;
+    }
+    /* QoS 1 goes out at once; its packet id is saved alongside (a crash before that commit
+     * re-sends it under a new id: a duplicate, which QoS 1 allows). */
+    persist_deliv_update(s, d);
 }
 
 void session_send_inflight(struct session *s, uint16_t pid) {

@@ -10,7 +10,7 @@
  * Tables (LMDB named databases):
  *   meta    "format" -> u32 format number
  *   msgs    u64 id (BE)              -> message
- *   mrefs   u64 id (BE)              -> u32 number of queue entries using it
+ *   mrefs   u64 id (BE)              -> u32 number of queue entries using it, when not 1
  *   retain  topic                    -> message
  *   sess    client id                -> session
  *   queue   u16 idlen (BE), id, u64 seq (BE) -> entry (queued or in flight)

@@ -176,9 +176,12 @@ static int deref(struct store *st, MDB_txn *txn, uint64_t id) {
     uint8_t k[8];
     rec_key_u64(k, id);
     MDB_val key = {8, k}, val;
+    /* No count stored means one reference (the common case: one receiver). */
     int rc = mdb_get(txn, st->dbi[SDB_MREFS], &key, &val);
-    if (rc == MDB_NOTFOUND)
-        return 0;
+    if (rc == MDB_NOTFOUND) {
+        rc = mdb_del(txn, st->dbi[SDB_MSGS], &key, NULL);
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    }
     if (rc)
         return rc;
     uint32_t n = 0;
@@ -252,7 +255,7 @@ static int apply_one(struct store *st, MDB_txn *txn, struct store_op *op) {
     case OP_MSG_PUT: {
         MDB_val val = {op->vlen, op->val};
         rc = mdb_put(txn, dbi, &key, &val, 0);
-        if (rc == 0) {
+        if (rc == 0 && op->refs != 1) {
             uint8_t c[4] = {(uint8_t)op->refs, (uint8_t)(op->refs >> 8), (uint8_t)(op->refs >> 16),
                             (uint8_t)(op->refs >> 24)};
             MDB_val rv = {4, c};

@@ -470,8 +470,8 @@ int main(int argc, char **argv) {
         char id[32];
         snprintf(id, sizeof(id), "%llu", (unsigned long long)m->id);
         if (!m->has_refs)
-            problem(&c, "mrefs", "message %s has no reference count", id);
-        else if (m->refs != m->found)
+            m->refs = 1; /* no count stored means one */
+        if (m->refs != m->found)
             problem(&c, "mrefs", "message %s: count differs from its queue entries", id);
         if (!m->found)
             problem(&c, "msgs", "message %s is referenced by no queue entry", id);
