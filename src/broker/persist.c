@@ -55,6 +55,13 @@ static struct msg *msg_from_rec(const struct rec_msg *r) {
     return m;
 }
 
+/* Encoded size of m (rec_msg_encode). */
+static size_t msg_rec_size(const struct msg *m) {
+    return 1 + 1 + 1 + 8 + 2 + m->topic_len + 4 + m->payload_len + 8 + 1 + 16 +
+           m->props.content_type.len + m->props.response_topic.len + m->props.correlation_data.len +
+           m->props.user_props.len;
+}
+
 static int encode_msg(const struct msg *m, struct rbuf *b) {
     struct rec_msg r;
     msg_to_rec(m, &r);
@@ -71,13 +78,15 @@ static void entry_put(struct store_batch *sb, struct session *s, const struct de
                           .state = d->state,
                           .pid = d->pid,
                           .nsub = d->nsub};
-    struct rbuf b = {0};
+    uint8_t small[64];
+    struct rbuf b = {small, 0, sizeof(small), false};
+    if (d->nsub > 8)
+        b = (struct rbuf){0};
     rec_entry_encode(&b, &e, d->nsub == 1 ? &d->subid : d->subids);
-    if (b.failed) {
+    if (!b.failed)
+        store_put(sb, SDB_QUEUE, key, kl, b.p, b.len);
+    if (b.p != small)
         rbuf_free(&b);
-        return;
-    }
-    store_put_take(sb, SDB_QUEUE, key, kl, b.p, b.len);
 }
 
 /* ---- hooks ------------------------------------------------------------ */
@@ -104,15 +113,21 @@ void persist_route(struct worker *w, struct msg *m, struct pending_deliv *pd, si
             refs++;
     if (!refs)
         return;
+    /* Small messages are encoded on the stack (the batch copies them). */
+    uint8_t small[1024];
     struct rbuf mb = {0};
+    if (msg_rec_size(m) <= sizeof(small))
+        mb = (struct rbuf){small, 0, sizeof(small), false};
     if (encode_msg(m, &mb) < 0) {
-        rbuf_free(&mb);
+        if (mb.p != small)
+            rbuf_free(&mb);
         log_error("Error: out of memory storing a message; it is not durable.");
         return;
     }
     uint64_t id = store_next_id(b->store);
     store_msg_put(&w->sb, id, mb.p, mb.len, refs);
-    rbuf_free(&mb);
+    if (mb.p != small)
+        rbuf_free(&mb);
     for (size_t i = 0; i < n; i++) {
         struct pending_deliv *p = &pd[i];
         if (!stores_deliv(b, p->s, &p->d))

@@ -32,6 +32,7 @@ struct store_op {
     struct store_op *next;
     uint8_t kind;
     uint8_t db;
+    bool val_inline; /* val points into this allocation, after the key */
     uint32_t refs;
     uint64_t id;
     void *val;
@@ -65,13 +66,14 @@ struct store {
 
 /* ---- batches ---------------------------------------------------------- */
 
-static struct store_op *op_new(struct store_batch *b, enum op_kind kind, enum store_db db,
-                               const void *key, size_t klen) {
-    struct store_op *op = calloc(1, sizeof(*op) + klen);
+static struct store_op *op_new_extra(struct store_batch *b, enum op_kind kind, enum store_db db,
+                                     const void *key, size_t klen, size_t extra) {
+    struct store_op *op = malloc(sizeof(*op) + klen + extra);
     if (!op) {
         log_error("Error: out of memory building a store batch; a change is not saved.");
         return NULL;
     }
+    memset(op, 0, sizeof(*op));
     op->kind = (uint8_t)kind;
     op->db = (uint8_t)db;
     op->klen = klen;
@@ -83,6 +85,25 @@ static struct store_op *op_new(struct store_batch *b, enum op_kind kind, enum st
         b->head = op;
     b->tail = op;
     b->n++;
+    return op;
+}
+
+static struct store_op *op_new(struct store_batch *b, enum op_kind kind, enum store_db db,
+                               const void *key, size_t klen) {
+    return op_new_extra(b, kind, db, key, klen, 0);
+}
+
+/* One allocation for the op, its key and a copy of its value. */
+static struct store_op *op_new_val(struct store_batch *b, enum op_kind kind, enum store_db db,
+                                   const void *key, size_t klen, const void *val, size_t vlen) {
+    struct store_op *op = op_new_extra(b, kind, db, key, klen, vlen);
+    if (!op)
+        return NULL;
+    op->val = op->key + klen;
+    op->val_inline = true;
+    op->vlen = vlen;
+    if (vlen)
+        memcpy(op->val, val, vlen);
     return op;
 }
 
@@ -99,14 +120,7 @@ void store_put_take(struct store_batch *b, enum store_db db, const void *key, si
 
 void store_put(struct store_batch *b, enum store_db db, const void *key, size_t klen,
                const void *val, size_t vlen) {
-    void *copy = malloc(vlen ? vlen : 1);
-    if (!copy) {
-        log_error("Error: out of memory building a store batch; a change is not saved.");
-        return;
-    }
-    if (vlen)
-        memcpy(copy, val, vlen);
-    store_put_take(b, db, key, klen, copy, vlen);
+    op_new_val(b, OP_PUT, db, key, klen, val, vlen);
 }
 
 void store_del(struct store_batch *b, enum store_db db, const void *key, size_t klen) {
@@ -126,15 +140,9 @@ void store_msg_put(struct store_batch *b, uint64_t id, const void *val, size_t v
                    uint32_t refs) {
     uint8_t k[8];
     rec_key_u64(k, id);
-    void *copy = malloc(vlen ? vlen : 1);
-    struct store_op *op = copy ? op_new(b, OP_MSG_PUT, SDB_MSGS, k, 8) : NULL;
-    if (!op) {
-        free(copy);
+    struct store_op *op = op_new_val(b, OP_MSG_PUT, SDB_MSGS, k, 8, val, vlen);
+    if (!op)
         return;
-    }
-    memcpy(copy, val, vlen);
-    op->val = copy;
-    op->vlen = vlen;
     op->id = id;
     op->refs = refs;
 }
@@ -158,7 +166,8 @@ void store_release(struct store_batch *b, void *arg) {
 static void ops_free(struct store_op *op) {
     while (op) {
         struct store_op *n = op->next;
-        free(op->val);
+        if (!op->val_inline)
+            free(op->val);
         free(op);
         op = n;
     }
