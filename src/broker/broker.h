@@ -314,7 +314,8 @@ bool session_has_sub(struct session *s, const char *filter, size_t len);
 void session_subs_clear(struct session *s);
 /* Drop a client's disconnect: will handling, expiry start. */
 void session_detach(struct session *s, bool publish_will);
-/* Restore (start-up): put a stored delivery in the queue or in flight (by d->state). */
+/* Restore (start-up): put a stored delivery in the queue or in flight (by d->state).
+ * 0, 1 when the queue is full (not taken), -1 out of memory. */
 int session_restore_deliv(struct session *s, struct deliv *d);
 /* Record an incoming QoS 2 packet id awaiting PUBREL. */
 int session_in_pid_add(struct session *s, uint16_t pid);

@@ -450,7 +450,7 @@ struct restore {
     struct loaded_msg *msgs;
     size_t nmsgs, capmsgs;
     size_t sessions, subs, queued, inflight, inpids, retained;
-    size_t expired_sessions, expired_msgs, dangling;
+    size_t expired_sessions, expired_msgs, dangling, over_limit;
     const char *damaged; /* table of the first damaged record */
 };
 
@@ -607,9 +607,14 @@ static int load_entry(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, 
     if (e.state != REC_QUEUED && e.pid == 0) {
         d.state = REC_QUEUED; /* cannot be in flight without a packet id: send it anew */
     }
-    if (session_restore_deliv(s, &d) < 0) {
+    int rc = session_restore_deliv(s, &d);
+    if (rc != 0) {
         deliv_clear(&d);
-        return 2;
+        if (rc < 0)
+            return 2;
+        store_entry_del(&r->purge, k, kl, e.msg_id); /* over the queue limits */
+        r->over_limit++;
+        return 0;
     }
     lm->used++;
     if (d.state == DS_QUEUED)
@@ -718,6 +723,10 @@ int persist_restore(struct broker *b) {
                    r.retained, r.retained == 1 ? "" : "s", (long long)(ev_clock_ms() - t0),
                    r.expired_sessions, r.expired_sessions == 1 ? "" : "s", r.expired_msgs,
                    r.expired_msgs == 1 ? "" : "s");
+        if (r.over_limit)
+            log_warn("Warning: %zu stored message%s dropped: over max_queued_messages or "
+                     "max_queued_bytes.",
+                     r.over_limit, r.over_limit == 1 ? "" : "s");
         if (r.dangling || orphans)
             log_warn("Warning: persistence store had %zu queue entr%s without message and %zu "
                      "unreferenced message%s; removed.",

@@ -156,6 +156,8 @@ static void publish_will(struct session *s) {
     s->will_at = 0;
     if (!will)
         return;
+    if (!s->dead)
+        persist_session(s); /* published: a restart must not publish it again */
     log_info("Publishing will of client %s on '%s'.", s->client_id, will->topic);
     route_will(s->w, will);
     msg_unref(will);
@@ -382,7 +384,8 @@ static int inflight_push(struct session *s, struct deliv *d) {
 
 int session_restore_deliv(struct session *s, struct deliv *d) {
     if (d->state == DS_QUEUED) {
-        return ring_push(s, d);
+        /* Within max_queued_messages / max_queued_bytes as when it was queued. */
+        return queue_push(s, d) < 0 ? 1 : 0;
     }
     return inflight_push(s, d);
 }
