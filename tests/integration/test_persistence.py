@@ -195,3 +195,34 @@ def test_persistence_off_writes_nothing(tmp_path, broker_factory):
         subscribe_ok(c, 1, [("a", 1)])
     b.stop()
     assert not (tmp_path / "mosquitto.db").exists()
+
+
+def test_restart_pending_delayed_will_is_published_once_MQTT_3_1_3_9(tmp_path):
+    """A will waiting for its Will Delay Interval when the broker stops is still published
+    after the restart, when due (MQTT-3.1.3-9); a will published before the stop is not
+    published again. A persistent watcher sees each exactly once."""
+    store = tmp_path / "store"
+    store.mkdir()
+    b = start(tmp_path, store)
+    w = connected_client(b, "watch", clean=False)
+    subscribe_ok(w, 1, [("w/#", 1)])
+    leave(w)
+    will = dict(topic="w/late", payload=b"gone", qos=1, properties=[("will_delay", 1)])
+    c, _ = v5_client(b, "willer", clean=True, properties=[("session_expiry", 3600)],
+                     will=will)
+    c.close()  # abnormal: the will waits 1 s
+    b.wait_log(r"Client willer .*disconnected")
+    c2 = connected_client(b, "early", clean=False, will=dict(topic="w/early", payload=b"now",
+                                                             qos=1))
+    c2.close()  # no delay: published at once, before the stop
+    b.wait_log(r"Publishing will of client early")
+    b.stop()
+
+    b2 = start(tmp_path, store)
+    b2.wait_log(r"Publishing will of client willer", timeout=10)
+    w = connected_client(b2, "watch", clean=False)
+    got = [(p.topic, p.payload) for p in (recv_publish(w), recv_publish(w))]
+    assert got == [("w/early", b"now"), ("w/late", b"gone")]
+    w.expect_nothing(0.5)
+    leave(w)
+    b2.stop()
