@@ -205,29 +205,35 @@ static struct msgref *find(struct ctx *c, uint64_t id) {
     return NULL;
 }
 
-static cJSON *session_json(struct ctx *c, const uint8_t *id, size_t n) {
-    cJSON *it;
-    cJSON_ArrayForEach(it, c->sessions) {
-        cJSON *cid = cJSON_GetObjectItem(it, "client_id");
-        if (cid && cJSON_IsString(cid) && strlen(cid->valuestring) == n &&
-            memcmp(cid->valuestring, id, n) == 0)
-            return it;
-    }
-    return NULL;
+/* Sessions by client id (sorted once all are read), for the queue and inpid tables. */
+struct sess_name {
+    char *id;
+    size_t len;
+    cJSON *json;
+};
+static struct sess_name *names;
+static size_t nnames, capnames;
+
+static int name_cmp(const void *a, const void *b) {
+    const struct sess_name *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int r = memcmp(x->id, y->id, n);
+    return r ? r : (x->len > y->len) - (x->len < y->len);
 }
 
-struct sess_names {
-    char **v;
-    size_t *len;
-    size_t n, cap;
-};
-static struct sess_names names;
+static struct sess_name *find_session(const uint8_t *id, size_t n) {
+    struct sess_name key = {(char *)id, n, NULL};
+    return bsearch(&key, names, nnames, sizeof(*names), name_cmp);
+}
 
 static bool session_exists(const uint8_t *id, size_t n) {
-    for (size_t i = 0; i < names.n; i++)
-        if (names.len[i] == n && memcmp(names.v[i], id, n) == 0)
-            return true;
-    return false;
+    return find_session(id, n) != NULL;
+}
+
+static cJSON *session_json(struct ctx *c, const uint8_t *id, size_t n) {
+    (void)c;
+    struct sess_name *s = find_session(id, n);
+    return s ? s->json : NULL;
 }
 
 static int on_sess(void *vc, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl) {
@@ -238,23 +244,22 @@ static int on_sess(void *vc, const uint8_t *k, size_t kl, const uint8_t *v, size
         problem(c, "sess", "undecodable session %s", hexkey(k, kl));
         return 0;
     }
-    if (names.n == names.cap) {
-        size_t n = names.cap ? names.cap * 2 : 64;
-        char **a = realloc(names.v, n * sizeof(*a));
-        if (a)
-            names.v = a;
-        size_t *l = realloc(names.len, n * sizeof(*l));
-        if (l)
-            names.len = l;
-        if (!a || !l)
+    if (nnames == capnames) {
+        size_t n = capnames ? capnames * 2 : 64;
+        struct sess_name *a = realloc(names, n * sizeof(*a));
+        if (!a)
             return 2;
-        names.cap = n;
+        names = a;
+        capnames = n;
     }
-    names.v[names.n] = malloc(kl ? kl : 1);
-    if (!names.v[names.n])
+    struct sess_name *me = &names[nnames];
+    me->id = malloc(kl ? kl : 1);
+    if (!me->id)
         return 2;
-    memcpy(names.v[names.n], k, kl);
-    names.len[names.n++] = kl;
+    memcpy(me->id, k, kl);
+    me->len = kl;
+    me->json = NULL;
+    nnames++;
     cJSON *o = c->dump ? cJSON_CreateObject() : NULL;
     if (o) {
         add_bytes(o, "client_id", k, kl);
@@ -297,6 +302,7 @@ static int on_sess(void *vc, const uint8_t *k, size_t kl, const uint8_t *v, size
         cJSON_AddArrayToObject(o, "queue");
         cJSON_AddArrayToObject(o, "awaiting_pubrel");
         cJSON_AddItemToArray(c->sessions, o);
+        me->json = o;
     }
     return 0;
 }
@@ -458,6 +464,8 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         c.counts[steps[i].db] = store_count(st, steps[i].db);
         int r = store_each(st, steps[i].db, steps[i].fn, &c);
+        if (steps[i].db == SDB_SESS)
+            qsort(names, nnames, sizeof(*names), name_cmp);
         if (r) {
             fprintf(stderr, "Error: cannot read table %s of %s.\n", store_db_names[steps[i].db],
                     path);
@@ -494,10 +502,9 @@ int main(int argc, char **argv) {
         rc = 1;
     cJSON_Delete(c.root);
     free(c.msgs);
-    for (size_t i = 0; i < names.n; i++)
-        free(names.v[i]);
-    free(names.v);
-    free(names.len);
+    for (size_t i = 0; i < nnames; i++)
+        free(names[i].id);
+    free(names);
     store_close(st);
     free(path);
     return rc;
