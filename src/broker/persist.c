@@ -72,21 +72,36 @@ static int encode_msg(const struct msg *m, struct rbuf *b) {
 static void entry_put(struct store_batch *sb, struct session *s, const struct deliv *d) {
     uint8_t key[KEYMAX];
     size_t kl = rec_key_entry(key, s->client_id, s->id_len, d->seq);
+    /* A message with this one receiver travels inside its entry (smid 0). */
+    uint8_t mbuf[1024];
+    struct rbuf mb = {0};
+    if (d->smid == 0) {
+        if (msg_rec_size(d->m) <= sizeof(mbuf))
+            mb = (struct rbuf){mbuf, 0, sizeof(mbuf), false};
+        if (encode_msg(d->m, &mb) < 0) {
+            if (mb.p != mbuf)
+                rbuf_free(&mb);
+            log_error("Error: out of memory storing a message; it is not durable.");
+            return;
+        }
+    }
     struct rec_entry e = {.msg_id = d->smid,
                           .qos = d->qos,
                           .retain = d->retain,
                           .state = d->state,
                           .pid = d->pid,
                           .nsub = d->nsub};
-    uint8_t small[64];
+    uint8_t small[64 + sizeof(mbuf)];
     struct rbuf b = {small, 0, sizeof(small), false};
-    if (d->nsub > 8)
+    if (d->nsub > 8 || mb.len > sizeof(mbuf))
         b = (struct rbuf){0};
-    rec_entry_encode(&b, &e, d->nsub == 1 ? &d->subid : d->subids);
+    rec_entry_encode(&b, &e, d->nsub == 1 ? &d->subid : d->subids, mb.p, (uint32_t)mb.len);
     if (!b.failed)
         store_put(sb, SDB_QUEUE, key, kl, b.p, b.len);
     if (b.p != small)
         rbuf_free(&b);
+    if (mb.p != mbuf)
+        rbuf_free(&mb);
 }
 
 /* ---- hooks ------------------------------------------------------------ */
@@ -113,6 +128,19 @@ void persist_route(struct worker *w, struct msg *m, struct pending_deliv *pd, si
             refs++;
     if (!refs)
         return;
+    if (refs == 1) {
+        /* One durable receiver: the message goes inside its entry. */
+        for (size_t i = 0; i < n; i++) {
+            struct pending_deliv *p = &pd[i];
+            if (stores_deliv(b, p->s, &p->d)) {
+                p->d.smid = 0;
+                p->d.seq = store_next_id(b->store);
+                entry_put(&w->sb, p->s, &p->d);
+                break;
+            }
+        }
+        return;
+    }
     /* Small messages are encoded on the stack (the batch copies them). */
     uint8_t small[1024];
     struct rbuf mb = {0};
@@ -142,15 +170,8 @@ void persist_deliv_new(struct session *s, struct deliv *d) {
     struct broker *b = s->w->b;
     if (!on(b) || d->seq || !stores_deliv(b, s, d))
         return;
-    struct rbuf mb = {0};
-    if (encode_msg(d->m, &mb) < 0) {
-        rbuf_free(&mb);
-        return;
-    }
-    d->smid = store_next_id(b->store);
+    d->smid = 0; /* inline */
     d->seq = store_next_id(b->store);
-    store_msg_put(&s->w->sb, d->smid, mb.p, mb.len, 1);
-    rbuf_free(&mb);
     entry_put(&s->w->sb, s, d);
 }
 
@@ -573,19 +594,35 @@ static int load_entry(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, 
     uint64_t seq = rec_key_get_u64(rest);
     store_id_seen(r->b->store, seq);
     struct session *s = find_session(r->b, id, idl);
-    struct loaded_msg *lm = find_msg(r, e.msg_id);
-    if (!s || !lm) {
-        if (!lm)
+    struct loaded_msg *lm = NULL;
+    struct msg *m = NULL; /* one reference, for the delivery */
+    if (e.msg_id) {
+        lm = find_msg(r, e.msg_id);
+        if (lm)
+            m = msg_ref(lm->m);
+        else
             r->dangling++;
+    } else {
+        struct rec_msg rm;
+        if (rec_msg_decode(&e.msg, &rm) < 0) {
+            r->damaged = "queue";
+            return 1;
+        }
+        if (!(m = msg_from_rec(&rm)))
+            return 2;
+    }
+    if (!s || !m) {
+        msg_unref(m);
         store_entry_del(&r->purge, k, kl, e.msg_id);
         return 0;
     }
-    if (msg_remaining_expiry(lm->m, r->now_wall) == 0) {
+    if (msg_remaining_expiry(m, r->now_wall) == 0) {
+        msg_unref(m);
         store_entry_del(&r->purge, k, kl, e.msg_id);
         r->expired_msgs++;
         return 0;
     }
-    struct deliv d = {.m = msg_ref(lm->m),
+    struct deliv d = {.m = m,
                       .qos = e.qos,
                       .retain = e.retain,
                       .state = e.state,
@@ -616,7 +653,8 @@ static int load_entry(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, 
         r->over_limit++;
         return 0;
     }
-    lm->used++;
+    if (lm)
+        lm->used++;
     if (d.state == DS_QUEUED)
         r->queued++;
     else

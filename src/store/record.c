@@ -213,7 +213,8 @@ int rec_sess_sub_next(struct rec_sess *s, struct rec_sub *sub) {
 
 /* ---- queue entries ----------------------------------------------------- */
 
-void rec_entry_encode(struct rbuf *b, const struct rec_entry *e, const uint32_t *subids) {
+void rec_entry_encode(struct rbuf *b, const struct rec_entry *e, const uint32_t *subids,
+                      const uint8_t *msg, uint32_t msglen) {
     rbuf_u8(b, REC_FORMAT);
     rbuf_u64(b, e->msg_id);
     rbuf_u8(b, e->qos);
@@ -223,6 +224,8 @@ void rec_entry_encode(struct rbuf *b, const struct rec_entry *e, const uint32_t 
     rbuf_u16(b, e->nsub);
     for (uint16_t i = 0; i < e->nsub; i++)
         rbuf_u32(b, subids[i]);
+    if (e->msg_id == 0)
+        rbuf_blob(b, msg, msglen);
 }
 
 int rec_entry_decode(struct rread *r, struct rec_entry *e) {
@@ -236,6 +239,11 @@ int rec_entry_decode(struct rread *r, struct rec_entry *e) {
     e->pid = rread_u16(r);
     e->nsub = rread_u16(r);
     const uint8_t *ids = rread_bytes(r, (size_t)e->nsub * 4);
+    if (e->msg_id == 0) {
+        uint32_t ml;
+        const uint8_t *m = rread_blob(r, &ml);
+        e->msg = (struct rread){m, ml, 0, false};
+    }
     if (r->failed || e->qos > 2 || e->state > REC_WAIT_PUBCOMP || r->off != r->len)
         return -1;
     e->subids = (struct rread){ids, (size_t)e->nsub * 4, 0, false};

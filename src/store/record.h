@@ -13,7 +13,8 @@
  *   mrefs   u64 id (BE)              -> u32 number of queue entries using it, when not 1
  *   retain  topic                    -> message
  *   sess    client id                -> session
- *   queue   u16 idlen (BE), id, u64 seq (BE) -> entry (queued or in flight)
+ *   queue   u16 idlen (BE), id, u64 seq (BE) -> entry (queued or in flight), with the
+ *           message inline when it has this one receiver, else its id in msgs
  *   inpid   u16 idlen (BE), id, u16 packet id (BE) -> (format byte only)
  *
  * Decoders never read past the value and return -1 on any inconsistency:
@@ -102,15 +103,18 @@ int rec_sess_sub_next(struct rec_sess *s, struct rec_sub *sub);
 /* A queue entry: a message delivered to one session, queued or in flight. */
 enum rec_state { REC_QUEUED = 0, REC_WAIT_PUBACK, REC_WAIT_PUBREC, REC_WAIT_PUBCOMP };
 struct rec_entry {
-    uint64_t msg_id;
+    uint64_t msg_id; /* 0: the message is inline (a message with one receiver) */
     uint8_t qos;
     bool retain;
     uint8_t state; /* enum rec_state */
     uint16_t pid;
     uint16_t nsub;
     struct rread subids; /* nsub u32 values */
+    struct rread msg;    /* msg_id == 0: the encoded message (rec_msg_decode it) */
 };
-void rec_entry_encode(struct rbuf *b, const struct rec_entry *e, const uint32_t *subids);
+/* msg/msglen: the encoded message when e->msg_id == 0. */
+void rec_entry_encode(struct rbuf *b, const struct rec_entry *e, const uint32_t *subids,
+                      const uint8_t *msg, uint32_t msglen);
 int rec_entry_decode(struct rread *r, struct rec_entry *e);
 
 /* Keys. Buffers must hold 2 + id_len + 8 bytes. Return the key length. */

@@ -241,7 +241,7 @@ static int purge(struct store *st, MDB_txn *txn, enum store_db db, const uint8_t
         if (db == SDB_QUEUE) {
             struct rread r = {val.mv_data, val.mv_size, 0, false};
             struct rec_entry e;
-            if (rec_entry_decode(&r, &e) == 0 && (rc = deref(st, txn, e.msg_id)) != 0)
+            if (rec_entry_decode(&r, &e) == 0 && e.msg_id && (rc = deref(st, txn, e.msg_id)) != 0)
                 break;
         }
         if ((rc = mdb_cursor_del(cur, 0)) != 0)
@@ -291,7 +291,7 @@ static int apply_one(struct store *st, MDB_txn *txn, struct store_op *op) {
     }
     case OP_ENTRY_DEL:
         rc = mdb_del(txn, dbi, &key, NULL);
-        if (rc == 0)
+        if (rc == 0 && op->id) /* id 0: the message was inline */
             rc = deref(st, txn, op->id);
         break;
     case OP_PURGE:

@@ -84,7 +84,8 @@ void store_put_current(struct store_batch *b, enum store_db db, const void *key,
                        store_value_fn fn, void *ctx);
 /* Store a message once, referenced by `refs` queue entries (SDB_MSGS + SDB_MREFS). */
 void store_msg_put(struct store_batch *b, uint64_t id, const void *val, size_t vlen, uint32_t refs);
-/* Delete one queue entry and drop its message's reference (the message goes with its last). */
+/* Delete one queue entry and drop its message's reference (the message goes with its last;
+ * msg_id 0: the message was inline in the entry). */
 void store_entry_del(struct store_batch *b, const void *key, size_t klen, uint64_t msg_id);
 /* Delete every key starting with prefix in SDB_QUEUE (dropping message references) and in
  * SDB_INPID: a whole session's queue. */

@@ -324,11 +324,19 @@ static int on_entry(void *vc, const uint8_t *k, size_t kl, const uint8_t *v, siz
         problem(c, "queue", "undecodable entry %s", hexkey(k, kl));
         return 0;
     }
-    struct msgref *m = find(c, e.msg_id);
-    if (!m)
-        problem(c, "queue", "entry %s refers to a missing message", hexkey(k, kl));
-    else
-        m->found++;
+    struct rec_msg im;
+    bool inline_ok = false;
+    if (e.msg_id == 0) {
+        inline_ok = rec_msg_decode(&e.msg, &im) == 0;
+        if (!inline_ok)
+            problem(c, "queue", "entry %s has an undecodable message", hexkey(k, kl));
+    } else {
+        struct msgref *m = find(c, e.msg_id);
+        if (!m)
+            problem(c, "queue", "entry %s refers to a missing message", hexkey(k, kl));
+        else
+            m->found++;
+    }
     if (!session_exists(id, idl))
         problem(c, "queue", "entry %s belongs to no session", hexkey(k, kl));
     if (c->dump) {
@@ -336,7 +344,10 @@ static int on_entry(void *vc, const uint8_t *k, size_t kl, const uint8_t *v, siz
         if (s) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddNumberToObject(o, "seq", (double)rec_key_get_u64(rest));
-            cJSON_AddNumberToObject(o, "message_id", (double)e.msg_id);
+            if (e.msg_id)
+                cJSON_AddNumberToObject(o, "message_id", (double)e.msg_id);
+            else if (inline_ok)
+                cJSON_AddItemToObject(o, "message", msg_json(&im));
             cJSON_AddNumberToObject(o, "qos", e.qos);
             cJSON_AddBoolToObject(o, "retain", e.retain);
             cJSON_AddStringToObject(o, "state", state_name(e.state));

@@ -94,7 +94,7 @@ static void entry_and_keys(void **state) {
     struct rec_entry e = {
         .msg_id = 42, .qos = 2, .state = REC_WAIT_PUBCOMP, .pid = 65535, .nsub = 3};
     struct rbuf b = {0};
-    rec_entry_encode(&b, &e, ids);
+    rec_entry_encode(&b, &e, ids, NULL, 0);
     struct rread r = {b.p, b.len, 0, false};
     struct rec_entry d;
     assert_int_equal(rec_entry_decode(&r, &d), 0);
@@ -103,6 +103,22 @@ static void entry_and_keys(void **state) {
     assert_int_equal(rread_u32(&d.subids), 1);
     assert_int_equal(rread_u32(&d.subids), 2);
     assert_int_equal(rread_u32(&d.subids), 268435455);
+    rbuf_free(&b);
+    /* A message with one receiver is inline. */
+    struct rec_entry in = {.msg_id = 0, .qos = 1};
+    struct rbuf mb = {0};
+    struct rec_msg m = {.qos = 1, .topic = (const uint8_t *)"t", .topic_len = 1};
+    rec_msg_encode(&mb, &m);
+    b = (struct rbuf){0};
+    rec_entry_encode(&b, &in, NULL, mb.p, (uint32_t)mb.len);
+    r = (struct rread){b.p, b.len, 0, false};
+    assert_int_equal(rec_entry_decode(&r, &d), 0);
+    struct rec_msg dm;
+    assert_int_equal(rec_msg_decode(&d.msg, &dm), 0);
+    assert_memory_equal(dm.topic, "t", 1);
+    r = (struct rread){b.p, b.len - 1, 0, false};
+    assert_int_equal(rec_entry_decode(&r, &d), -1);
+    rbuf_free(&mb);
     rbuf_free(&b);
     /* Keys sort by client then sequence. */
     uint8_t k1[32], k2[32];
