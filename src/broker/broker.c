@@ -223,7 +223,7 @@ int broker_run(struct broker *b) {
     (void)drop_privileges;
     /* The store writer starts here, with the signals blocked like the workers. */
     if (persist_start(b) < 0) {
-        log_error("Error: cannot start the store writer thread: %s", strerror(errno));
+        log_error("Error: persistence could not start (see above); stopping.");
         return 1;
     }
     for (int i = 0; i < b->nworkers; i++) {

@@ -781,7 +781,16 @@ int persist_restore(struct broker *b) {
 int persist_start(struct broker *b) {
     if (!on(b))
         return 0;
-    return store_start(b->store, release, b);
+    char err[700];
+    if (store_reopen_after_fork(b->store, err, sizeof(err)) < 0) {
+        log_error("Error: cannot open the persistence store again after daemonizing: %s.", err);
+        return -1;
+    }
+    if (store_start(b->store, release, b) < 0) {
+        log_error("Error: cannot start the store writer thread.");
+        return -1;
+    }
+    return 0;
 }
 
 void persist_close(struct broker *b) {

@@ -59,6 +59,7 @@ struct store {
     enum store_sync sync;
     bool readonly;
     size_t mapsize;
+    pid_t opened_by; /* LMDB environments do not survive fork() */
     atomic_uint_fast64_t next_id;
 
     pthread_t thread;
@@ -503,6 +504,25 @@ void store_submit(struct store *st, struct store_batch *b) {
     b->n = 0;
 }
 
+int store_reopen_after_fork(struct store *st, char *err, size_t errlen) {
+    if (st->opened_by == getpid())
+        return 0;
+    /* Close first: two environments on one file in one process would share (and drop)
+     * each other's fcntl locks. Closing only clears reader slots of this process. */
+    mdb_env_close(st->env);
+    st->env = NULL;
+    struct store *n = store_open(st->path, st->sync, st->readonly, err, errlen);
+    if (!n)
+        return -1;
+    st->env = n->env;
+    memcpy(st->dbi, n->dbi, sizeof(st->dbi));
+    st->mapsize = n->mapsize;
+    st->opened_by = n->opened_by;
+    n->env = NULL;
+    store_close(n);
+    return 0;
+}
+
 int store_start(struct store *st, store_release_fn release, void *ctx) {
     st->release = release;
     st->release_ctx = ctx;
@@ -653,6 +673,7 @@ struct store *store_open(const char *path, enum store_sync sync, bool readonly, 
     }
     st->sync = sync;
     st->readonly = readonly;
+    st->opened_by = getpid();
     atomic_init(&st->next_id, 1);
     pthread_mutex_init(&st->lock, NULL);
     pthread_cond_init(&st->cond, NULL);

@@ -63,6 +63,8 @@ void store_id_seen(struct store *st, uint64_t seen);
  * acknowledgement ops of one commit, in submission order. */
 typedef void (*store_release_fn)(void *ctx, void **args, size_t n, bool ok);
 int store_start(struct store *st, store_release_fn release, void *ctx);
+/* In a child of fork() (hato -d): open the environment again, as LMDB requires. */
+int store_reopen_after_fork(struct store *st, char *err, size_t errlen);
 
 /* ---- building batches (any thread, its own batch) ---- */
 /* Put key -> value (both copied). */

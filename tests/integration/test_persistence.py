@@ -226,3 +226,53 @@ def test_restart_pending_delayed_will_is_published_once_MQTT_3_1_3_9(tmp_path):
     w.expect_nothing(0.5)
     leave(w)
     b2.stop()
+
+
+def test_daemonized_broker_persists(tmp_path):
+    """hato -d opens the store before it forks (to refuse a bad one on the terminal) and
+    again in the daemon, as LMDB requires; state written by the daemon is there after."""
+    import os
+    import signal
+    import subprocess
+    from conftest import HATO_BIN, free_port
+    from persistkit import store_config
+    store = tmp_path / "store"
+    store.mkdir()
+    port = free_port()
+    pid_file = tmp_path / "hato.pid"
+    conf = tmp_path / "daemon.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npid_file {pid_file}\n"
+                    + store_config(store))
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+    assert subprocess.run([HATO_BIN, "-d", "-c", str(conf)], env=env, timeout=30).returncode == 0
+    deadline = time.monotonic() + 15
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline, "no pid file"
+        time.sleep(0.02)
+    pid = int(pid_file.read_text())
+    try:
+        c = None
+        while c is None:
+            try:
+                c = connected_client(port, "daemon-sub", clean=False)
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        subscribe_ok(c, 1, [("dm/#", 1)])
+        leave(c)
+        with connected_client(port, "p") as p:
+            publish_ok(p, "dm/1", b"kept", qos=1, pid=1)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline + 15, "daemon did not stop"
+            time.sleep(0.02)
+    b = start(tmp_path, store)
+    c = connected_client(b, "daemon-sub", clean=False)
+    assert recv_publish(c).payload == b"kept"
+    leave(c)
+    b.stop()
