@@ -120,8 +120,9 @@ class Publisher(threading.Thread):
     b"<name>-r<n>" on retain_topic and waits for its acknowledgement."""
 
     def __init__(self, port, name, topic, qos, count, window=10, retain_topic=None,
-                 retain_every=0):
+                 retain_every=0, progress=None):
         super().__init__(daemon=True)
+        self.progress = progress  # a Condition notified on every acknowledgement
         self.port, self.name, self.topic, self.qos = port, name, topic, qos
         self.count, self.window = count, window
         self.retain_topic, self.retain_every = retain_topic, retain_every
@@ -143,6 +144,9 @@ class Publisher(threading.Thread):
                     self.retained_acked = entry[0]
                 else:
                     self.acked.append(entry[0])
+            if self.progress is not None:
+                with self.progress:
+                    self.progress.notify_all()
             if p.type == PUBACK:
                 del pending[p.pid]
             else:
