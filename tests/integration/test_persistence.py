@@ -26,7 +26,7 @@ def test_restart_keeps_retained_sessions_subscriptions_and_queues(tmp_path):
     extra = "queue_qos0_messages true\n"
     b = start(tmp_path, store, extra=extra)
     s3 = connected_client(b, "keep-v3", clean=False)
-    subscribe_ok(s3, 1, [("q/#", 2)])
+    subscribe_ok(s3, 1, [("q/#", 2), ("$share/g/sh/#", 1)])
     leave(s3)
     s5, _ = v5_client(b, "keep-v5", clean=True, properties=[("session_expiry", 3600)])
     s5.send(subscribe(1, [("t/#", sub_opts(qos=1))], version=5,
@@ -46,7 +46,7 @@ def test_restart_keeps_retained_sessions_subscriptions_and_queues(tmp_path):
 
     b2 = start(tmp_path, store, extra=extra)
     line = b2.wait_log(r"Persistence: restored")
-    assert "restored 2 sessions (2 subscriptions), 4 queued" in line, line
+    assert "restored 2 sessions (3 subscriptions), 4 queued" in line, line
     assert "1 retained message" in line, line
     c3 = connected_client(b2, "keep-v3", clean=False)
     assert c3.connack.session_present
@@ -63,6 +63,9 @@ def test_restart_keeps_retained_sessions_subscriptions_and_queues(tmp_path):
         publish_ok(pub, "t/y", b"y1", qos=1, pid=2)
     assert recv_publish(c3).payload == b"b1"
     assert recv_publish(c5).payload == b"y1"
+    with connected_client(b2, "pub3") as pub:
+        publish_ok(pub, "sh/1", b"shared", qos=1, pid=1)  # the shared subscription too
+    assert recv_publish(c3).payload == b"shared"
     # Retained: r/1 only.
     with connected_client(b2, "ret") as r:
         subscribe_ok(r, 1, [("r/#", 1)])
