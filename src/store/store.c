@@ -394,6 +394,7 @@ static void run_batch(struct store *st, struct store_op *ops) {
  */
 static void *syncer(void *arg) {
     struct store *st = arg;
+    pthread_setname_np(pthread_self(), "hato-sync");
     pthread_mutex_lock(&st->slock);
     for (;;) {
         while (!st->shead && !st->sstop)
@@ -440,6 +441,7 @@ static int64_t mono_ms(void) {
 
 static void *writer(void *arg) {
     struct store *st = arg;
+    pthread_setname_np(pthread_self(), "hato-store");
     bool unsynced = false;
     int64_t last_sync = mono_ms();
     pthread_mutex_lock(&st->lock);
