@@ -111,3 +111,37 @@ def test_read_only_directory_is_refused_and_kept(tmp_path):
     finally:
         os.chmod(os.path.join(top, "store"), 0o755)
         shutil.rmtree(top)
+
+
+def test_damaged_record_is_refused_and_reported(tmp_path):
+    """A store LMDB can open but with a record hato cannot decode (here the session record's
+    format byte overwritten in place, as a bad disk block would): start-up refuses naming
+    the table, changes nothing, and hato-store check reports it (exit 1)."""
+    import subprocess
+    from conftest import HATO_BIN
+    store = tmp_path / "store"
+    store.mkdir()
+    b = start(tmp_path, store)
+    with connected_client(b, "session-to-damage", clean=False) as c:
+        c.send(disconnect())
+        c.expect_closed(5)
+    b.stop()
+    db = store / "mosquitto.db"
+    data = bytearray(db.read_bytes())
+    key = b"session-to-damage"
+    hits = 0
+    i = data.find(key)
+    while i >= 0:
+        j = i + len(key)
+        if data[j] == 1:  # the record's format byte follows its key in the leaf node
+            data[j] = 0x7F
+            hits += 1
+        i = data.find(key, j)
+    assert hits, "session record not found in the file"
+    db.write_bytes(bytes(data))
+    log = refused(tmp_path, store)
+    assert "damaged (bad record in table 'sess')" in log, log
+    assert db.read_bytes() == bytes(data)  # (the -lock file is LMDB's run-time state)
+    tool = os.path.join(os.path.dirname(HATO_BIN), "hato-store")
+    r = subprocess.run([tool, "check", str(store)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "undecodable session" in r.stderr, (r.stdout, r.stderr)
