@@ -23,6 +23,7 @@
 #include "base/log.h"
 #include "transport/tls.h"
 #include "broker/security.h"
+#include "broker/persist.h"
 
 int worker_init(struct worker *w, struct broker *b, int id);
 int worker_listen(struct worker *w, struct lsock *ls);
@@ -155,6 +156,21 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
      * start-up before any socket is opened. */
     if (tls_init(b) < 0 || security_init(b) < 0)
         return -1;
+    /* Then the store: a store that cannot be used stops start-up before any port opens. */
+    if (persist_open(b) < 0)
+        return -1;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    b->nworkers = cfg->threads > 0 ? cfg->threads : (ncpu > 0 ? (int)ncpu : 1);
+    b->workers = calloc((size_t)b->nworkers, sizeof(*b->workers));
+    if (!b->workers)
+        return -1;
+    for (int i = 0; i < b->nworkers; i++)
+        if (worker_init(&b->workers[i], b, i) < 0)
+            return -1;
+    /* Everything durable is back before any connection is accepted. */
+    if (persist_restore(b) < 0)
+        return -1;
+    /* Listening sockets open only now: no client can connect to a half-restored broker. */
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct hato_listener *l = &cfg->listeners[i];
         if (l->protocol && strcmp(l->protocol, "mqtt") != 0) {
@@ -166,14 +182,6 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
         if (r < 0)
             return -1;
     }
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    b->nworkers = cfg->threads > 0 ? cfg->threads : (ncpu > 0 ? (int)ncpu : 1);
-    b->workers = calloc((size_t)b->nworkers, sizeof(*b->workers));
-    if (!b->workers)
-        return -1;
-    for (int i = 0; i < b->nworkers; i++)
-        if (worker_init(&b->workers[i], b, i) < 0)
-            return -1;
     for (size_t i = 0; i < b->nlsocks; i++) {
         b->lsocks[i].ios = calloc((size_t)b->nworkers, sizeof(struct ev_io));
         if (!b->lsocks[i].ios)
@@ -213,6 +221,11 @@ int broker_run(struct broker *b) {
     /* Dropping root privileges (mosquitto's `user`) waits for persistence
      * and TLS files to be opened first; until then hato keeps its uid. */
     (void)drop_privileges;
+    /* The store writer starts here, with the signals blocked like the workers. */
+    if (persist_start(b) < 0) {
+        log_error("Error: persistence could not start (see above); stopping.");
+        return 1;
+    }
     for (int i = 0; i < b->nworkers; i++) {
         if (worker_start(&b->workers[i]) != 0) {
             log_error("Error: cannot start worker thread: %s", strerror(errno));
@@ -268,6 +281,8 @@ int broker_run(struct broker *b) {
 }
 
 void broker_free(struct broker *b) {
+    /* Commit what the workers left (their last session records) before they go. */
+    persist_close(b);
     for (size_t i = 0; i < b->nlsocks; i++) {
         close(b->lsocks[i].fd);
         if (b->lsocks[i].cfg->unix_path)

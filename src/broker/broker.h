@@ -31,6 +31,7 @@
 #include "broker/retain.h"
 #include "broker/subtree.h"
 #include "event/loop.h"
+#include "store/store.h"
 
 #define HATO_VERSION "0.1.0"
 
@@ -56,6 +57,9 @@ struct deliv {
     uint16_t nsub;    /* number of subscription identifiers */
     uint32_t subid;   /* the identifier when nsub == 1 */
     uint32_t *subids; /* malloc'd, when nsub > 1 */
+    /* Durable copy (persistence): queue entry sequence and stored message id, 0 = none. */
+    uint64_t seq;
+    uint64_t smid;
 };
 
 enum deliv_state {
@@ -111,6 +115,11 @@ struct session {
      * connection (NULL = anonymous) and its listener. */
     char *username;
     const struct hato_listener *lcfg;
+    /* Persistence: the session is in the store and its deliveries are stored
+     * (read by other workers when routing). conn_gen tells connections apart
+     * for acknowledgements released by the store. */
+    atomic_bool durable;
+    uint32_t conn_gen;
 };
 
 enum conn_state {
@@ -136,6 +145,7 @@ struct conn {
     bool dirty;        /* on the worker's flush list */
     bool will_pending; /* publish the will if the connection is lost */
     bool counted;      /* counted in ls->nconns */
+    bool connack_held; /* CONNACK waits for a store commit: input and output wait too */
     char peer[64];
     char *username;
     /* Failed login waiting for its slowdown delay (security.c): monotonic
@@ -181,13 +191,21 @@ struct conn {
 };
 
 /* Cross-thread work item. */
-enum item_kind { IT_DELIVER, IT_ADOPT };
+enum item_kind { IT_DELIVER, IT_ADOPT, IT_ACK };
 struct item {
     struct item *next;
     enum item_kind kind;
     struct session *s;
     struct conn *c;
     struct deliv d;
+    /* IT_ACK: encoded packet released by the store after its commit. */
+    uint8_t *abuf;
+    uint32_t alen;
+    uint32_t gen;      /* s->conn_gen it was made for */
+    bool ok;           /* false: the commit failed, withhold it */
+    bool connack;      /* a held CONNACK: then resend, pump and resume input */
+    bool present;      /* with connack: session present */
+    uint16_t send_pid; /* not 0: send the in-flight PUBLISH with this id (no abuf) */
 };
 
 struct worker {
@@ -226,9 +244,20 @@ struct worker {
     unsigned sec_gen;
     bool sec_recheck; /* connected clients to re-check against sec (next tick/wake) */
 
+    /* Store operations of this turn, handed to the store writer at its end. */
+    struct store_batch sb;
+    /* Deliveries of one routed message (persistence numbers them before dispatch). */
+    struct pending_deliv *pend;
+    size_t npend, cappend;
+
     /* Statistics, read by other threads without locks (approximate). */
     atomic_ulong msgs_in, msgs_out, dropped;
     atomic_uint nclients;
+};
+
+struct pending_deliv {
+    struct session *s;
+    struct deliv d;
 };
 
 /* One matching subscription of a routed message (per worker scratch). */
@@ -252,6 +281,7 @@ struct broker {
     struct security *security; /* password files, ACLs, login failures (security.c) */
     int64_t started;
     struct tls_state *tls; /* transport/tls.c: contexts of the TLS listeners */
+    struct store *store;   /* NULL unless persistence is on */
 };
 
 /* logconf.c */
@@ -302,6 +332,8 @@ void session_deliver(struct session *s, struct deliv *d);
 void session_pump(struct session *s);
 /* Re-send in-flight messages (DUP) and PUBRELs on session resume. */
 void session_resend(struct session *s);
+/* Send the in-flight message with this packet id (released by the store). */
+void session_send_inflight(struct session *s, uint16_t pid);
 /* Outgoing acknowledgements from the client. */
 void session_puback(struct session *s, uint16_t pid, uint8_t type, uint8_t reason);
 void session_timer_add(struct session *s);
@@ -314,6 +346,11 @@ bool session_has_sub(struct session *s, const char *filter, size_t len);
 void session_subs_clear(struct session *s);
 /* Drop a client's disconnect: will handling, expiry start. */
 void session_detach(struct session *s, bool publish_will);
+/* Restore (start-up): put a stored delivery in the queue or in flight (by d->state).
+ * 0, 1 when the queue is full (not taken), -1 out of memory. */
+int session_restore_deliv(struct session *s, struct deliv *d);
+/* Record an incoming QoS 2 packet id awaiting PUBREL. */
+int session_in_pid_add(struct session *s, uint16_t pid);
 
 /* route.c */
 /* Route a message from worker w to every matching session. Returns the
@@ -323,5 +360,8 @@ size_t route_publish(struct worker *w, struct msg *m);
 void route_will(struct worker *w, struct msg *m);
 /* Flush the items collected for other workers (end of turn). */
 void route_flush(struct worker *w);
+/* Hand one delivery to its session (here, or through its worker's inbox); takes the
+ * session reference and the delivery. */
+void route_dispatch(struct worker *w, struct session *s, struct deliv *d);
 
 #endif

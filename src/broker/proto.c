@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "broker/broker.h"
 #include "broker/security.h"
+#include "broker/persist.h"
 
 #define PROP(x) MQTT_PROP_BIT(MQTT_PROP_##x)
 
@@ -319,6 +320,7 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         s = strmap_get(&w->sessions, id, idlen);
     }
     bool present = false;
+    bool was_durable = s && atomic_load(&s->durable);
     if (s && clean) {
         session_end(s);
         s = NULL;
@@ -356,6 +358,7 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
                         ? p->connect.will_props.will_delay
                         : 0;
     s->conn = c;
+    s->conn_gen++;
     atomic_store_explicit(&s->online, true, memory_order_relaxed);
     c->s = s;
     c->keep_alive = ka;
@@ -398,13 +401,33 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
             ap->server_keep_alive = ka;
         }
     }
-    conn_send(c, &ack);
+    /* Persistence: a session that outlives its connection is saved before the CONNACK
+     * promises it; one that stops being durable leaves the store first. */
+    bool durable = b->store && s->expiry > 0;
+    bool held = false;
+    if (b->store && (durable || was_durable)) {
+        if (durable) {
+            atomic_store(&s->durable, true);
+            persist_session(s);
+        } else {
+            persist_session_end(s);
+        }
+        held = persist_send_connack(c, &ack, present) == 0;
+        if (!held) {
+            conn_close(c, "out of memory");
+            return;
+        }
+    } else {
+        conn_send(c, &ack);
+    }
     log_notice("New client connected from %s as %s (p%d, c%d, k%d%s%s%s).", c->peer, s->client_id,
                c->version == MQTT_V31    ? 1
                : c->version == MQTT_V311 ? 2
                                          : 5,
                clean ? 1 : 0, ka, c->username ? ", u'" : "", c->username ? c->username : "",
                c->username ? "'" : "");
+    if (held)
+        return; /* resend and pump when the CONNACK is released */
     if (present)
         session_resend(s);
     session_pump(s);
@@ -419,7 +442,7 @@ static bool in_pid_has(struct session *s, uint16_t pid) {
     return false;
 }
 
-static int in_pid_add(struct session *s, uint16_t pid) {
+int session_in_pid_add(struct session *s, uint16_t pid) {
     if (s->nin_pids == s->capin_pids) {
         uint32_t n = s->capin_pids ? s->capin_pids * 2 : 4;
         uint16_t *a = realloc(s->in_pids, n * sizeof(*a));
@@ -436,15 +459,17 @@ static bool in_pid_del(struct session *s, uint16_t pid) {
     for (uint32_t i = 0; i < s->nin_pids; i++) {
         if (s->in_pids[i] == pid) {
             s->in_pids[i] = s->in_pids[--s->nin_pids];
+            persist_inpid(s, pid, false);
             return true;
         }
     }
     return false;
 }
 
+/* Acknowledgements go out after the store committed what they promise. */
 static void send_ack(struct conn *c, uint8_t type, uint16_t pid, uint8_t reason) {
     struct mqtt_packet a = {.type = type, .packet_id = pid, .reason = reason};
-    conn_send(c, &a);
+    persist_send_ack(c, &a);
 }
 
 static void handle_publish(struct conn *c, struct mqtt_packet *p) {
@@ -547,26 +572,30 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         if (qos == 1) {
             send_ack(c, MQTT_PUBACK, pid, rc);
         } else if (qos == 2) {
-            if (!v5 && in_pid_add(s, pid) < 0) {
-                proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
-                return;
+            if (!v5) {
+                if (session_in_pid_add(s, pid) < 0) {
+                    proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
+                    return;
+                }
+                persist_inpid(s, pid, true);
             }
             send_ack(c, MQTT_PUBREC, pid, rc);
         }
         return;
     }
-    if (m->retain)
-        retain_set(b->retain, m); /* empty payload clears, MQTT-3.3.1-10 */
+    if (m->retain && retain_set(b->retain, m) == 0) /* empty payload clears, MQTT-3.3.1-10 */
+        persist_retain(c->w, m);
     size_t n = route_publish(c->w, m);
     msg_unref(m);
     uint8_t rc = n ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
     if (qos == 1) {
         send_ack(c, MQTT_PUBACK, pid, rc);
     } else if (qos == 2) {
-        if (in_pid_add(s, pid) < 0) {
+        if (session_in_pid_add(s, pid) < 0) {
             proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
             return;
         }
+        persist_inpid(s, pid, true);
         send_ack(c, MQTT_PUBREC, pid, rc);
     }
 }
@@ -714,7 +743,8 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
     struct mqtt_packet ack = {.type = MQTT_SUBACK, .packet_id = p->packet_id};
     ack.ack_list.codes = rc;
     ack.ack_list.count = i;
-    conn_send(c, &ack);
+    persist_session(s);
+    persist_send_ack(c, &ack);
     /* Retained messages go after the SUBACK, with retain set (MQTT-3.3.1-8). */
     for (uint32_t k = 0; k < i; k++) {
         for (size_t j = rs[k].from; j < rs[k].to; j++) {
@@ -726,7 +756,14 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
                 d.nsub = 1;
                 d.subid = rs[k].o.sub_id;
             }
-            session_deliver(s, &d);
+            if (b->store) {
+                /* After the held SUBACK, and stored first for a durable session. */
+                persist_deliv_new(s, &d);
+                session_ref(s);
+                persist_release_deliver(c->w, s, &d);
+            } else {
+                session_deliver(s, &d);
+            }
         }
     }
     free(ret.v);
@@ -759,7 +796,8 @@ static void handle_unsubscribe(struct conn *c, struct mqtt_packet *p) {
     struct mqtt_packet ack = {.type = MQTT_UNSUBACK, .packet_id = p->packet_id};
     ack.ack_list.codes = rc;
     ack.ack_list.count = c->version == MQTT_V5 ? i : 0;
-    conn_send(c, &ack);
+    persist_session(s);
+    persist_send_ack(c, &ack);
     if (rc != codes)
         free(rc);
 }

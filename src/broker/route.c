@@ -10,6 +10,7 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
+#include "broker/persist.h"
 
 static void collect(void *ctx, void *owner, const struct sub_opts *opts, bool shared) {
     struct worker *w = ctx;
@@ -36,7 +37,12 @@ static int by_session(const void *a, const void *b) {
     return 0;
 }
 
-static void dispatch(struct worker *w, struct session *s, struct deliv *d) {
+void route_dispatch(struct worker *w, struct session *s, struct deliv *d) {
+    if (d->seq) {
+        /* Stored: handed over once committed, so nothing is sent that a crash could undo. */
+        persist_release_deliver(w, s, d);
+        return;
+    }
     if (s->w == w) {
         session_deliver(s, d);
         session_unref(s);
@@ -55,9 +61,23 @@ static void dispatch(struct worker *w, struct session *s, struct deliv *d) {
     worker_post(w, s->w, it);
 }
 
+static int pend_push(struct worker *w, struct session *s, struct deliv *d) {
+    if (w->npend == w->cappend) {
+        size_t n = w->cappend ? w->cappend * 2 : 64;
+        struct pending_deliv *p = realloc(w->pend, n * sizeof(*p));
+        if (!p)
+            return -1;
+        w->pend = p;
+        w->cappend = n;
+    }
+    w->pend[w->npend++] = (struct pending_deliv){s, *d};
+    return 0;
+}
+
 size_t route_publish(struct worker *w, struct msg *m) {
     struct broker *b = w->b;
     w->nmatches = 0;
+    w->npend = 0;
     sub_tree_match(b->subs, m->topic, m->topic_len, collect, w);
     size_t n = w->nmatches, delivered = 0;
     if (n > 1)
@@ -116,17 +136,29 @@ size_t route_publish(struct worker *w, struct msg *m) {
         /* One reference per run goes with the delivery; drop the others. */
         for (j = i + 1; j < end; j++)
             session_unref(w->matches[j].s);
-        dispatch(w, s, &d);
+        if (!b->store) {
+            route_dispatch(w, s, &d);
+        } else if (pend_push(w, s, &d) < 0) {
+            deliv_clear(&d);
+            session_unref(s);
+        }
         delivered++;
         i = end;
     }
     w->nmatches = 0;
+    if (b->store) {
+        /* The message is stored once for all durable receivers, before any gets it. */
+        persist_route(w, m, w->pend, w->npend);
+        for (size_t k = 0; k < w->npend; k++)
+            route_dispatch(w, w->pend[k].s, &w->pend[k].d);
+        w->npend = 0;
+    }
     atomic_fetch_add_explicit(&w->msgs_in, 1, memory_order_relaxed);
     return delivered;
 }
 
 void route_will(struct worker *w, struct msg *m) {
-    if (m->retain && w->b->cfg->retain_available)
-        retain_set(w->b->retain, m);
+    if (m->retain && w->b->cfg->retain_available && retain_set(w->b->retain, m) == 0)
+        persist_retain(w, m);
     route_publish(w, m);
 }

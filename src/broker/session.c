@@ -9,6 +9,7 @@
 #include "base/log.h"
 #include "broker/broker.h"
 #include "broker/security.h"
+#include "broker/persist.h"
 
 /* Above this many unsent bytes on a connection, QoS 0 messages are dropped
  * and QoS 1/2 wait in the session queue (slow consumer protection). */
@@ -157,6 +158,8 @@ static void publish_will(struct session *s) {
     s->will_at = 0;
     if (!will)
         return;
+    if (!s->dead)
+        persist_session(s); /* published: a restart must not publish it again */
     /* The ACL may have changed since CONNECT (reload). */
     if (security_acl_active(s->w) && !security_acl(s->w, s->lcfg, s->username, s->client_id,
                                                    will->topic, will->topic_len, AUTH_ACL_WRITE)) {
@@ -177,6 +180,7 @@ void session_end(struct session *s) {
     if (s->will_at)
         publish_will(s);
     s->dead = true;
+    persist_session_end(s);
     session_subs_clear(s);
     drop_queues(s);
     msg_unref(s->will);
@@ -231,6 +235,7 @@ void session_detach(struct session *s, bool publish) {
         s->expire_at = now + (int64_t)s->expiry * 1000;
         session_timer_add(s);
     }
+    persist_session(s); /* offline since now, will, expiry as the DISCONNECT left them */
     (void)b;
 }
 
@@ -268,6 +273,12 @@ static uint16_t next_pid(struct session *s) {
  * sent, 1 when the client's maximum packet size forbids it (the message is
  * discarded for this client, MQTT-3.1.2-25), -1 on error.
  */
+/* True when m has an expiry and it has passed. The clock is read only for
+ * messages that carry an expiry (most do not). */
+static bool expired(const struct msg *m) {
+    return m->expiry_at && msg_remaining_expiry(m, msg_now_ms()) == 0;
+}
+
 /*
  * The common PUBLISH, by hand: MQTT 3.1/3.1.1, or 5.0 with no property to
  * send. Header and a small payload go out in one conn_write, without
@@ -389,8 +400,16 @@ static void send_pubrel(struct session *s, uint16_t pid) {
 }
 
 static bool online(struct session *s) {
-    return s->conn && s->conn->state == CS_CONNECTED;
+    return s->conn && s->conn->state == CS_CONNECTED && !s->conn->connack_held;
 }
+
+/* Drop a delivery for good (and its stored copy). */
+static void deliv_drop(struct session *s, struct deliv *d) {
+    persist_deliv_done(s, d);
+    deliv_clear(d);
+}
+
+static int ring_push(struct session *s, struct deliv *d);
 
 static int queue_push(struct session *s, struct deliv *d) {
     struct config_limits {
@@ -402,6 +421,10 @@ static int queue_push(struct session *s, struct deliv *d) {
         atomic_fetch_add_explicit(&s->w->dropped, 1, memory_order_relaxed);
         return -1;
     }
+    return ring_push(s, d);
+}
+
+static int ring_push(struct session *s, struct deliv *d) {
     if (s->qlen == s->qcap) {
         uint32_t n = s->qcap ? s->qcap * 2 : 8;
         struct deliv *q = malloc(n * sizeof(*q));
@@ -433,33 +456,76 @@ static int inflight_push(struct session *s, struct deliv *d) {
     return 0;
 }
 
+int session_restore_deliv(struct session *s, struct deliv *d) {
+    if (d->state == DS_QUEUED) {
+        /* Within max_queued_messages / max_queued_bytes as when it was queued. */
+        return queue_push(s, d) < 0 ? 1 : 0;
+    }
+    return inflight_push(s, d);
+}
+
 /* Send d now (the caller checked the window); takes d's contents. */
 static void send_now(struct session *s, struct deliv *d) {
     if (d->qos == 0) {
         send_publish(s, d, false);
-        deliv_clear(d);
+        deliv_drop(s, d);
         return;
     }
     d->pid = next_pid(s);
     d->state = d->qos == 1 ? DS_WAIT_PUBACK : DS_WAIT_PUBREC;
+    if (d->seq && d->qos == 2) {
+        /* Stored QoS 2: the packet id is committed before the client sees it, so a restart
+         * resends this very PUBLISH (same id), never a second copy under a new id that the
+         * client would deliver again. */
+        if (inflight_push(s, d) < 0) {
+            deliv_drop(s, d);
+            return;
+        }
+        persist_deliv_update(s, d);
+        persist_send_publish(s, d->pid);
+        return;
+    }
     int r = send_publish(s, d, false);
-    if (r != 0 || inflight_push(s, d) < 0)
-        deliv_clear(d); /* too large for this client: discarded */
+    if (r != 0 || inflight_push(s, d) < 0) {
+        deliv_drop(s, d); /* too large for this client: discarded */
+        return;
+    }
+    /* QoS 1 goes out at once; its packet id is saved alongside (a crash before that commit
+     * re-sends it under a new id: a duplicate, which QoS 1 allows). */
+    persist_deliv_update(s, d);
+}
+
+void session_send_inflight(struct session *s, uint16_t pid) {
+    if (!online(s))
+        return; /* resent on reconnect */
+    for (uint32_t i = 0; i < s->ninflight; i++) {
+        struct deliv *d = &s->inflight[i];
+        if (d->pid != pid || d->state == DS_WAIT_PUBCOMP)
+            continue;
+        if (send_publish(s, d, false) != 0) {
+            deliv_drop(s, d); /* too large for this client: discarded */
+            memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
+            s->ninflight--;
+            session_pump(s);
+        }
+        return;
+    }
 }
 
 void session_deliver(struct session *s, struct deliv *d) {
-    if (s->dead || msg_remaining_expiry(d->m, msg_now_ms()) == 0 ||
-        !security_may_read(s->w, s, d->m->topic, d->m->topic_len)) {
-        deliv_clear(d);
+    if (s->dead || expired(d->m) || !security_may_read(s->w, s, d->m->topic, d->m->topic_len)) {
+        deliv_drop(s, d);
         return;
     }
     struct broker *b = s->w->b;
+    if (b->store)
+        persist_deliv_new(s, d);
     if (online(s)) {
         struct conn *c = s->conn;
         if (d->qos == 0) {
             if (c->out_bytes > OUT_HIGH_WATER) {
                 atomic_fetch_add_explicit(&s->w->dropped, 1, memory_order_relaxed);
-                deliv_clear(d);
+                deliv_drop(s, d);
             } else {
                 send_now(s, d);
             }
@@ -470,11 +536,11 @@ void session_deliver(struct session *s, struct deliv *d) {
             return;
         }
     } else if (d->qos == 0 && !b->cfg->queue_qos0_messages) {
-        deliv_clear(d);
+        deliv_drop(s, d);
         return;
     }
     if (queue_push(s, d) < 0)
-        deliv_clear(d);
+        deliv_drop(s, d);
 }
 
 void session_pump(struct session *s) {
@@ -485,9 +551,10 @@ void session_pump(struct session *s) {
         struct deliv *head = &s->queue[s->qhead];
         if (head->qos > 0 && s->ninflight >= win)
             break;
-        if (msg_remaining_expiry(head->m, msg_now_ms()) == 0 ||
-            !security_may_read(s->w, s, head->m->topic, head->m->topic_len)) {
-            deliv_clear(head); /* expired, or no longer readable (ACL reloaded) */
+        if (expired(head->m) || !security_may_read(s->w, s, head->m->topic, head->m->topic_len)) {
+            /* expired, or no longer readable (ACL reloaded) */
+            s->qbytes -= head->m->payload_len;
+            deliv_drop(s, head);
         } else {
             struct deliv d = *head;
             s->qbytes -= d.m->payload_len;
@@ -504,8 +571,8 @@ void session_resend(struct session *s) {
         struct deliv *d = &s->inflight[i];
         if (d->state == DS_WAIT_PUBCOMP) {
             send_pubrel(s, d->pid);
-        } else if (msg_remaining_expiry(d->m, msg_now_ms()) == 0 || send_publish(s, d, true)) {
-            deliv_clear(d);
+        } else if (expired(d->m) || send_publish(s, d, true)) {
+            deliv_drop(s, d);
             memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
             s->ninflight--;
             continue;
@@ -527,14 +594,23 @@ void session_puback(struct session *s, uint16_t pid, uint8_t type, uint8_t reaso
             if (reason >= 0x80) {
                 done = true; /* MQTT 5: the client refused it; no PUBREL */
             } else {
-                d->state = DS_WAIT_PUBCOMP;
-                send_pubrel(s, pid);
+                if (d->state != DS_WAIT_PUBCOMP) {
+                    d->state = DS_WAIT_PUBCOMP;
+                    persist_deliv_update(s, d);
+                }
+                if (d->seq) {
+                    /* After the commit: a restart then sends PUBREL, never the PUBLISH. */
+                    struct mqtt_packet rel = {.type = MQTT_PUBREL, .packet_id = pid};
+                    persist_send_ack(s->conn, &rel);
+                } else {
+                    send_pubrel(s, pid);
+                }
             }
         } else if (type == MQTT_PUBCOMP && d->state == DS_WAIT_PUBCOMP) {
             done = true;
         }
         if (done) {
-            deliv_clear(d);
+            deliv_drop(s, d);
             memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
             s->ninflight--;
             session_pump(s);

@@ -17,6 +17,7 @@
 #include "broker/broker.h"
 #include "transport/tls.h"
 #include "broker/security.h"
+#include "broker/persist.h"
 
 #define READ_CHUNK (64 * 1024)
 /* Payloads at least this long are written by reference (writev), shorter
@@ -283,8 +284,9 @@ void conn_close(struct conn *c, const char *why) {
 void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
     struct broker *b = c->w->b;
     size_t off = 0;
-    /* A refused login waiting for its delay reads nothing more. */
-    while (off < len && c->state != CS_CLOSING && !c->refuse_at) {
+    /* A refused login waiting for its delay, or a CONNACK waiting for the
+     * store, reads nothing more. */
+    while (off < len && c->state != CS_CLOSING && !c->refuse_at && !c->connack_held) {
         struct mqtt_frame f;
         uint8_t reason = 0;
         uint32_t limit = (uint32_t)b->cfg->max_packet_size; /* 0 = protocol maximum */
@@ -622,6 +624,10 @@ static void on_inbox(struct ev_loop *loop, void *data) {
         if (it->kind == IT_DELIVER) {
             session_deliver(it->s, &it->d);
             session_unref(it->s);
+        } else if (it->kind == IT_ACK) {
+            persist_ack_arrived(w, it); /* frees it */
+            it = next;
+            continue;
         } else {
             adopt(w, it->c);
         }
@@ -690,6 +696,9 @@ static void on_after(struct ev_loop *loop, void *data) {
         if (c->state != CS_CLOSING && conn_flush(c) < 0)
             conn_close(c, "socket error");
     }
+    /* Store first: what this turn stored is queued for commit before other workers can
+     * act on the deliveries handed to them below. */
+    persist_flush(w);
     route_flush(w);
     while (w->closed) {
         struct conn *c = w->closed;
@@ -765,6 +774,9 @@ void worker_free(struct worker *w) {
         if (it->kind == IT_DELIVER) {
             deliv_clear(&it->d);
             session_unref(it->s);
+        } else if (it->kind == IT_ACK) {
+            free(it->abuf);
+            session_unref(it->s);
         } else {
             struct conn *c = it->c;
             close(c->fd);
@@ -788,6 +800,7 @@ void worker_free(struct worker *w) {
     free(w->out_head);
     free(w->out_tail);
     free(w->matches);
+    free(w->pend);
     free(w->subid_scratch);
     security_worker_release(w);
     ev_loop_free(w->loop);
