@@ -232,6 +232,8 @@ struct worker {
     /* Scratch for routing one message. */
     struct match *matches;
     size_t nmatches, capmatches;
+    const void **seen; /* route.c: hash set of matched sessions */
+    size_t capseen;
     uint32_t *subid_scratch;
     size_t nsubid_scratch, capsubid_scratch;
 

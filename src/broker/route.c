@@ -37,6 +37,41 @@ static int by_session(const void *a, const void *b) {
     return 0;
 }
 
+/*
+ * True when a session has more than one non-shared match (overlapping
+ * subscriptions), the only case where the matches must be sorted so that
+ * its runs can be merged. Most messages have one match per session: a hash
+ * set of the session pointers finds that in O(n) instead of sorting.
+ */
+static bool has_repeats(struct worker *w) {
+    size_t n = w->nmatches, cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    if (cap > w->capseen) {
+        const void **p = realloc(w->seen, cap * sizeof(*p));
+        if (!p)
+            return true; /* sorting is always correct */
+        w->seen = p;
+        w->capseen = cap;
+    }
+    memset(w->seen, 0, cap * sizeof(*w->seen));
+    for (size_t i = 0; i < n; i++) {
+        if (w->matches[i].shared)
+            continue;
+        const void *s = w->matches[i].s;
+        size_t h = ((uintptr_t)s >> 4) * 0x9E3779B97F4A7C15u;
+        for (size_t k = h & (cap - 1);; k = (k + 1) & (cap - 1)) {
+            if (!w->seen[k]) {
+                w->seen[k] = s;
+                break;
+            }
+            if (w->seen[k] == s)
+                return true;
+        }
+    }
+    return false;
+}
+
 void route_dispatch(struct worker *w, struct session *s, struct deliv *d) {
     if (d->seq) {
         /* Stored: handed over once committed, so nothing is sent that a crash could undo. */
@@ -80,7 +115,7 @@ size_t route_publish(struct worker *w, struct msg *m) {
     w->npend = 0;
     sub_tree_match(b->subs, m->topic, m->topic_len, collect, w);
     size_t n = w->nmatches, delivered = 0;
-    if (n > 1)
+    if (n > 1 && has_repeats(w))
         qsort(w->matches, n, sizeof(*w->matches), by_session);
     bool upgrade = b->cfg->upgrade_outgoing_qos;
     for (size_t i = 0; i < n;) {

@@ -800,6 +800,7 @@ void worker_free(struct worker *w) {
     free(w->out_head);
     free(w->out_tail);
     free(w->matches);
+    free(w->seen);
     free(w->pend);
     free(w->subid_scratch);
     security_worker_release(w);
