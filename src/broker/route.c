@@ -188,7 +188,7 @@ size_t route_publish(struct worker *w, struct msg *m) {
             route_dispatch(w, w->pend[k].s, &w->pend[k].d);
         w->npend = 0;
     }
-    atomic_fetch_add_explicit(&w->msgs_in, 1, memory_order_relaxed);
+    stat_inc(&w->msgs_in);
     return delivered;
 }
 

@@ -346,7 +346,7 @@ static int send_publish(struct session *s, const struct deliv *d, bool dup) {
         int r = send_publish_plain(c, d, dup, topic, tlen);
         if (r != 2) {
             if (r == 0)
-                atomic_fetch_add_explicit(&s->w->msgs_out, 1, memory_order_relaxed);
+                stat_inc(&s->w->msgs_out);
             return r;
         }
     }
@@ -390,7 +390,7 @@ static int send_publish(struct session *s, const struct deliv *d, bool dup) {
     }
     if (conn_write_payload(c, m) < 0)
         return -1;
-    atomic_fetch_add_explicit(&s->w->msgs_out, 1, memory_order_relaxed);
+    stat_inc(&s->w->msgs_out);
     return 0;
 }
 
@@ -418,7 +418,7 @@ static int queue_push(struct session *s, struct deliv *d) {
     } lim = {(uint32_t)s->w->b->cfg->max_queued_messages, (uint64_t)s->w->b->cfg->max_queued_bytes};
     if ((lim.msgs && s->qlen >= lim.msgs) ||
         (lim.bytes && s->qbytes + d->m->payload_len > lim.bytes)) {
-        atomic_fetch_add_explicit(&s->w->dropped, 1, memory_order_relaxed);
+        stat_inc(&s->w->dropped);
         return -1;
     }
     return ring_push(s, d);
@@ -524,7 +524,7 @@ void session_deliver(struct session *s, struct deliv *d) {
         struct conn *c = s->conn;
         if (d->qos == 0) {
             if (c->out_bytes > OUT_HIGH_WATER) {
-                atomic_fetch_add_explicit(&s->w->dropped, 1, memory_order_relaxed);
+                stat_inc(&s->w->dropped);
                 deliv_drop(s, d);
             } else {
                 send_now(s, d);
