@@ -104,6 +104,8 @@ struct session {
     uint32_t will_delay;
     int64_t will_at; /* monotonic ms when pending, 0 otherwise */
 
+    bool queue_full; /* dropping for max_queued_*: logged once per episode */
+
     struct session *timer_next; /* in the worker's list of timed sessions */
     bool on_timer_list;
 };
@@ -131,6 +133,7 @@ struct conn {
     bool dirty;        /* on the worker's flush list */
     bool will_pending; /* publish the will if the connection is lost */
     bool counted;      /* counted in ls->nconns */
+    bool dropping;     /* over max_output_buffer: QoS 0 dropped (logged once) */
     char peer[64];
     char *username;
     char *assigned_id; /* client id we assigned (empty id in CONNECT) */

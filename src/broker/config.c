@@ -591,6 +591,8 @@ static const struct key keys[] = {
     G_ENUM("persistence_sync", persistence_sync, sync_modes),
     G_INT("max_subscriptions_per_client", max_subscriptions_per_client, 0, INT_MAX),
     G_INT("connect_timeout", connect_timeout, 1, 3600),
+    G_I64("max_output_buffer", max_output_buffer, 0, INT64_MAX),
+    G_INT("max_topic_levels", max_topic_levels, 0, 65536),
     /* Removed from Mosquitto 2.0: accepted with a warning. */
     OBSOLETE("retry_interval"),
     OBSOLETE("store_clean_interval"),
@@ -1279,6 +1281,8 @@ void hato_config_init(struct hato_config *cfg) {
     cfg->threads = 0;
     cfg->persistence_sync = HATO_SYNC_ALWAYS;
     cfg->connect_timeout = 10;
+    cfg->max_output_buffer = 4 << 20;
+    cfg->max_topic_levels = 201;
     listener_init(&cfg->default_listener, "<default>", 0);
     cfg->default_listener.port = -1; /* not given */
     cfg->cmd_port = -1;

@@ -53,6 +53,19 @@ static char *mounted(struct conn *c, const uint8_t *s, size_t len, size_t *outle
     return t;
 }
 
+/* More levels than max_topic_levels (a hato limit against very deep topics;
+ * the default, 201, is Mosquitto's fixed limit of 200 separators). */
+static bool too_deep(const struct conn *c, const uint8_t *t, size_t len) {
+    int max = c->w->b->cfg->max_topic_levels;
+    if (max <= 0 || len < (size_t)max)
+        return false;
+    size_t levels = 1;
+    for (size_t i = 0; i < len; i++)
+        if (t[i] == '/' && ++levels > (size_t)max)
+            return true;
+    return false;
+}
+
 static bool anonymous_allowed(struct conn *c) {
     return lcfg(c)->allow_anonymous > 0; /* resolved per listener by config finish */
 }
@@ -211,6 +224,15 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         }
     }
 
+    if (p->connect.will && too_deep(c, p->connect.will_topic.p, p->connect.will_topic.len)) {
+        if (v5) {
+            connack_fail(c, 0, MQTT_RC_TOPIC_NAME_INVALID, "will topic over max_topic_levels");
+        } else {
+            c->will_pending = false;
+            conn_close(c, "will topic over max_topic_levels"); /* no 3.1.1 code fits */
+        }
+        return;
+    }
     struct msg *will = NULL;
     if (p->connect.will) {
         will = make_will(c, p);
@@ -401,6 +423,10 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
             return;
         }
     }
+    if (too_deep(c, topic, tlen)) {
+        proto_fail(c, MQTT_RC_TOPIC_NAME_INVALID, "topic over max_topic_levels");
+        return;
+    }
     if (qos > lcfg(c)->max_qos) {
         proto_fail(c, MQTT_RC_QOS_NOT_SUPPORTED, "QoS above the listener's max_qos");
         return;
@@ -543,6 +569,10 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
         struct mqtt_str inner;
         char *f = full_filter(c, &e.filter, &flen, &shared, &inner);
         rs[i].from = rs[i].to = ret.n;
+        if (f && too_deep(c, inner.p, inner.len)) {
+            free(f);
+            f = NULL;
+        }
         if (!f) {
             rc[i++] = v5 ? MQTT_RC_TOPIC_FILTER_INVALID : 0x80;
             continue;

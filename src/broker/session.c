@@ -9,9 +9,13 @@
 #include "base/log.h"
 #include "broker/broker.h"
 
-/* Above this many unsent bytes on a connection, QoS 0 messages are dropped
- * and QoS 1/2 wait in the session queue (slow consumer protection). */
-#define OUT_HIGH_WATER (4u << 20)
+/* Above max_output_buffer unsent bytes on a connection (default 4 MiB),
+ * QoS 0 messages are dropped and QoS 1/2 wait in the session queue (slow
+ * consumer protection). 0 = no limit. */
+static bool out_full(const struct conn *c) {
+    int64_t lim = c->w->b->cfg->max_output_buffer;
+    return lim > 0 && c->out_bytes > (uint64_t)lim;
+}
 
 struct session *session_new(struct worker *w, const char *id, size_t len) {
     struct session *s = calloc(1, sizeof(*s));
@@ -331,9 +335,15 @@ static int queue_push(struct session *s, struct deliv *d) {
     } lim = {(uint32_t)s->w->b->cfg->max_queued_messages, (uint64_t)s->w->b->cfg->max_queued_bytes};
     if ((lim.msgs && s->qlen >= lim.msgs) ||
         (lim.bytes && s->qbytes + d->m->payload_len > lim.bytes)) {
+        if (!s->queue_full)
+            log_notice("Queue of client %s is full (%u messages, %zu bytes): dropping new "
+                       "messages for it (max_queued_messages, max_queued_bytes).",
+                       s->client_id, s->qlen, s->qbytes);
+        s->queue_full = true;
         atomic_fetch_add_explicit(&s->w->dropped, 1, memory_order_relaxed);
         return -1;
     }
+    s->queue_full = false;
     if (s->qlen == s->qcap) {
         uint32_t n = s->qcap ? s->qcap * 2 : 8;
         struct deliv *q = malloc(n * sizeof(*q));
@@ -388,15 +398,22 @@ void session_deliver(struct session *s, struct deliv *d) {
     if (online(s)) {
         struct conn *c = s->conn;
         if (d->qos == 0) {
-            if (c->out_bytes > OUT_HIGH_WATER) {
+            if (out_full(c)) {
+                /* Logged once per episode, counted always. */
+                if (!c->dropping)
+                    log_notice("Client %s is not reading: more than %lld bytes unsent, dropping "
+                               "QoS 0 messages for it (max_output_buffer).",
+                               s->client_id, (long long)b->cfg->max_output_buffer);
+                c->dropping = true;
                 atomic_fetch_add_explicit(&s->w->dropped, 1, memory_order_relaxed);
                 deliv_clear(d);
             } else {
+                c->dropping = false;
                 send_now(s, d);
             }
             return;
         }
-        if (s->qlen == 0 && s->ninflight < window(s) && c->out_bytes <= OUT_HIGH_WATER) {
+        if (s->qlen == 0 && s->ninflight < window(s) && !out_full(c)) {
             send_now(s, d);
             return;
         }
@@ -412,7 +429,7 @@ void session_pump(struct session *s) {
     if (!online(s))
         return;
     uint32_t win = window(s);
-    while (s->qlen && s->conn->out_bytes <= OUT_HIGH_WATER) {
+    while (s->qlen && !out_full(s->conn)) {
         struct deliv *head = &s->queue[s->qhead];
         if (head->qos > 0 && s->ninflight >= win)
             break;
