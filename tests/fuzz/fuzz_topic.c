@@ -236,7 +236,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!deep && fv && rs >= 0) {
             for (size_t k = 0; k < ns; k++)
                 if (ref_name_valid(s[k].p, s[k].n) && split(s[k].p, s[k].n, &lb))
-                    CHECK(mqtt_topic_match(p, n, s[k].p, s[k].n) == ref_match(p, n, s[k].p, s[k].n));
+                    CHECK(mqtt_topic_match(p, n, s[k].p, s[k].n) ==
+                          ref_match(p, n, s[k].p, s[k].n));
         }
         /* Subscribe valid filters once each. */
         if (deep || !fv || rs < 0)
