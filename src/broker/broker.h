@@ -94,6 +94,7 @@ struct session {
     uint32_t qhead, qlen, qcap;
     size_t qbytes;
     uint16_t next_pid;
+    uint64_t *pid_bits; /* ids in flight, when many are (session.c) */
 
     /* Incoming QoS 2 packet ids received, PUBREL not yet (exactly once). */
     uint16_t *in_pids;

@@ -57,6 +57,8 @@ static void drop_queues(struct session *s) {
     for (uint32_t i = 0; i < s->ninflight; i++)
         deliv_clear(&s->inflight[i]);
     s->ninflight = 0;
+    free(s->pid_bits);
+    s->pid_bits = NULL;
     for (uint32_t i = 0; i < s->qlen; i++)
         deliv_clear(&s->queue[(s->qhead + i) % s->qcap]);
     s->qlen = s->qhead = 0;
@@ -239,11 +241,50 @@ static uint32_t window(struct session *s) {
     return w;
 }
 
+/*
+ * Packet ids in use. A short window is scanned; from PID_BITS_FROM messages
+ * in flight on (max_inflight_messages raised by the operator) a bitmap of
+ * all 65536 ids is kept instead, so that finding a free id stays O(1)
+ * amortised: scanning would cost O(window) per message, O(window^2) to fill
+ * the window, which a client that never acknowledges could make the worker
+ * spend on purpose.
+ */
+#define PID_BITS_FROM 64
+
+static void pid_mark(struct session *s, uint16_t pid, bool used) {
+    if (!s->pid_bits)
+        return;
+    if (used)
+        s->pid_bits[pid >> 6] |= 1ull << (pid & 63);
+    else
+        s->pid_bits[pid >> 6] &= ~(1ull << (pid & 63));
+}
+
 static bool pid_in_use(struct session *s, uint16_t pid) {
+    if (!s->pid_bits && s->ninflight >= PID_BITS_FROM) {
+        s->pid_bits = calloc(65536 / 64, sizeof(uint64_t));
+        for (uint32_t i = 0; s->pid_bits && i < s->ninflight; i++)
+            pid_mark(s, s->inflight[i].pid, true);
+    }
+    if (s->pid_bits)
+        return s->pid_bits[pid >> 6] & (1ull << (pid & 63));
     for (uint32_t i = 0; i < s->ninflight; i++)
         if (s->inflight[i].pid == pid)
             return true;
     return false;
+}
+
+/* Remove in-flight entry i (order kept). */
+static void inflight_del(struct session *s, uint32_t i) {
+    struct deliv *d = &s->inflight[i];
+    pid_mark(s, d->pid, false);
+    deliv_clear(d);
+    memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
+    s->ninflight--;
+    if (s->ninflight == 0) {
+        free(s->pid_bits);
+        s->pid_bits = NULL;
+    }
 }
 
 static uint16_t next_pid(struct session *s) {
@@ -372,6 +413,7 @@ static int inflight_push(struct session *s, struct deliv *d) {
         s->capinflight = n;
     }
     s->inflight[s->ninflight++] = *d;
+    pid_mark(s, d->pid, true);
     return 0;
 }
 
@@ -452,9 +494,7 @@ void session_resend(struct session *s) {
         if (d->state == DS_WAIT_PUBCOMP) {
             send_pubrel(s, d->pid);
         } else if (msg_remaining_expiry(d->m, msg_now_ms()) == 0 || send_publish(s, d, true)) {
-            deliv_clear(d);
-            memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
-            s->ninflight--;
+            inflight_del(s, i);
             continue;
         }
         i++;
@@ -481,9 +521,7 @@ void session_puback(struct session *s, uint16_t pid, uint8_t type, uint8_t reaso
             done = true;
         }
         if (done) {
-            deliv_clear(d);
-            memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
-            s->ninflight--;
+            inflight_del(s, i);
             session_pump(s);
         }
         return;
