@@ -65,3 +65,17 @@ ASAN_SMALL_QUARANTINE = {
     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:quarantine_size_mb=4:"
                     "thread_local_quarantine_size_kb=64:malloc_context_size=5",
 }
+
+
+def wait_count(proc, text, n, timeout=10):
+    """Wait until `text` appears in at least n log lines of proc (a LoggedProcess)."""
+    deadline = time.monotonic() + timeout
+    with proc.cond:
+        while True:
+            count = sum(1 for l in proc.lines if l is not None and text in l)
+            if count >= n:
+                return count
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{count} < {n} log lines with {text!r}:\n{proc.log}")
+            proc.cond.wait(left)
