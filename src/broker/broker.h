@@ -99,6 +99,7 @@ struct session {
     /* Incoming QoS 2 packet ids received, PUBREL not yet (exactly once). */
     uint16_t *in_pids;
     uint32_t nin_pids, capin_pids;
+    uint64_t *in_pid_bits; /* replaces in_pids when many (proto.c); nin_pids counts both */
 
     /* Will: published on abnormal loss, after will_delay seconds. */
     struct msg *will;

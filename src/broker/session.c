@@ -64,6 +64,8 @@ static void drop_queues(struct session *s) {
     s->qlen = s->qhead = 0;
     s->qbytes = 0;
     s->nin_pids = 0;
+    free(s->in_pid_bits);
+    s->in_pid_bits = NULL;
 }
 
 void session_unref(struct session *s) {
@@ -73,6 +75,7 @@ void session_unref(struct session *s) {
     free(s->inflight);
     free(s->queue);
     free(s->in_pids);
+    free(s->in_pid_bits);
     msg_unref(s->will);
     struct sess_sub *sub = s->subs;
     while (sub) {

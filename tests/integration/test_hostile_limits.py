@@ -14,9 +14,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hostile import ASAN_SMALL_QUARANTINE, rss_kib, small_rcvbuf_socket, stats  # noqa: E402
-from mqttraw import (CONNACK, DISCONNECT, PUBACK, PUBLISH, SUBACK, RawClient, ack,  # noqa: E402
-                     closed_by_broker, connect, connected_client, drain, packet, publish,
-                     subscribe, v5_client, v5_subscriber)
+from mqttraw import (CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC,  # noqa: E402
+                     PUBREL, SUBACK, RawClient, ack, closed_by_broker, connect,
+                     connected_client, drain, packet, publish, subscribe, v5_client,
+                     v5_subscriber)
 
 pytestmark = pytest.mark.hato_only("hato limits, log lines and reason codes")
 
@@ -334,3 +335,29 @@ def test_non_minimal_remaining_length_v5_malformed_MQTT_1_5_5_1(broker):
     c3.send(bytes([0x30, 0x84, 0x80, 0x00]) + body)  # 4 in three bytes
     c3.send(b"\xc0\x00")
     c3.expect(13)
+
+
+def test_incoming_qos2_all_65535_ids_unreleased_exactly_once_MQTT_4_3_3_2(broker):
+    """An MQTT 3.1.1 client (no Receive Maximum) leaves all 65535 packet ids
+    unreleased. Each message is routed once; a re-sent PUBLISH with an id not
+    yet released is acknowledged but not routed again (MQTT-4.3.3-2); every
+    PUBREL, in any order, is answered with PUBCOMP. (hato keeps these ids in
+    a bitmap from 64 on: the worker's cost per packet stays constant.)"""
+    sub = connected_client(broker, "q2-sub", timeout=30)
+    sub.send(subscribe(1, [("q2/#", 0)]))
+    sub.expect(SUBACK)
+    c = connected_client(broker, "q2-pub", timeout=30)
+    c.send(b"".join(publish("q2/t", b"%d" % i, qos=2, pid=i) for i in range(1, 65536)))
+    for _ in range(65535):
+        c.expect(PUBREC)
+    c.send(publish("q2/t", b"again", qos=2, pid=4242, dup=True))
+    assert c.expect(PUBREC).pid == 4242
+    got = [sub.expect(PUBLISH).payload for _ in range(65535)]
+    assert got == [b"%d" % i for i in range(1, 65536)]
+    sub.expect_nothing(0.3)
+    c.send(b"".join(ack(PUBREL, i) for i in range(65535, 0, -1)))
+    for i in range(65535, 0, -1):
+        p = c.expect(PUBCOMP)
+        assert p.pid == i
+    c.send(ack(PUBREL, 7))  # released already
+    assert c.expect(PUBCOMP).pid == 7
