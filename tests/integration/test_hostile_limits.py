@@ -6,8 +6,10 @@ clients keep receiving. docs/limits.md lists every limit.
 """
 
 import os
+import select
 import struct
 import sys
+import time
 
 import pytest
 
@@ -361,3 +363,47 @@ def test_incoming_qos2_all_65535_ids_unreleased_exactly_once_MQTT_4_3_3_2(broker
         assert p.pid == i
     c.send(ack(PUBREL, 7))  # released already
     assert c.expect(PUBCOMP).pid == 7
+
+
+def test_pipelining_client_that_never_reads_is_pushed_back(broker_factory):
+    """A client that sends PINGREQs (or any request) as fast as it can and
+    never reads the answers: once max_output_buffer of answers wait for it,
+    hato stops reading its socket, so TCP pushes back on the client and the
+    broker's memory stays bounded. When the client reads again, every
+    request it got in is answered (nothing lost), and others were served
+    throughout."""
+    env = {"ASAN_OPTIONS": ASAN_SMALL_QUARANTINE["ASAN_OPTIONS"].replace(
+        "quarantine_size_mb=4", "quarantine_size_mb=0")}
+    b = broker_factory("max_output_buffer 65536\n", env=env)
+    c = raw_on(small_rcvbuf_socket(b.host, b.port))
+    c.send(connect("pipeliner"))
+    c.expect(CONNACK)
+    before = rss_kib(b.proc.pid)
+    chunk = b"\xc0\x00" * 32768  # 64 KiB of PINGREQ
+    sent = 0
+    c.sock.setblocking(False)
+    deadline = time.monotonic() + 6
+    while sent < 64 << 20 and time.monotonic() < deadline:
+        # Blocked for a whole second: the broker has stopped reading us.
+        if not select.select([], [c.sock], [], 1.0)[1]:
+            break
+        try:
+            sent += c.sock.send(chunk)
+        except BlockingIOError:
+            continue
+    during = rss_kib(b.proc.pid)
+    print(f"pipelining: {sent} bytes accepted before push-back, RSS {before} -> {during} KiB")
+    assert during - before < 4 << 10, "answers piled up in the broker"
+    assert sent < 16 << 20, "the broker kept reading a client that does not read"
+    other = connected_client(b, "other")
+    other.send(b"\xc0\x00")
+    other.expect(13)
+    # Now read: one PINGRESP (2 bytes) per PINGREQ that got in.
+    c.sock.setblocking(True)
+    c.sock.settimeout(10)
+    got = len(c.buf)
+    while got < sent:
+        data = c.sock.recv(1 << 20)
+        assert data, "closed before every PINGREQ was answered"
+        got += len(data)
+    assert got == sent
