@@ -193,8 +193,9 @@ struct hato_config {
     enum hato_persistence_sync persistence_sync; /* always */
     int max_subscriptions_per_client;            /* 0 = unlimited */
     int connect_timeout;                         /* seconds to receive CONNECT, default 10 */
-    int64_t max_output_buffer; /* unsent bytes per connection before QoS 0 is dropped; 4 MiB; 0 = no
-                                  limit */
+    /* Unsent bytes per connection above which QoS 0 is dropped and input
+     * is not read; 4 MiB; 0 = no limit. */
+    int64_t max_output_buffer;
     int max_topic_levels; /* levels in a topic name or filter; 201 (Mosquitto's); 0 = no limit */
 
     /* Non-fatal remarks (deprecated or ignored directives), "FILE:LINE: text". */
