@@ -1,11 +1,13 @@
 /*
  * Stateful libFuzzer target: one client connection of the real broker.
  *
- * Each input gets a fresh broker (one worker, its event loop, subscription
- * tree, retained store) and a connection over a socketpair, adopted by the
- * worker exactly as a connection handed over after accept. The input's bytes
- * are written to the client end in chunks and the worker's loop is turned
- * once per chunk, so the real read path (partial packets kept between
+ * Each input gets a fresh broker (two workers with their event loops, the
+ * subscription tree, the retained store) and a connection over a
+ * socketpair, adopted by worker 0 exactly as a connection handed over after
+ * accept; its CONNECT may move it to worker 1 (the owner of its client id),
+ * as in the broker. Both loops are turned in this one thread. The input's bytes
+ * are written to the client end in chunks and the workers' loops are turned
+ * after each chunk, so the real read path (partial packets kept between
  * reads), the protocol state machine (proto.c), sessions, routing and
  * output all run; whatever the broker writes back is read and discarded.
  *
@@ -65,9 +67,11 @@ static void setup(void) {
     }
 }
 
+#define NW 2 /* two workers: a CONNECT may hand the connection over */
+
 struct rig {
     struct broker b;
-    struct worker w;
+    struct worker w[NW];
     struct lsock ls;
     atomic_int nconns;
     int peer; /* client end; -1 when none */
@@ -79,9 +83,19 @@ static void drain(struct rig *r) {
         ;
 }
 
+/* One turn of every worker (twice: a hand-over or a delivery posted by one
+ * is taken by the other on the next turn), then read what was sent. */
 static void turn(struct rig *r) {
-    ev_run_once(r->w.loop, 0);
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < NW; i++)
+            ev_run_once(r->w[i].loop, 0);
     drain(r);
+}
+
+static void timers(struct rig *r) {
+    for (int i = 0; i < NW; i++)
+        session_timers(&r->w[i], ev_now(r->w[i].loop) + 365LL * 86400 * 1000);
+    turn(r);
 }
 
 static void open_conn(struct rig *r) {
@@ -92,14 +106,14 @@ static void open_conn(struct rig *r) {
     c->fd = sv[0];
     c->ls = &r->ls;
     c->state = CS_NEW;
-    c->last_rx = ev_now(r->w.loop);
+    c->last_rx = ev_now(r->w[0].loop);
     strcpy(c->peer, "fuzz");
     r->peer = sv[1];
     struct item *it = calloc(1, sizeof(*it));
     CHECK(it);
     it->kind = IT_ADOPT;
     it->c = c;
-    worker_post(NULL, &r->w, it); /* as after accept on another worker */
+    worker_post(NULL, &r->w[0], it); /* as after accept on another worker */
     turn(r);
 }
 
@@ -108,7 +122,7 @@ static void close_conn(struct rig *r) {
         return;
     close(r->peer);
     r->peer = -1;
-    ev_run_once(r->w.loop, 0); /* the broker reads EOF */
+    turn(r); /* the broker reads EOF */
 }
 
 static void feed(struct rig *r, const uint8_t *p, size_t n) {
@@ -138,11 +152,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     r.b.cfg = cfg;
     r.b.subs = sub_tree_new(available);
     r.b.retain = retain_new();
-    r.b.nworkers = 1;
-    r.b.workers = &r.w;
+    r.b.nworkers = NW;
+    r.b.workers = r.w;
     r.b.started = 1;
     CHECK(r.b.subs && r.b.retain);
-    CHECK(worker_init(&r.w, &r.b, 0) == 0);
+    for (int i = 0; i < NW; i++)
+        CHECK(worker_init(&r.w[i], &r.b, i) == 0);
     r.ls.fd = -1;
     r.ls.cfg = &cfg->listeners[0];
     r.ls.nconns = &r.nconns;
@@ -155,8 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             close_conn(&r);
             open_conn(&r);
         } else if (n == 255) {
-            session_timers(&r.w, ev_now(r.w.loop) + 365LL * 86400 * 1000);
-            turn(&r);
+            timers(&r);
         } else {
             size_t len = n < size - off ? n : size - off;
             feed(&r, data + off, len);
@@ -164,17 +178,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
     }
     close_conn(&r);
-    /* Anything still open (a connection moved elsewhere cannot happen
-     * with one worker) is closed as at shutdown. */
-    while (r.w.conns) {
-        struct conn *c = r.w.conns;
-        c->will_pending = false;
-        conn_close(c, NULL);
+    /* Anything still open is closed as at shutdown. */
+    for (int i = 0; i < NW; i++) {
+        while (r.w[i].conns) {
+            struct conn *c = r.w[i].conns;
+            c->will_pending = false;
+            conn_close(c, NULL);
+        }
     }
-    ev_run_once(r.w.loop, 0);
-    session_timers(&r.w, ev_now(r.w.loop) + 365LL * 86400 * 1000);
-    ev_run_once(r.w.loop, 0);
-    worker_free(&r.w);
+    turn(&r);
+    timers(&r);
+    for (int i = 0; i < NW; i++)
+        worker_free(&r.w[i]);
     sub_tree_free(r.b.subs);
     retain_free(r.b.retain);
     return 0;
