@@ -66,6 +66,8 @@ V3_CASES = [
     ("reserved_type_15_MQTT_2_2_1", packet(15, 0, b"")),
     ("publish_dup_on_qos0_MQTT_3_3_1_2", publish("t", b"x", dup=True)),
     ("publish_over_max_topic_levels_hato", publish("/".join("l" * 202), b"x")),
+    ("unsubscribe_empty_filter_MQTT_4_7_3_1", unsubscribe(1, [""])),
+    ("subscribe_filter_overlong_utf8_MQTT_1_5_3_1", subscribe(1, [(b"\xc0\x80", 0)])),
 ]
 
 
@@ -115,3 +117,20 @@ def test_garbage_stream_before_connect_closed(broker):
     c = RawClient(broker)
     c.send(bytes(range(256)) * 4)
     assert closed_by_broker(c) == []
+
+
+def test_byte_order_mark_is_part_of_the_topic_MQTT_1_5_3_3(broker):
+    """U+FEFF at the start of a topic is a character like any other: it is
+    neither skipped nor stripped (MQTT-1.5.3-3), so it matches a filter with
+    it and not one without, and is delivered as sent."""
+    bom = "\ufeffbom"
+    with_bom = connected_client(broker, "with-bom")
+    with_bom.send(subscribe(1, [(bom, 0)]))
+    with_bom.expect(9)
+    without = connected_client(broker, "without-bom")
+    without.send(subscribe(1, [("bom", 0)]))
+    without.expect(9)
+    pub = connected_client(broker, "bom-pub")
+    pub.send(publish(bom, b"x"))
+    assert with_bom.expect(PUBLISH).topic == bom
+    without.expect_nothing()
