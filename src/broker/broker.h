@@ -68,6 +68,7 @@ enum deliv_state {
 /* A subscription as the session remembers it (for unsubscribe and cleanup). */
 struct sess_sub {
     struct sess_sub *next;
+    struct sess_sub **pprev; /* the pointer to this one: unlinked in O(1) */
     struct sub_opts opts;
     uint16_t len;
     char filter[]; /* full filter, mount point included; NUL-terminated */
@@ -86,6 +87,7 @@ struct session {
     int64_t expire_at; /* monotonic ms at which an offline session ends; 0 = not set */
     struct sess_sub *subs;
     size_t nsubs;
+    struct strmap submap; /* filter -> sess_sub in subs: O(1) lookups */
 
     /* Outgoing QoS 1/2: in flight (sent, unacknowledged) and queued. */
     struct deliv *inflight;
