@@ -4,7 +4,6 @@ Nothing here sleeps to wait for an event: reads are bounded by timeouts,
 loops by counts.
 """
 
-import os
 import re
 import signal
 import socket
