@@ -11,8 +11,8 @@
  * reads), the protocol state machine (proto.c), sessions, routing and
  * output all run; whatever the broker writes back is read and discarded.
  *
- * Input: byte 0 picks one of two configurations (defaults, or tight limits
- * with a mount point). Then chunks of [n][n bytes], n in 1..253. Two n
+ * Input: byte 0 picks one of two configurations (defaults with a window of
+ * 100, or tight limits with a mount point). Then chunks of [n][n bytes], n in 1..253. Two n
  * values are commands: 0 closes the connection (the broker sees EOF: will,
  * session detach) and opens a new one (a reconnect resumes a persistent
  * session); 255 runs the session timers far in the future (delayed wills,
@@ -39,7 +39,8 @@ int worker_init(struct worker *w, struct broker *b, int id);
 void worker_free(struct worker *w);
 
 static const char *const configs[2] = {
-    "listener 1883 127.0.0.1\nallow_anonymous true\n",
+    /* Defaults, but a window wide enough for the packet id bitmaps (64+). */
+    "listener 1883 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 100\n",
     "listener 1883 127.0.0.1\nallow_anonymous true\nmount_point m/\nmax_qos 1\n"
     "max_topic_alias 3\nmax_packet_size 300\nmessage_size_limit 100\n"
     "max_inflight_messages 2\nmax_queued_messages 3\nmax_queued_bytes 200\n"
