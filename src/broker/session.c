@@ -400,7 +400,11 @@ static int queue_push(struct session *s, struct deliv *d) {
         atomic_fetch_add_explicit(&s->w->dropped, 1, memory_order_relaxed);
         return -1;
     }
-    s->queue_full = false;
+    /* The episode ends when the queue is down to half (a queue hovering at
+     * its limit would otherwise log for every message). */
+    if (s->queue_full && (!lim.msgs || s->qlen <= lim.msgs / 2) &&
+        (!lim.bytes || s->qbytes <= lim.bytes / 2))
+        s->queue_full = false;
     if (s->qlen == s->qcap) {
         uint32_t n = s->qcap ? s->qcap * 2 : 8;
         struct deliv *q = malloc(n * sizeof(*q));
@@ -466,7 +470,9 @@ void session_deliver(struct session *s, struct deliv *d) {
                 atomic_fetch_add_explicit(&s->w->dropped, 1, memory_order_relaxed);
                 deliv_clear(d);
             } else {
-                c->dropping = false;
+                /* Episode over when the output is down to half the limit. */
+                if (c->dropping && c->out_bytes <= (uint64_t)b->cfg->max_output_buffer / 2)
+                    c->dropping = false;
                 send_now(s, d);
             }
             return;

@@ -112,8 +112,9 @@ def test_slow_consumer_memory_bounded_others_unaffected(broker_factory):
     # After the drains: deliveries crossing worker threads have all landed.
     st = stats(b)
     assert st["dropped"] >= (total - n0) + (total - 60)
-    assert "is not reading" in b.log and "max_output_buffer" in b.log
-    assert "Queue of client slow1 is full" in b.log
+    # Logged once per episode, not once per message.
+    assert b.log.count("Client slow0 is not reading") == 1
+    assert b.log.count("Queue of client slow1 is full") == 1
     for c in (slow0, slow1, good, pub):
         c.close()
 
