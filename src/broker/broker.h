@@ -70,7 +70,7 @@ struct sess_sub {
     struct sess_sub *next;
     struct sess_sub **pprev; /* the pointer to this one: unlinked in O(1) */
     struct sub_opts opts;
-    uint16_t len;
+    uint32_t len;  /* with a mount point it may pass 65535 */
     char filter[]; /* full filter, mount point included; NUL-terminated */
 };
 

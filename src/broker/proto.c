@@ -66,6 +66,12 @@ static bool too_deep(const struct conn *c, const uint8_t *t, size_t len) {
     return false;
 }
 
+/* A topic that the mount point would take past 65535 bytes (the most a
+ * message topic can be; MQTT-4.7.3-3 applies to what is routed). */
+static bool mount_too_long(struct conn *c, size_t len) {
+    return strlen(mount(c)) + len > 65535;
+}
+
 static bool anonymous_allowed(struct conn *c) {
     return lcfg(c)->allow_anonymous > 0; /* resolved per listener by config finish */
 }
@@ -224,12 +230,13 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         }
     }
 
-    if (p->connect.will && too_deep(c, p->connect.will_topic.p, p->connect.will_topic.len)) {
+    if (p->connect.will && (too_deep(c, p->connect.will_topic.p, p->connect.will_topic.len) ||
+                            mount_too_long(c, p->connect.will_topic.len))) {
         if (v5) {
-            connack_fail(c, 0, MQTT_RC_TOPIC_NAME_INVALID, "will topic over max_topic_levels");
+            connack_fail(c, 0, MQTT_RC_TOPIC_NAME_INVALID, "will topic too deep or too long");
         } else {
             c->will_pending = false;
-            conn_close(c, "will topic over max_topic_levels"); /* no 3.1.1 code fits */
+            conn_close(c, "will topic too deep or too long"); /* no 3.1.1 code fits */
         }
         return;
     }
@@ -464,6 +471,10 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
     }
     if (too_deep(c, topic, tlen)) {
         proto_fail(c, MQTT_RC_TOPIC_NAME_INVALID, "topic over max_topic_levels");
+        return;
+    }
+    if (mount_too_long(c, tlen)) {
+        proto_fail(c, MQTT_RC_TOPIC_NAME_INVALID, "topic too long with the mount point");
         return;
     }
     if (qos > lcfg(c)->max_qos) {

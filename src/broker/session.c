@@ -110,7 +110,7 @@ int session_sub_add(struct session *s, const char *filter, size_t len, const str
     if (!x)
         return -1;
     x->opts = *o;
-    x->len = (uint16_t)len;
+    x->len = (uint32_t)len;
     memcpy(x->filter, filter, len);
     x->filter[len] = 0;
     if (strmap_put(&s->submap, x->filter, len, x) < 0) {

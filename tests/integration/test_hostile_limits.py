@@ -431,3 +431,38 @@ def test_tens_of_thousands_of_subscriptions_without_cap(broker):
         c.expect(11)
     p.send(publish("lots/19/999", b"gone"))
     c.expect_nothing()
+
+
+def test_mount_point_longest_filter_session_end_no_use_after_free(broker_factory):
+    """With a mount point, a filter of 65535 bytes becomes longer than 65535
+    once mounted. The session kept its length in 16 bits, so ending the
+    session removed nothing from the tree and a later matching PUBLISH
+    reached the freed session (heap-use-after-free under ASan). Now the
+    filter is removed, the message goes nowhere, the broker stops clean."""
+    b = broker_factory("mount_point m/\n")
+    f = "+/" * 200 + "X" * 65135  # 65535 bytes, 201 levels
+    t = "/" * 200 + "X" * 65135   # matches it: '+' matches empty levels
+    c = connected_client(b, "longsub")
+    c.send(subscribe(1, [(f, 0)]))
+    assert c.expect(SUBACK).codes == [0]
+    c.send(b"\xe0\x00")
+    c.close()
+    b.wait_log("longsub .*disconnected")
+    watcher = connected_client(b, "watcher")
+    watcher.send(subscribe(1, [("#", 0)]))
+    watcher.expect(SUBACK)
+    p = connected_client(b, "pub")
+    p.send(publish(t, b"x"))
+    assert watcher.expect(PUBLISH).topic == t
+    p.send(b"\xc0\x00")
+    p.expect(13)
+
+
+def test_mount_point_topic_past_65535_refused_MQTT_4_7_3_3(broker_factory):
+    """A 65535-byte topic under a mount point cannot be routed (the mounted
+    topic would pass 65535 bytes): MQTT 5 gets DISCONNECT 0x90 Topic Name
+    invalid rather than an 'out of memory' close."""
+    b = broker_factory("mount_point m/\n")
+    c, _ = v5_client(b, "long5")
+    c.send(publish("a/" + "b" * 65533, b"x", version=5))
+    assert [(p.type, p.reason) for p in closed_by_broker(c)] == [(DISCONNECT, 0x90)]
