@@ -466,3 +466,30 @@ def test_mount_point_topic_past_65535_refused_MQTT_4_7_3_3(broker_factory):
     c, _ = v5_client(b, "long5")
     c.send(publish("a/" + "b" * 65533, b"x", version=5))
     assert [(p.type, p.reason) for p in closed_by_broker(c)] == [(DISCONNECT, 0x90)]
+
+
+def test_more_than_65535_matching_subscription_ids_MQTT_3_3_4_3(broker):
+    """One MQTT 5 client holds 65537 different filters that all match one
+    topic, each with a Subscription Identifier. The message is delivered
+    once (MQTT-3.3.4-2 area) carrying identifiers (MQTT-3.3.4-3); their count
+    used to be stored in 16 bits, which lost the identifier list (a leak
+    and an identifier 0 sent). hato sends at most 65535 of them."""
+    import itertools
+    topic = "/".join(["a"] * 17)
+    filters = []
+    for bits in itertools.product((0, 1), repeat=17):  # 2^17 literal/'+' mixes
+        filters.append("/".join("+" if x else "a" for x in bits))
+        if len(filters) == 65537:
+            break
+    c, _ = v5_client(broker, "ids", timeout=60)
+    for k in range(0, len(filters), 2000):
+        c.send(subscribe(k // 2000 + 1, [(f, 0) for f in filters[k:k + 2000]], version=5,
+                         properties=[("subscription_id", 7)]))
+    for k in range(0, len(filters), 2000):
+        c.expect(SUBACK)
+    p, _ = v5_client(broker, "ids-pub")
+    p.send(publish(topic, b"x", version=5))
+    got = c.expect(PUBLISH, timeout=60)
+    ids = got.props.get("subscription_id", [])
+    assert 1 <= len(ids) <= 65535 and set(ids) == {7}
+    c.expect_nothing(0.5)
