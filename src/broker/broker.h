@@ -236,6 +236,12 @@ struct broker {
     int64_t started;
 };
 
+/* Effective max_output_buffer: 0 stands for the ceiling, 1 GiB, which keeps
+ * a connection's output offsets within 32 bits. */
+static inline uint64_t output_limit(const struct hato_config *cfg) {
+    return cfg->max_output_buffer > 0 ? (uint64_t)cfg->max_output_buffer : (uint64_t)1 << 30;
+}
+
 /* logconf.c */
 void hato_config_apply_logging(const struct hato_config *cfg);
 

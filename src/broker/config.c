@@ -591,7 +591,7 @@ static const struct key keys[] = {
     G_ENUM("persistence_sync", persistence_sync, sync_modes),
     G_INT("max_subscriptions_per_client", max_subscriptions_per_client, 0, INT_MAX),
     G_INT("connect_timeout", connect_timeout, 1, 3600),
-    G_I64("max_output_buffer", max_output_buffer, 0, INT64_MAX),
+    G_I64("max_output_buffer", max_output_buffer, 0, 1 << 30),
     G_INT("max_topic_levels", max_topic_levels, 0, 65536),
     /* Removed from Mosquitto 2.0: accepted with a warning. */
     OBSOLETE("retry_interval"),

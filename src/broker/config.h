@@ -194,7 +194,8 @@ struct hato_config {
     int max_subscriptions_per_client;            /* 0 = unlimited */
     int connect_timeout;                         /* seconds to receive CONNECT, default 10 */
     /* Unsent bytes per connection above which QoS 0 is dropped and input
-     * is not read; 4 MiB; 0 = no limit. */
+     * is not read; 4 MiB; 0..1 GiB, 0 = the most, 1 GiB (output offsets
+     * are 32-bit). */
     int64_t max_output_buffer;
     int max_topic_levels; /* levels in a topic name or filter; 201 (Mosquitto's); 0 = no limit */
 

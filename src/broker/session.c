@@ -11,10 +11,9 @@
 
 /* Above max_output_buffer unsent bytes on a connection (default 4 MiB),
  * QoS 0 messages are dropped and QoS 1/2 wait in the session queue (slow
- * consumer protection). 0 = no limit. */
+ * consumer protection). */
 static bool out_full(const struct conn *c) {
-    int64_t lim = c->w->b->cfg->max_output_buffer;
-    return lim > 0 && c->out_bytes > (uint64_t)lim;
+    return c->out_bytes > output_limit(c->w->b->cfg);
 }
 
 struct session *session_new(struct worker *w, const char *id, size_t len) {
@@ -465,13 +464,13 @@ void session_deliver(struct session *s, struct deliv *d) {
                 if (!c->dropping)
                     log_notice("Client %s is not reading: more than %lld bytes unsent, dropping "
                                "QoS 0 messages for it (max_output_buffer).",
-                               s->client_id, (long long)b->cfg->max_output_buffer);
+                               s->client_id, (long long)output_limit(b->cfg));
                 c->dropping = true;
                 atomic_fetch_add_explicit(&s->w->dropped, 1, memory_order_relaxed);
                 deliv_clear(d);
             } else {
                 /* Episode over when the output is down to half the limit. */
-                if (c->dropping && c->out_bytes <= (uint64_t)b->cfg->max_output_buffer / 2)
+                if (c->dropping && c->out_bytes <= output_limit(b->cfg) / 2)
                     c->dropping = false;
                 send_now(s, d);
             }

@@ -372,8 +372,7 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
  * reading the answers cannot make them pile up in the broker's memory.
  */
 static bool conn_backlogged(const struct conn *c) {
-    int64_t lim = c->w->b->cfg->max_output_buffer;
-    return lim > 0 && c->out_bytes > (uint64_t)lim;
+    return c->out_bytes > output_limit(c->w->b->cfg);
 }
 
 static void conn_readable(struct conn *c) {

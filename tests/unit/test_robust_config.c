@@ -36,8 +36,8 @@ static void test_values(void **state) {
     assert_int_equal(cfg.max_topic_levels, 0);
     hato_config_free(&cfg);
     assert_int_equal(
-        parse(&cfg, "max_output_buffer 8589934592\nmax_topic_levels 65536\n", err, sizeof err), 0);
-    assert_true(cfg.max_output_buffer == 8589934592LL);
+        parse(&cfg, "max_output_buffer 1073741824\nmax_topic_levels 65536\n", err, sizeof err), 0);
+    assert_true(cfg.max_output_buffer == 1073741824LL);
     assert_int_equal(cfg.max_topic_levels, 65536);
     hato_config_free(&cfg);
 }
@@ -48,6 +48,9 @@ static void test_errors_name_file_and_line(void **state) {
     char err[256];
     assert_int_equal(parse(&cfg, "# c\nmax_output_buffer -1\n", err, sizeof err), -1);
     assert_non_null(strstr(err, "t.conf:2: max_output_buffer"));
+    hato_config_free(&cfg);
+    assert_int_equal(parse(&cfg, "max_output_buffer 1073741825\n", err, sizeof err), -1);
+    assert_non_null(strstr(err, "t.conf:1: max_output_buffer"));
     hato_config_free(&cfg);
     assert_int_equal(parse(&cfg, "max_topic_levels 65537\n", err, sizeof err), -1);
     assert_non_null(strstr(err, "t.conf:1: max_topic_levels"));
