@@ -1,16 +1,46 @@
 #include "base/strmap.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/types.h>
+#include <time.h>
+
+/*
+ * Seeded per process: keys come from clients (client ids, topic filters),
+ * and an unseeded hash would let a client choose keys that all land in one
+ * bucket, turning every lookup into a list walk that the other clients of
+ * its worker wait through. FNV-1a from a random basis, then a full
+ * avalanche so the bucket bits depend on the whole state. Not a
+ * cryptographic PRF; the seed only makes aimed collisions impractical.
+ */
+static uint64_t hash_seed;
+static pthread_once_t hash_once = PTHREAD_ONCE_INIT;
+
+static void hash_seed_init(void) {
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)(uintptr_t)&seed;
+    }
+    hash_seed = seed;
+}
 
 uint64_t strmap_hash(const void *key, size_t len) {
-    /* FNV-1a: short keys, good enough spread, no seed needed for ids. */
+    pthread_once(&hash_once, hash_seed_init);
     const uint8_t *p = key;
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = 1469598103934665603ull ^ hash_seed;
     for (size_t i = 0; i < len; i++) {
         h ^= p[i];
         h *= 1099511628211ull;
     }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
     return h;
 }
 

@@ -24,6 +24,8 @@ struct strmap {
     size_t count;
 };
 
+/* Seeded once per process (client-chosen keys cannot aim at one bucket):
+ * the same within a process, across its threads; never store it. */
 uint64_t strmap_hash(const void *key, size_t len);
 void strmap_init(struct strmap *m);
 /* Frees the map's own memory, not keys or values. */

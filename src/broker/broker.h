@@ -52,6 +52,7 @@ struct deliv {
     struct msg *m;
     uint8_t qos;      /* QoS of this delivery */
     bool retain;      /* retain flag to send */
+    bool answer;      /* retained message answering a SUBSCRIBE: never dropped for a full output */
     uint8_t state;    /* enum deliv_state, for in-flight entries */
     uint16_t pid;     /* packet id, in flight only */
     uint16_t nsub;    /* number of subscription identifiers */
@@ -72,8 +73,9 @@ enum deliv_state {
 /* A subscription as the session remembers it (for unsubscribe and cleanup). */
 struct sess_sub {
     struct sess_sub *next;
+    struct sess_sub **pprev; /* the pointer to this one: unlinked in O(1) */
     struct sub_opts opts;
-    uint16_t len;
+    uint32_t len;  /* with a mount point it may pass 65535 */
     char filter[]; /* full filter, mount point included; NUL-terminated */
 };
 
@@ -90,6 +92,7 @@ struct session {
     int64_t expire_at; /* monotonic ms at which an offline session ends; 0 = not set */
     struct sess_sub *subs;
     size_t nsubs;
+    struct strmap submap; /* filter -> sess_sub in subs: O(1) lookups */
 
     /* Outgoing QoS 1/2: in flight (sent, unacknowledged) and queued. */
     struct deliv *inflight;
@@ -98,15 +101,19 @@ struct session {
     uint32_t qhead, qlen, qcap;
     size_t qbytes;
     uint16_t next_pid;
+    uint64_t *pid_bits; /* ids in flight, when many are (session.c) */
 
     /* Incoming QoS 2 packet ids received, PUBREL not yet (exactly once). */
     uint16_t *in_pids;
     uint32_t nin_pids, capin_pids;
+    uint64_t *in_pid_bits; /* replaces in_pids when many (proto.c); nin_pids counts both */
 
     /* Will: published on abnormal loss, after will_delay seconds. */
     struct msg *will;
     uint32_t will_delay;
     int64_t will_at; /* monotonic ms when pending, 0 otherwise */
+
+    bool queue_full; /* dropping for max_queued_*: logged once per episode */
 
     struct session *timer_next; /* in the worker's list of timed sessions */
     bool on_timer_list;
@@ -146,6 +153,7 @@ struct conn {
     bool will_pending; /* publish the will if the connection is lost */
     bool counted;      /* counted in ls->nconns */
     bool connack_held; /* CONNACK waits for a store commit: input and output wait too */
+    bool dropping;     /* over max_output_buffer: QoS 0 dropped (logged once) */
     char peer[64];
     char *username;
     /* Failed login waiting for its slowdown delay (security.c): monotonic
@@ -293,6 +301,12 @@ struct broker {
     struct tls_state *tls; /* transport/tls.c: contexts of the TLS listeners */
     struct store *store;   /* NULL unless persistence is on */
 };
+
+/* Effective max_output_buffer: 0 stands for the ceiling, 1 GiB, which keeps
+ * a connection's output offsets within 32 bits. */
+static inline uint64_t output_limit(const struct hato_config *cfg) {
+    return cfg->max_output_buffer > 0 ? (uint64_t)cfg->max_output_buffer : (uint64_t)1 << 30;
+}
 
 /* logconf.c */
 void hato_config_apply_logging(const struct hato_config *cfg);

@@ -594,6 +594,8 @@ static const struct key keys[] = {
     G_INT("connect_timeout", connect_timeout, 1, 3600),
     G_INT("auth_fail_delay", auth_fail_delay, 0, 60000),
     G_INT("auth_fail_delay_max", auth_fail_delay_max, 0, 3600000),
+    G_I64("max_output_buffer", max_output_buffer, 0, 1 << 30),
+    G_INT("max_topic_levels", max_topic_levels, 0, 65536),
     /* Removed from Mosquitto 2.0: accepted with a warning. */
     OBSOLETE("retry_interval"),
     OBSOLETE("store_clean_interval"),
@@ -1284,6 +1286,8 @@ void hato_config_init(struct hato_config *cfg) {
     cfg->connect_timeout = 10;
     cfg->auth_fail_delay = 1000;
     cfg->auth_fail_delay_max = 30000;
+    cfg->max_output_buffer = 4 << 20;
+    cfg->max_topic_levels = 201;
     listener_init(&cfg->default_listener, "<default>", 0);
     cfg->default_listener.port = -1; /* not given */
     cfg->cmd_port = -1;

@@ -195,6 +195,11 @@ struct hato_config {
     int connect_timeout;                         /* seconds to receive CONNECT, default 10 */
     int auth_fail_delay;     /* ms before refusing a failed login (doubles per failure), 1000 */
     int auth_fail_delay_max; /* ms, cap of that delay, 30000 */
+    /* Unsent bytes per connection above which QoS 0 is dropped and input
+     * is not read; 4 MiB; 0..1 GiB, 0 = the most, 1 GiB (output offsets
+     * are 32-bit). */
+    int64_t max_output_buffer;
+    int max_topic_levels; /* levels in a topic name or filter; 201 (Mosquitto's); 0 = no limit */
 
     /* Non-fatal remarks (deprecated or ignored directives), "FILE:LINE: text". */
     char **warnings;

@@ -152,6 +152,10 @@ size_t route_publish(struct worker *w, struct msg *m) {
         struct deliv d = {.m = msg_ref(m)};
         d.qos = upgrade ? qos : (m->qos < qos ? m->qos : qos);
         d.retain = rap && m->retain; /* MQTT-3.3.1-12, -13 */
+        /* The count is kept in 16 bits: at most 65535 identifiers go out
+         * (a session may hold more matching filters with identifiers). */
+        if (nsub > UINT16_MAX)
+            nsub = UINT16_MAX;
         d.nsub = (uint16_t)nsub;
         if (nsub == 1) {
             d.subid = subid;
@@ -163,7 +167,7 @@ size_t route_publish(struct worker *w, struct msg *m) {
                 uint32_t k = 0;
                 for (j = i; j < end; j++) {
                     struct match *mt = &w->matches[j];
-                    if (mt->opts.sub_id && !(mt->opts.no_local && m->origin == s))
+                    if (k < nsub && mt->opts.sub_id && !(mt->opts.no_local && m->origin == s))
                         d.subids[k++] = mt->opts.sub_id;
                 }
             }

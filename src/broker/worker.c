@@ -393,12 +393,23 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
     }
 }
 
+/*
+ * Over max_output_buffer: the client does not read what it is sent. Its
+ * input is not read either until the output drains (TCP pushes back), so a
+ * client that pipelines requests (PINGREQ, QoS 1 PUBLISH, SUBSCRIBE) without
+ * reading the answers cannot make them pile up in the broker's memory.
+ */
+static bool conn_backlogged(const struct conn *c) {
+    return c->out_bytes > output_limit(c->w->b->cfg);
+}
+
 static void conn_read_some(struct conn *c) {
     struct worker *w = c->w;
     /* TLS: one record per SSL_read, so more rounds for the same bytes. */
     int max_rounds = c->ssl ? 16 : 4;
-    for (int rounds = 0;
-         rounds < max_rounds && c->state != CS_CLOSING && c->w == w && !c->refuse_at; rounds++) {
+    for (int rounds = 0; rounds < max_rounds && c->state != CS_CLOSING && c->w == w &&
+                         !c->refuse_at && !conn_backlogged(c);
+         rounds++) {
         uint8_t *dst;
         size_t room;
         if (c->inlen) {
@@ -470,8 +481,14 @@ static void conn_event(struct ev_loop *loop, struct ev_io *io, uint32_t events) 
         if (c->s && !c->nsegs)
             session_pump(c->s);
     }
-    if (events & EV_READ)
+    if (events & EV_READ) {
+        if (conn_backlogged(c)) {
+            /* Read again when the output has drained (conn_flush). */
+            ev_io_set(c->w->loop, &c->io, EV_WRITE);
+            return;
+        }
         conn_readable(c);
+    }
 }
 
 /* ---- accept ---------------------------------------------------------- */

@@ -443,6 +443,12 @@ int mqtt_decode(const uint8_t *buf, size_t len, uint8_t version, bool is_server,
         return rc;
     if (mqtt_rd_left(&r) != 0) /* bytes after the last field */
         return MALFORMED(reason);
+    /* MQTT-1.5.5-1: in MQTT 5 the Remaining Length is a Variable Byte
+     * Integer and must use the fewest bytes. MQTT 3.1.1 (2.2.3) states no
+     * such rule and Mosquitto accepts longer forms, so 3.1/3.1.1 do too. */
+    uint8_t v = f.type == MQTT_CONNECT ? out->connect.version : version;
+    if (v == MQTT_V5 && f.header_len != 1 + mqtt_varint_size(f.remaining))
+        return MALFORMED(reason);
     return MQTT_OK;
 }
 

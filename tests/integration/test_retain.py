@@ -1,6 +1,6 @@
 """Retained messages (MQTT 3.1.1 section 3.3.1.3)."""
 
-from mqttraw import (PINGRESP, PUBLISH, connected_client, pingreq, publish_ok, recv_publish,
+from mqttraw import (SUBACK, publish, subscribe, PINGRESP, PUBLISH, connected_client, pingreq, publish_ok, recv_publish,
                      subscribe_ok)
 
 
@@ -130,3 +130,23 @@ def test_retained_not_sent_for_dollar_topic_to_hash_MQTT_4_7_2_1(broker):
     with connected_client(broker, "sub2") as sub2:
         subscribe_ok(sub2, 1, [("$ret/#", 0)])
         assert recv_publish(sub2).payload == b"d"
+
+
+def test_retained_answer_to_subscribe_is_never_cut_by_the_output_limit_MQTT_3_3_1_6(broker):
+    """MQTT-3.3.1-6: a new subscription receives every matching retained message. 20,000
+    retained messages of 300 bytes (6 MB) are more than max_output_buffer (4 MiB) at once:
+    they are all sent, in topic order per level, none dropped as a slow consumer's QoS 0."""
+    n, body = 20000, b"x" * 300
+    with connected_client(broker, "ret-filler") as p:
+        for i in range(n - 1):
+            p.send(publish(f"big/{i}", body, retain=True))
+        publish_ok(p, f"big/{n - 1}", body, qos=1, pid=1, retain=True)  # all stored before it
+    with connected_client(broker, "ret-reader") as s:
+        s.send(subscribe(1, [("big/#", 0)]))
+        assert s.expect(SUBACK).codes == [0]
+        got = set()
+        for _ in range(n):
+            pkt = recv_publish(s, timeout=30)
+            assert pkt.retain and pkt.payload == body
+            got.add(pkt.topic)
+        assert len(got) == n
