@@ -352,6 +352,10 @@ void session_unref(struct session *s);
 void session_end(struct session *s);
 /* Deliver a message to a session owned by the calling worker. */
 void session_deliver(struct session *s, struct deliv *d);
+/* QoS 0 to a connected session of this worker, sent now: d->m is borrowed
+ * (nothing here keeps it). Returns false when the session needs the full
+ * path (session_deliver, with a reference of its own). No store. */
+bool session_send_qos0(struct session *s, const struct deliv *d);
 /* Send what the in-flight window allows (after acks, on connect). */
 void session_pump(struct session *s);
 /* Re-send in-flight messages (DUP) and PUBRELs on session resume. */

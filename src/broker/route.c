@@ -149,7 +149,7 @@ size_t route_publish(struct worker *w, struct msg *m) {
             i = end;
             continue;
         }
-        struct deliv d = {.m = msg_ref(m)};
+        struct deliv d = {.m = m}; /* borrowed until dispatched (see below) */
         d.qos = upgrade ? qos : (m->qos < qos ? m->qos : qos);
         d.retain = rap && m->retain; /* MQTT-3.3.1-12, -13 */
         /* The count is kept in 16 bits: at most 65535 identifiers go out
@@ -175,9 +175,16 @@ size_t route_publish(struct worker *w, struct msg *m) {
         /* One reference per run goes with the delivery; drop the others. */
         for (j = i + 1; j < end; j++)
             session_unref(w->matches[j].s);
-        if (!b->store) {
+        if (!b->store && s->w == w && d.qos == 0 && session_send_qos0(s, &d)) {
+            /* Sent (or refused) at once from the route's own reference: no
+             * reference pair per subscriber on the fan-out path. */
+            if (d.nsub > 1)
+                free(d.subids);
+            session_unref(s);
+        } else if (!b->store) {
+            msg_ref(m);
             route_dispatch(w, s, &d);
-        } else if (pend_push(w, s, &d) < 0) {
+        } else if ((msg_ref(m), pend_push(w, s, &d)) < 0) {
             deliv_clear(&d);
             session_unref(s);
         }

