@@ -87,7 +87,7 @@ class Sub:
     """A subscriber process; its stdout collected as bytes."""
 
     def __init__(self, broker, home, topics, count=None, args=(), program="hato-sub",
-                 wait_s=10, env=None, sync=True, sync_mode="payload"):
+                 wait_s=30, env=None, sync=True, sync_mode="payload"):
         self.broker = broker
         path = program if os.path.isabs(program) else tool(program)
         self.out = bytearray()
@@ -172,7 +172,7 @@ class Sub:
     def lines(self):
         return self.output.decode("utf-8", "replace").splitlines()
 
-    def finish(self, timeout=15):
+    def finish(self, timeout=45):
         """Wait for exit; return (returncode, output after the sync line, stderr)."""
         try:
             rc = self.proc.wait(timeout=timeout)

@@ -249,7 +249,7 @@ void conn_close(struct conn *c, const char *why) {
         char u[128];
         if (why)
             log_notice("Client %s [%s] (user '%s') disconnected: %s.", id, c->peer,
-                       c->username ? security_printable(c->username, u, sizeof(u)) : "", why);
+                       c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>", why);
         struct session *s = c->s;
         c->s = NULL;
         s->conn = NULL;
