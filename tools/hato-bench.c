@@ -451,17 +451,39 @@ static bool pub_finished(const struct bclient *b) {
 
 static uint64_t last_progress_ns, last_report_ns, report_sent, report_recv;
 
+/* Latency of the last interval: p50 and p99 of (a sample of at most 4096 of)
+ * the latencies recorded since the previous report, in microseconds. */
+static size_t report_lat; /* index in lat[] of the interval's first sample */
+
+static int cmp_u32(const void *a, const void *b);
+
+static void interval_latency(double *p50, double *p99) {
+    static uint32_t sample[4096];
+    size_t n = nlat - report_lat, step = n / 4096 + 1, k = 0;
+    for (size_t i = report_lat; i < nlat && k < 4096; i += step)
+        sample[k++] = lat[i];
+    report_lat = nlat;
+    *p50 = *p99 = 0;
+    if (!k)
+        return;
+    qsort(sample, k, sizeof(*sample), cmp_u32);
+    *p50 = sample[(size_t)(0.5 * (double)(k - 1) + 0.5)];
+    *p99 = sample[(size_t)(0.99 * (double)(k - 1) + 0.5)];
+}
+
 static void progress(bool force) {
     uint64_t t = now_ns();
     if (!force && t - last_report_ns < 1000000000u)
         return;
     double dt = (double)(t - last_report_ns) / 1e9;
+    double p50, p99;
+    interval_latency(&p50, &p99);
     if (!O.quiet && dt > 0)
         fprintf(stderr,
                 "%6.1fs sent %" PRIu64 " (%.0f/s) received %" PRIu64 " (%.0f/s)"
-                " connected %" PRIu64 "\n",
+                " latency p50 %.3f ms p99 %.3f ms connected %" PRIu64 "\n",
                 secs_since(t_start_ns), n_sent, (double)(n_sent - report_sent) / dt, n_received,
-                (double)(n_received - report_recv) / dt, n_connected);
+                (double)(n_received - report_recv) / dt, p50 / 1000, p99 / 1000, n_connected);
     report_sent = n_sent;
     report_recv = n_received;
     last_report_ns = t;
