@@ -4,6 +4,7 @@ and against a deliberately faulty relay that drops, duplicates and reorders,
 to prove the tool sees each of those."""
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -168,3 +169,11 @@ def test_losses_duplicates_and_reordering_are_seen():
     assert s["lost"] == 1
     assert s["duplicates"] == 1
     assert s["reordered"] == 1
+
+
+def test_progress_lines_carry_rates_and_latency(broker):
+    rc, s, err = bench("run", "-p", broker.port, "--pubs", 2, "--subs", 1, "-t", "hb/%i",
+                       "-T", "hb/#", "-q", 1, "-n", 200)
+    assert rc == 0, err
+    assert re.search(r"sent 400 \(\d+/s\) received 400 \(\d+/s\) latency p50 [\d.]+ ms "
+                     r"p99 [\d.]+ ms connected \d+", err), err
