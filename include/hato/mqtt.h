@@ -385,6 +385,17 @@ size_t mqtt_encode(uint8_t *buf, size_t cap, uint8_t version, const struct mqtt_
 size_t mqtt_encode_publish_head(uint8_t *buf, size_t cap, uint8_t version,
                                 const struct mqtt_packet *p);
 
+/*
+ * The same for the common PUBLISH that carries no property (MQTT 3.x, or
+ * MQTT 5 with an empty property block), from its fields: no struct
+ * mqtt_packet to fill, for a broker delivering one message to many
+ * clients. Same bytes and size contract as mqtt_encode_publish_head; 0 for
+ * QoS 3, a topic over 65535 bytes or a remaining length over the maximum.
+ */
+size_t mqtt_encode_publish_plain(uint8_t *buf, size_t cap, uint8_t version, const char *topic,
+                                 size_t topic_len, uint8_t qos, bool retain, bool dup,
+                                 uint16_t packet_id, size_t payload_len);
+
 /* Size of the encoded property block (length prefix included); 0 if it
  * cannot be encoded (a string over 65535 bytes, too many sub_id). */
 size_t mqtt_props_size(const struct mqtt_props *props);

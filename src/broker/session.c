@@ -343,48 +343,27 @@ static bool expired(const struct msg *m) {
 }
 
 /*
- * The common PUBLISH, by hand: MQTT 3.1/3.1.1, or 5.0 with no property to
- * send. Header and a small payload go out in one conn_write, without
- * building a struct mqtt_packet (616 bytes to clear) for the generic
- * encoder. Returns 0, -1 on error, or 2 when the packet does not fit the
- * stack buffer (the caller uses the generic path).
+ * The common PUBLISH: MQTT 3.1/3.1.1, or 5.0 with no property to send,
+ * encoded from its fields (no struct mqtt_packet, 616 bytes, to clear per
+ * delivery). Header and a small payload go out in one conn_write. Returns 0,
+ * 1 when the client's Maximum Packet Size forbids it, -1 on error, or 2
+ * when the header does not fit the stack buffer (the caller uses the
+ * generic path).
  */
 static int send_publish_plain(struct conn *c, const struct deliv *d, bool dup, const char *topic,
                               size_t tlen) {
     struct msg *m = d->m;
-    bool v5 = c->version == MQTT_V5;
-    size_t vh = 2 + tlen + (d->qos ? 2 : 0) + (v5 ? 1 : 0);
-    size_t rl = vh + m->payload_len;
-    if (rl > 268435455u)
-        return -1;
-    size_t rl_bytes = rl < 128 ? 1 : rl < 16384 ? 2 : rl < 2097152 ? 3 : 4;
-    if (v5 && c->max_packet_out && 1 + rl_bytes + rl > c->max_packet_out)
-        return 1; /* MQTT-3.1.2-25 */
     uint8_t buf[512];
-    size_t head = 1 + rl_bytes + vh;
+    size_t head = mqtt_encode_publish_plain(buf, sizeof(buf), c->version, topic, tlen, d->qos,
+                                            d->retain, dup, d->pid, m->payload_len);
+    if (!head)
+        return -1;
+    if (c->version == MQTT_V5 && c->max_packet_out && head + m->payload_len > c->max_packet_out)
+        return 1; /* MQTT-3.1.2-25 */
     if (head > sizeof(buf))
         return 2;
-    uint8_t *p = buf;
-    *p++ = (uint8_t)(0x30 | (dup ? 8 : 0) | (d->qos << 1) | (d->retain ? 1 : 0));
-    for (size_t v = rl;;) {
-        uint8_t byte = v & 0x7f;
-        v >>= 7;
-        *p++ = (uint8_t)(byte | (v ? 0x80 : 0));
-        if (!v)
-            break;
-    }
-    *p++ = (uint8_t)(tlen >> 8);
-    *p++ = (uint8_t)tlen;
-    memcpy(p, topic, tlen);
-    p += tlen;
-    if (d->qos) {
-        *p++ = (uint8_t)(d->pid >> 8);
-        *p++ = (uint8_t)d->pid;
-    }
-    if (v5)
-        *p++ = 0; /* no properties */
     if (m->payload_len && m->payload_len <= sizeof(buf) - head) {
-        memcpy(p, m->payload, m->payload_len);
+        memcpy(buf + head, m->payload, m->payload_len);
         return conn_write(c, buf, head + m->payload_len) < 0 ? -1 : 0;
     }
     if (conn_write(c, buf, head) < 0 || conn_write_payload(c, m) < 0)
@@ -584,17 +563,35 @@ void session_send_inflight(struct session *s, uint16_t pid) {
     }
 }
 
+/* QoS 0 to the session's connection: sent now, or dropped and counted when
+ * the client is over max_output_buffer. d is left to the caller. */
+static void send_qos0(struct session *s, const struct deliv *d) {
+    struct conn *c = s->conn;
+    const struct hato_config *cfg = s->w->b->cfg;
+    /* The retained messages a SUBSCRIBE asked for are all sent: they are
+     * bounded by the retained store, and a client over its output limit
+     * sends no further SUBSCRIBE (its input waits). */
+    if (out_full(c) && !d->answer) {
+        /* Logged once per episode, counted always. */
+        if (!c->dropping)
+            log_notice("Client %s is not reading: more than %lld bytes unsent, dropping "
+                       "QoS 0 messages for it (max_output_buffer).",
+                       s->client_id, (long long)output_limit(cfg));
+        c->dropping = true;
+        stat_inc(&s->w->dropped);
+        return;
+    }
+    /* Episode over when the output is down to half the limit. */
+    if (c->dropping && c->out_bytes <= output_limit(cfg) / 2)
+        c->dropping = false;
+    send_publish(s, d, false);
+}
+
 bool session_send_qos0(struct session *s, const struct deliv *d) {
     if (!online(s))
         return false;
-    if (s->dead || expired(d->m) || !security_may_read(s->w, s, d->m->topic, d->m->topic_len))
-        return true; /* not for this session */
-    struct conn *c = s->conn;
-    if (out_full(c) && !d->answer)
-        return false; /* session_deliver counts and logs the drop */
-    if (c->dropping && c->out_bytes <= output_limit(s->w->b->cfg) / 2)
-        c->dropping = false;
-    send_publish(s, d, false);
+    if (!s->dead && !expired(d->m) && security_may_read(s->w, s, d->m->topic, d->m->topic_len))
+        send_qos0(s, d);
     return true;
 }
 
@@ -609,24 +606,8 @@ void session_deliver(struct session *s, struct deliv *d) {
     if (online(s)) {
         struct conn *c = s->conn;
         if (d->qos == 0) {
-            /* The retained messages a SUBSCRIBE asked for are all sent: they
-             * are bounded by the retained store, and a client over its
-             * output limit sends no further SUBSCRIBE (its input waits). */
-            if (out_full(c) && !d->answer) {
-                /* Logged once per episode, counted always. */
-                if (!c->dropping)
-                    log_notice("Client %s is not reading: more than %lld bytes unsent, dropping "
-                               "QoS 0 messages for it (max_output_buffer).",
-                               s->client_id, (long long)output_limit(b->cfg));
-                c->dropping = true;
-                stat_inc(&s->w->dropped);
-                deliv_drop(s, d);
-            } else {
-                /* Episode over when the output is down to half the limit. */
-                if (c->dropping && c->out_bytes <= output_limit(b->cfg) / 2)
-                    c->dropping = false;
-                send_now(s, d);
-            }
+            send_qos0(s, d);
+            deliv_drop(s, d);
             return;
         }
         if (s->qlen == 0 && s->ninflight < window(s) && !out_full(c)) {

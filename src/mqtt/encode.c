@@ -221,3 +221,27 @@ size_t mqtt_encode_publish_head(uint8_t *buf, size_t cap, uint8_t version,
         return 0;
     return encode(buf, cap, version, p, false);
 }
+
+size_t mqtt_encode_publish_plain(uint8_t *buf, size_t cap, uint8_t version, const char *topic,
+                                 size_t topic_len, uint8_t qos, bool retain, bool dup,
+                                 uint16_t packet_id, size_t payload_len) {
+    if (version < MQTT_V31 || version > MQTT_V5 || qos > 2 || topic_len > 0xFFFF)
+        return 0;
+    size_t vh = 2 + topic_len + (qos ? 2 : 0) + (version == MQTT_V5 ? 1 : 0);
+    if (vh + payload_len > MQTT_MAX_REMAINING_LENGTH)
+        return 0;
+    uint32_t rem = (uint32_t)(vh + payload_len);
+    size_t total = 1 + mqtt_varint_size(rem) + vh;
+    if (!buf || cap < total)
+        return total;
+    struct mqtt_wr w = {buf, 0, false};
+    mqtt_wr_u8(&w, (uint8_t)(MQTT_PUBLISH << 4 | (dup ? 8 : 0) | qos << 1 | (retain ? 1 : 0)));
+    mqtt_wr_varint(&w, rem);
+    mqtt_wr_u16(&w, (uint16_t)topic_len);
+    mqtt_wr_bytes(&w, topic, topic_len);
+    if (qos)
+        mqtt_wr_u16(&w, packet_id);
+    if (version == MQTT_V5)
+        mqtt_wr_u8(&w, 0); /* property length: none */
+    return total;
+}

@@ -1489,6 +1489,43 @@ static void test_encode_publish_head(void **state) {
     assert_int_equal(mqtt_encode_publish_head(head, sizeof head, MQTT_V5, &q), 0);
 }
 
+/* mqtt_encode_publish_plain writes the bytes of mqtt_encode_publish_head for
+ * every version, QoS, flag and remaining-length size, and refuses what the
+ * generic encoder refuses. */
+static void test_encode_publish_plain(void **state) {
+    (void)state;
+    static const size_t payloads[] = {0, 5, 120, 130, 16380, 16390, 2097150, 2097160};
+    static const uint8_t versions[] = {MQTT_V31, MQTT_V311, MQTT_V5};
+    uint8_t a[64], b[64];
+    for (size_t v = 0; v < 3; v++)
+        for (uint8_t qos = 0; qos <= 2; qos++)
+            for (int flags = 0; flags < 4; flags++)
+                for (size_t k = 0; k < sizeof payloads / sizeof payloads[0]; k++) {
+                    struct mqtt_packet p = {.type = MQTT_PUBLISH, .packet_id = qos ? 0x1234 : 0};
+                    p.publish.topic = S("sensors/temp");
+                    p.publish.qos = qos;
+                    p.publish.retain = flags & 1;
+                    p.publish.dup = (flags & 2) != 0;
+                    p.publish.payload = (struct mqtt_str){NULL, (uint32_t)payloads[k]};
+                    size_t want = mqtt_encode_publish_head(a, sizeof a, versions[v], &p);
+                    size_t got =
+                        mqtt_encode_publish_plain(b, sizeof b, versions[v], "sensors/temp", 12, qos,
+                                                  flags & 1, flags & 2, 0x1234, payloads[k]);
+                    assert_int_equal(got, want);
+                    assert_memory_equal(a, b, want);
+                }
+    assert_int_equal(
+        mqtt_encode_publish_plain(b, sizeof b, MQTT_V311, "t", 1, 0, false, false, 0, 10), 5);
+    assert_int_equal(mqtt_encode_publish_plain(NULL, 0, MQTT_V5, "t", 1, 1, false, false, 1, 10),
+                     8); /* size only */
+    assert_int_equal(
+        mqtt_encode_publish_plain(b, sizeof b, MQTT_V311, "t", 1, 3, false, false, 1, 0), 0);
+    assert_int_equal(mqtt_encode_publish_plain(b, sizeof b, MQTT_V311, "t", 1, 0, false, false, 0,
+                                               MQTT_MAX_REMAINING_LENGTH),
+                     0);
+    assert_int_equal(mqtt_encode_publish_plain(b, sizeof b, 2, "t", 1, 0, false, false, 0, 0), 0);
+}
+
 static void test_encode_cannot(void **state) {
     (void)state;
     static uint8_t big[70000];
@@ -1722,6 +1759,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_ping_disconnect_auth),
         cmocka_unit_test(test_encode_remaining_length_boundaries),
         cmocka_unit_test(test_encode_publish_head),
+        cmocka_unit_test(test_encode_publish_plain),
         cmocka_unit_test(test_encode_cannot),
         cmocka_unit_test(test_props_encoding_order),
         cmocka_unit_test(test_user_props_collect),
