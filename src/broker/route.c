@@ -181,12 +181,14 @@ size_t route_publish(struct worker *w, struct msg *m) {
             if (d.nsub > 1)
                 free(d.subids);
             session_unref(s);
-        } else if (!b->store) {
-            msg_ref(m);
-            route_dispatch(w, s, &d);
-        } else if ((msg_ref(m), pend_push(w, s, &d)) < 0) {
-            deliv_clear(&d);
-            session_unref(s);
+        } else {
+            msg_ref(m); /* the delivery's own, from here on */
+            if (!b->store) {
+                route_dispatch(w, s, &d);
+            } else if (pend_push(w, s, &d) < 0) {
+                deliv_clear(&d);
+                session_unref(s);
+            }
         }
         delivered++;
         i = end;

@@ -151,6 +151,17 @@ void conn_out_consumed(struct conn *c, size_t n) {
     }
 }
 
+/* Free the output buffers of a connection with nothing left to send. */
+static void out_release(struct conn *c) {
+    free(c->wbuf);
+    free(c->segs);
+    c->wbuf = NULL;
+    c->segs = NULL;
+    c->wcap = 0;
+    c->capsegs = 0;
+    c->seghead = 0;
+}
+
 void conn_out_done(struct conn *c) {
     c->seghead = 0;
     c->wlen = 0;
@@ -158,16 +169,8 @@ void conn_out_done(struct conn *c) {
      * and small ones cost one malloc per turn when reused, which is less
      * than holding them on thousands of quiet connections. Busy middle-sized
      * buffers stay until the tick finds them unused. */
-    if (c->wcap > 16384 || c->wcap <= 1024) {
-        free(c->wbuf);
-        c->wbuf = NULL;
-        c->wcap = 0;
-        if (c->capsegs <= 8) {
-            free(c->segs);
-            c->segs = NULL;
-            c->capsegs = 0;
-        }
-    }
+    if (c->wcap > 16384 || c->wcap <= 1024)
+        out_release(c);
 }
 
 /* Write as much as the socket takes. Returns -1 if the connection failed. */
@@ -249,7 +252,8 @@ void conn_close(struct conn *c, const char *why) {
         char u[128];
         if (why)
             log_notice("Client %s [%s] (user '%s') disconnected: %s.", id, c->peer,
-                       c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>", why);
+                       c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>",
+                       why);
         struct session *s = c->s;
         c->s = NULL;
         s->conn = NULL;
@@ -673,15 +677,8 @@ static void on_tick(struct ev_loop *loop, void *data) {
         next = c->next;
         /* Idle connections hold no output buffers: the memory per held
          * connection is what bench/compare's idle scenario measures. */
-        if (!c->nsegs && !c->wlen && !c->dirty && (c->wbuf || c->segs)) {
-            free(c->wbuf);
-            free(c->segs);
-            c->wbuf = NULL;
-            c->segs = NULL;
-            c->wcap = 0;
-            c->capsegs = 0;
-            c->seghead = 0;
-        }
+        if (!c->nsegs && !c->wlen && !c->dirty)
+            out_release(c);
         if (c->state == CS_NEW && c->refuse_at) {
             if (now >= c->refuse_at)
                 proto_refuse_due(c); /* failed login: its delay is over */
