@@ -5,7 +5,7 @@ include(GNUInstallDirs)
 
 file(GLOB HATO_CLIENT_SRC CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/client/*.c)
 add_library(hato_client STATIC ${HATO_CLIENT_SRC})
-target_link_libraries(hato_client PUBLIC hato_mqtt OpenSSL::SSL OpenSSL::Crypto)
+target_link_libraries(hato_client PUBLIC hato_mqtt hato_transport OpenSSL::SSL OpenSSL::Crypto)
 
 install(FILES ${CMAKE_SOURCE_DIR}/include/hato/client.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hato)
 
@@ -26,7 +26,6 @@ endforeach()
 # The library's unit test (tests/unit/client/, outside the tests/unit/test_*.c
 # glob because it links the client library, not the broker).
 if(HATO_TESTS)
-  find_library(CMOCKA_LIB cmocka REQUIRED)
   add_executable(test_client ${CMAKE_SOURCE_DIR}/tests/unit/client/test_client.c)
   target_link_libraries(test_client PRIVATE hato_client ${CMOCKA_LIB})
   add_test(NAME unit.test_client COMMAND test_client)
