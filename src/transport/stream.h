@@ -62,9 +62,9 @@ struct stream_info {
      * stream_info_clear. Also set by the PROXY layer from a v2 SSL CN TLV
      * when the listener takes identities from the proxy. */
     char *identity;
-    bool tls_done;     /* a TLS layer finished its handshake */
-    bool proxy_tls;    /* PROXY v2: the client's connection to the proxy was TLS */
-    bool upgraded;     /* the WebSocket upgrade is done */
+    bool tls_done;  /* a TLS layer finished its handshake */
+    bool proxy_tls; /* PROXY v2: the client's connection to the proxy was TLS */
+    bool upgraded;  /* the WebSocket upgrade is done */
     /* Why the stack failed (the last failure of any layer), for the log:
      * static text or info->why_buf. */
     const char *why;
@@ -143,7 +143,8 @@ void stream_free(struct stream *s);
 struct stream *stream_find(struct stream *s, const struct stream_ops *ops);
 /* Record a failure reason in s->info (printf style); returns -1 so a layer
  * can `return stream_fail(s, EPROTO, "...")` with errno set. */
-int stream_fail(struct stream *s, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int stream_fail(struct stream *s, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Free what stream_info holds (identity). */
 void stream_info_clear(struct stream_info *info);
 /* Format a socket address as stream_info.peer does. */
