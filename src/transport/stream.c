@@ -30,19 +30,24 @@ struct stream *stream_find(struct stream *s, const struct stream_ops *ops) {
 
 int stream_fail(struct stream *s, int err, const char *fmt, ...) {
     if (s->info) {
+        char *why = NULL;
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(s->info->why_buf, sizeof(s->info->why_buf), fmt, ap);
+        if (vasprintf(&why, fmt, ap) < 0)
+            why = NULL;
         va_end(ap);
-        s->info->why = s->info->why_buf;
+        free(s->info->why);
+        s->info->why = why;
     }
     errno = err;
     return -1;
 }
 
 void stream_info_clear(struct stream_info *info) {
+    free(info->via);
     free(info->identity);
-    info->identity = NULL;
+    free(info->why);
+    info->via = info->identity = info->why = NULL;
 }
 
 void stream_format_addr(const struct sockaddr *sa, socklen_t len, char *out, size_t cap) {
@@ -114,6 +119,23 @@ static void tcp_destroy(struct stream *s) {
     free(s);
 }
 
+static void tcp_destroy_embedded(struct stream *s) {
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+}
+
+const struct stream_ops tcp_stream_embedded_ops = {
+    .name = "tcp",
+    .read = tcp_read,
+    .writev = tcp_writev,
+    .flush = tcp_flush,
+    .wants = tcp_wants,
+    .pending = tcp_pending,
+    .shutdown = tcp_shutdown,
+    .destroy = tcp_destroy_embedded,
+};
+
 const struct stream_ops tcp_stream_ops = {
     .name = "tcp",
     .read = tcp_read,
@@ -133,4 +155,12 @@ struct stream *tcp_stream_new(int fd, struct stream_info *info) {
     s->info = info;
     s->fd = fd;
     return s;
+}
+
+void tcp_stream_init(struct stream *s, int fd, struct stream_info *info) {
+    *s = (struct stream){.ops = &tcp_stream_embedded_ops, .info = info, .fd = fd};
+}
+
+bool stream_is_tcp(const struct stream *s) {
+    return s->ops == &tcp_stream_ops || s->ops == &tcp_stream_embedded_ops;
 }

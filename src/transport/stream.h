@@ -46,29 +46,28 @@
 enum { STREAM_WANT_READ = 1u, STREAM_WANT_WRITE = 4u };
 
 /* What the layers learned about the connection; shared by the whole stack,
- * owned by the user. */
+ * owned by the user. Small on purpose: it lives in every connection, idle
+ * ones included; what is rare is allocated. */
 struct stream_info {
     /* The client's address as logged, checked by ACL patterns and counted by
      * the login slow-down: "ip:port", "[ip6]:port" or a Unix socket path.
-     * Set from the socket; replaced by a PROXY header, or by a WebSocket
-     * X-Forwarded-For from a trusted proxy. */
+     * Set from the socket by the user; replaced by a PROXY header, or by a
+     * WebSocket X-Forwarded-For from a trusted proxy. */
     char peer[64];
-    /* The address the socket itself had when `peer` was replaced (the proxy
-     * or load balancer), else empty. */
-    char via[64];
+    /* The socket's own address when `peer` was replaced (the proxy or load
+     * balancer), else NULL. malloc'd. */
+    char *via;
     /* Set by the TLS layer when its handshake is done (server side: the
-     * verified client certificate's CN, RFC 2253 subject, or the PSK
-     * identity, per the layer's options). malloc'd, freed by
-     * stream_info_clear. Also set by the PROXY layer from a v2 SSL CN TLV
-     * when the listener takes identities from the proxy. */
+     * verified client certificate's CN, its RFC 2253 subject, or the PSK
+     * identity, as the layer was asked). Also set by the PROXY layer from a
+     * v2 SSL CN TLV. malloc'd. */
     char *identity;
+    /* Why the stack failed (the last failure of any layer), for the user's
+     * log; malloc'd by stream_fail, NULL while nothing failed. */
+    char *why;
     bool tls_done;  /* a TLS layer finished its handshake */
     bool proxy_tls; /* PROXY v2: the client's connection to the proxy was TLS */
     bool upgraded;  /* the WebSocket upgrade is done */
-    /* Why the stack failed (the last failure of any layer), for the log:
-     * static text or info->why_buf. */
-    const char *why;
-    char why_buf[160];
 };
 
 struct stream;
@@ -141,11 +140,12 @@ static inline void stream_shutdown(struct stream *s) {
 void stream_free(struct stream *s);
 /* The first layer at or below s with these ops, or NULL. */
 struct stream *stream_find(struct stream *s, const struct stream_ops *ops);
-/* Record a failure reason in s->info (printf style); returns -1 so a layer
- * can `return stream_fail(s, EPROTO, "...")` with errno set. */
+/* Record a failure reason in s->info->why (printf style, replacing an
+ * earlier one); returns -1 with errno = err, so a layer can
+ * `return stream_fail(s, EPROTO, "...")`. */
 int stream_fail(struct stream *s, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Free what stream_info holds (identity). */
+/* Free what stream_info holds (via, identity, why) and zero them. */
 void stream_info_clear(struct stream_info *info);
 /* Format a socket address as stream_info.peer does. */
 void stream_format_addr(const struct sockaddr *sa, socklen_t len, char *out, size_t cap);
@@ -155,6 +155,12 @@ void stream_format_addr(const struct sockaddr *sa, socklen_t len, char *out, siz
  * flush has nothing to do, wants and pending are empty. NULL out of memory
  * (the descriptor is then not closed). */
 struct stream *tcp_stream_new(int fd, struct stream_info *info);
-extern const struct stream_ops tcp_stream_ops;
+/* The same layer in memory the user owns (embedded in its connection, so a
+ * plain connection costs no allocation): destroy closes the descriptor and
+ * frees nothing. */
+void tcp_stream_init(struct stream *s, int fd, struct stream_info *info);
+/* Both kinds of socket layer answer to this. */
+bool stream_is_tcp(const struct stream *s);
+extern const struct stream_ops tcp_stream_ops, tcp_stream_embedded_ops;
 
 #endif
