@@ -21,7 +21,7 @@
 #endif
 
 #include "base/log.h"
-#include "transport/tls.h"
+#include "broker/tls_legacy.h"
 #include "broker/security.h"
 #include "broker/persist.h"
 

@@ -10,7 +10,7 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
-#include "transport/tls.h"
+#include "broker/tls_legacy.h"
 
 static void usage(FILE *f) {
     fprintf(f,

@@ -15,7 +15,7 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
-#include "transport/tls.h"
+#include "broker/tls_legacy.h"
 #include "broker/security.h"
 #include "broker/persist.h"
 

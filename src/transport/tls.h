@@ -1,80 +1,109 @@
 /*
- * TLS listeners (OpenSSL 3): one SSL_CTX per TLS listener, built at start-up
- * and rebuilt on SIGHUP; one SSL per connection, driven without blocking by
- * the worker's event loop (the same loop and threads as plain TCP).
+ * TLS as a stream layer (OpenSSL 3): the one TLS implementation, used by the
+ * broker's listeners and by the client library alike.
  *
- * Contexts. tls_init builds every context before any socket is opened: a
- * file that is missing, unreadable or wrong stops start-up with its path and
- * OpenSSL's reason. tls_reload (SIGHUP, main thread) builds new contexts
- * from the same files and swaps them in under a lock for new connections;
- * open connections keep the context they started with (an SSL holds a
- * reference on its SSL_CTX). A reload that fails keeps the old context.
+ * Contexts. A struct tls_ctx is an SSL_CTX with what hato adds to it (the
+ * PSK table of a psk_file, the identity rule). It is built from plain option
+ * structs, so this file knows no broker config: the broker translates its
+ * listener settings into tls_server_opts, the client library its settings
+ * into tls_client_opts. A context is reference-counted and may be shared by
+ * threads: connections hold a reference on the context they started with,
+ * so a reload can swap in a new one while they go on.
  *
- * Connections. tls_conn_new attaches an SSL to a connection of a TLS
- * listener. Readiness events go to tls_event, which drives the handshake,
- * then reads with SSL_read into the worker's read path (conn_readable calls
- * tls_read) and writes the connection's output segments with SSL_write,
- * gathered into records of up to TLS_STAGE bytes (conn_flush calls
- * tls_flush). OpenSSL's wishes (a read that must write, a write that must
- * read, decrypted bytes left in OpenSSL's buffer) are kept in c->tls_flags
- * and turned into the epoll interest by tls_update_events.
+ * Layer. tls_stream_new puts a TLS layer over any lower stream (the socket,
+ * or a PROXY layer that may still hold bytes read past its header): the
+ * records go through the lower layer's read/writev, never straight to the
+ * descriptor. The handshake runs inside read and flush (and writev on the
+ * client side); until it is done read returns -1/EAGAIN and wants() says
+ * which readiness it waits for. When it is done info->tls_done is set and,
+ * on a server whose context asks for it, info->identity (certificate CN or
+ * RFC 2253 subject, or the PSK identity). A failed handshake leaves the
+ * reason in info->why ("certificate verify failed: ...", OpenSSL's error
+ * text, "connection closed during the handshake"). writev gathers small
+ * iovecs into records of up to TLS_RECORD bytes and sends a full record
+ * straight from a large one (no copy).
  */
 #ifndef HATO_TRANSPORT_TLS_H
 #define HATO_TRANSPORT_TLS_H
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
-#include <sys/types.h>
 
-struct broker;
-struct conn;
-struct hato_config;
-struct hato_listener;
+#include "transport/stream.h"
 
-/* Largest TLS record payload: output is gathered into records this long. */
-#define TLS_STAGE 16384
+/* Largest TLS record payload. */
+#define TLS_RECORD 16384
 
-/* c->tls_flags */
-enum {
-    TLS_F_READY = 1u << 0,      /* handshake done */
-    TLS_F_HS_WRITE = 1u << 1,   /* handshake waits for writability */
-    TLS_F_RD_WRITE = 1u << 2,   /* SSL_read waits for writability */
-    TLS_F_WR_READ = 1u << 3,    /* SSL_write waits for readability */
-    TLS_F_WR_BLOCKED = 1u << 4, /* SSL_write waits for writability */
-    TLS_F_RD_PENDING = 1u << 5, /* decrypted or buffered bytes left in OpenSSL */
-    TLS_F_FAILED = 1u << 6,     /* fatal error: no close_notify */
+struct tls_ctx;
+
+enum tls_identity {
+    TLS_ID_NONE = 0,
+    TLS_ID_CN,      /* use_identity_as_username: the certificate's CN (or the PSK identity) */
+    TLS_ID_SUBJECT, /* use_subject_as_username: the RFC 2253 subject (or the PSK identity) */
 };
 
-/* Build the contexts of every TLS listener. 0, or -1 (logged). */
-int tls_init(struct broker *b);
-/* --test-config: build every context once and free it (errors logged). */
-int tls_check_config(const struct hato_config *cfg);
-/* SIGHUP: rebuild contexts from the same files; failures keep the old one. */
-void tls_reload(struct broker *b);
-void tls_free(struct broker *b);
-/* Worker tick: after a reload, drop this worker's TLS clients that the new
- * files no longer accept (revoked or expired certificate, CA gone, PSK
- * identity or key removed). */
-struct worker;
-void tls_tick(struct worker *w);
+/* A server (listener) context. Paths may be NULL. */
+struct tls_server_opts {
+    const char *certfile, *keyfile;
+    const char *cafile, *capath, *crlfile, *dhparamfile;
+    const char *tls_version; /* lowest accepted: "tlsv1.2" (default) or "tlsv1.3" */
+    const char *ciphers, *ciphers_tls13;
+    const char *psk_hint; /* PSK listener when set */
+    const char *psk_file; /* Mosquitto's identity:hexkey lines; NULL = no keys */
+    bool require_certificate;
+    enum tls_identity identity; /* also asks for a client certificate */
+    bool no_date_checks;        /* disable_client_cert_date_checks */
+};
 
-/* Attach an SSL to a new connection when its listener is TLS. 0 or -1. */
-int tls_conn_new(struct conn *c);
-/* Readiness on a TLS connection (replaces the plain handler). */
-void tls_event(struct conn *c, uint32_t events);
-/* SSL_read: bytes read (>0), 0 at the end of the stream, or -1 with errno
- * EAGAIN (nothing now; the connection may have been closed on a fatal
- * error, check c->state). */
-ssize_t tls_read(struct conn *c, void *buf, size_t len);
-/* After a read burst: remember bytes left in OpenSSL, set the interest. */
-void tls_after_read(struct conn *c);
-/* Write the output segments. 0, or -1 when the connection failed. */
-int tls_flush(struct conn *c);
-/* Set the epoll interest from the output and c->tls_flags. */
-void tls_update_events(struct conn *c);
-/* Before close(2): a close_notify if the session is healthy. */
-void tls_conn_shutdown(struct conn *c);
-void tls_conn_free(struct conn *c);
+/* A client context. Paths may be NULL. */
+struct tls_client_opts {
+    const char *cafile, *capath;
+    bool use_os_certs;              /* the system's CA store (also when no CA is given) */
+    const char *certfile, *keyfile; /* client certificate */
+    const char *tls_version;        /* "tlsv1.1" | "tlsv1.2" | "tlsv1.3": that version only */
+    const char *ciphers;
+    const char *alpn;
+    const char *psk_identity; /* PSK instead of certificates when set */
+    const unsigned char *psk;
+    size_t psk_len;
+};
+
+/* Build a context: the new reference, or NULL with "what: why" in err (the
+ * path and OpenSSL's reason; never a prompt for an encrypted key). */
+struct tls_ctx *tls_server_ctx_new(const struct tls_server_opts *o, char *err, size_t errlen);
+struct tls_ctx *tls_client_ctx_new(const struct tls_client_opts *o, char *err, size_t errlen);
+/* A client context over an SSL_CTX the application made (hc_config.ssl_ctx):
+ * takes a reference of its own on it. */
+struct tls_ctx *tls_client_ctx_wrap(void *ssl_ctx);
+void tls_ctx_ref(struct tls_ctx *ctx);
+void tls_ctx_unref(struct tls_ctx *ctx);
+
+/*
+ * A TLS layer over `lower`, taking a reference on ctx. Server side when
+ * ctx is a server context. On the client side, `host` is the server name
+ * sent (SNI, not for an IP address) and, unless `insecure` or PSK, the
+ * name (or IP address) the certificate must carry. NULL out of memory; the
+ * lower layer is then still the caller's.
+ */
+struct stream *tls_stream_new(struct stream *lower, struct tls_ctx *ctx, const char *host,
+                              bool insecure);
+extern const struct stream_ops tls_stream_ops;
+
+/*
+ * After a reload: why `now` (the listener's new context) would refuse this
+ * established server connection, or NULL when it would accept it. The
+ * client certificate is verified again against the new CA, CRL and dates;
+ * a PSK identity is looked up in the new key table (gone, or its key
+ * changed: refused). `tls` is the TLS layer (stream_find(top,
+ * &tls_stream_ops)). The reason may be written into buf.
+ */
+const char *tls_stream_recheck(struct stream *tls, struct tls_ctx *now, char *buf, size_t len);
+
+/* "TLSv1.3, TLS_AES_256_GCM_SHA384" after the handshake, for the log. */
+void tls_stream_describe(struct stream *tls, char *buf, size_t len);
+
+/* Client side, after a failed handshake: true when the failure was the
+ * certificate check (the client library reports HC_ERR_TLS for it). */
+bool tls_stream_verify_failed(struct stream *tls);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * TLS listeners with OpenSSL 3. See tls.h for the model.
  */
-#include "transport/tls.h"
+#include "broker/tls_legacy.h"
 
 #include <dirent.h>
 #include <errno.h>
