@@ -21,9 +21,10 @@
 #endif
 
 #include "base/log.h"
-#include "broker/tls_legacy.h"
+#include "broker/tls.h"
 #include "broker/security.h"
 #include "broker/persist.h"
+#include "transport/ws.h"
 
 int worker_init(struct worker *w, struct broker *b, int id);
 int worker_listen(struct worker *w, struct lsock *ls);
@@ -38,6 +39,28 @@ static bool session_available(void *owner) {
 
 struct worker *broker_owner(struct broker *b, const char *id, size_t len) {
     return &b->workers[strmap_hash(id, len) % (uint64_t)b->nworkers];
+}
+
+/*
+ * A WebSocket listener's layer settings, pointing into the config (which
+ * lives as long as the broker). The frame limit follows max_packet_size:
+ * a WebSocket message never needs to be larger than the largest packet.
+ */
+static struct ws_server_opts *ws_opts_new(const struct hato_config *cfg,
+                                          const struct hato_listener *l) {
+    struct ws_server_opts *o = calloc(1, sizeof(*o));
+    if (!o) {
+        log_error("Error: out of memory.");
+        return NULL;
+    }
+    o->http_dir = l->http_dir;
+    o->origins = (const char *const *)l->websockets_origins;
+    o->norigins = l->n_websockets_origins;
+    o->max_header = (size_t)cfg->websockets_headers_size;
+    o->max_message = cfg->max_packet_size > 0 ? (size_t)cfg->max_packet_size : 268435460u;
+    o->trusted_proxies = (const char *const *)l->websockets_trusted_proxies;
+    o->ntrusted = l->n_websockets_trusted_proxies;
+    return o;
 }
 
 static int add_lsock(struct broker *b, int fd, const struct hato_listener *l) {
@@ -173,14 +196,17 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
     /* Listening sockets open only now: no client can connect to a half-restored broker. */
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct hato_listener *l = &cfg->listeners[i];
-        if (l->protocol && strcmp(l->protocol, "mqtt") != 0) {
-            log_error("Error: %s:%d: protocol %s is not supported yet.", l->file, l->line,
-                      l->protocol);
-            return -1;
-        }
+        size_t first = b->nlsocks;
         int r = l->unix_path ? open_unix(b, l) : open_tcp(b, l);
         if (r < 0)
             return -1;
+        if (strcmp(l->protocol, "websockets") == 0) {
+            struct ws_server_opts *o = ws_opts_new(cfg, l);
+            if (!o)
+                return -1;
+            for (size_t k = first; k < b->nlsocks; k++)
+                b->lsocks[k].ws = o; /* the first socket of the listener owns it */
+        }
     }
     for (size_t i = 0; i < b->nlsocks; i++) {
         b->lsocks[i].ios = calloc((size_t)b->nworkers, sizeof(struct ev_io));
@@ -284,6 +310,8 @@ void broker_free(struct broker *b) {
     /* Commit what the workers left (their last session records) before they go. */
     persist_close(b);
     for (size_t i = 0; i < b->nlsocks; i++) {
+        if (b->lsocks[i].ws && (i == 0 || b->lsocks[i - 1].ws != b->lsocks[i].ws))
+            free(b->lsocks[i].ws);
         close(b->lsocks[i].fd);
         if (b->lsocks[i].cfg->unix_path)
             unlink(b->lsocks[i].cfg->unix_path);

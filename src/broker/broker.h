@@ -32,6 +32,7 @@
 #include "broker/subtree.h"
 #include "event/loop.h"
 #include "store/store.h"
+#include "transport/stream.h"
 
 #define HATO_VERSION "0.1.0"
 
@@ -45,6 +46,8 @@ struct lsock {
     const struct hato_listener *cfg;
     atomic_int *nconns; /* open connections of its listener (shared by its sockets) */
     struct ev_io *ios;  /* one per worker (EPOLLEXCLUSIVE) */
+    /* WebSocket listeners: the layer's settings (broker.c, from the config). */
+    struct ws_server_opts *ws;
 };
 
 /* One message as a session delivers it (queued or in flight). */
@@ -146,7 +149,14 @@ struct conn {
     struct ev_io io;
     struct worker *w;
     struct lsock *ls;
-    int fd;
+    /* The byte stream: st is the top of the stack (transport/stream.h); a
+     * plain connection's stack is only `tcp`, embedded here. NULL once
+     * closed (conn_close frees the stack and closes the socket). si is what
+     * the layers learned: the peer address (PROXY header, trusted
+     * X-Forwarded-For), the TLS identity, why the stack failed. */
+    struct stream *st;
+    struct stream tcp;
+    struct stream_info si;
     enum conn_state state;
     uint8_t version;   /* 0 until CONNECT */
     bool dirty;        /* on the worker's flush list */
@@ -154,7 +164,7 @@ struct conn {
     bool counted;      /* counted in ls->nconns */
     bool connack_held; /* CONNACK waits for a store commit: input and output wait too */
     bool dropping;     /* over max_output_buffer: QoS 0 dropped (logged once) */
-    char peer[64];
+    bool via_logged;   /* the address from a PROXY header / X-Forwarded-For was logged */
     char *username;
     /* Failed login waiting for its slowdown delay (security.c): monotonic
      * ms at which the refusing CONNACK goes out, 0 = none. */
@@ -165,9 +175,6 @@ struct conn {
      * (use_identity_as_username / use_subject_as_username): CONNECT's user
      * name does not replace it and no password is checked for it. */
     bool username_from_tls;
-    /* TLS (transport/tls.c): NULL on plain listeners; tls_flags TLS_F_*. */
-    struct ssl_st *ssl;
-    uint8_t tls_flags;
 
     struct conn *next, *prev; /* worker's list */
     struct conn *dirty_next;  /* worker's flush list */
@@ -246,8 +253,7 @@ struct worker {
     size_t nsubid_scratch, capsubid_scratch;
 
     bool accept_paused; /* out of descriptors: accepting resumes on the next tick */
-    uint8_t *tls_stage; /* TLS output: segments gathered into one record (lazy) */
-    unsigned tls_gen;   /* TLS contexts generation this worker's clients were checked for */
+    unsigned tls_gen; /* TLS contexts generation this worker's clients were checked for */
 
     /* Security snapshot in use by this worker (security.c) and its generation. */
     struct sec_snap *sec;
@@ -298,7 +304,7 @@ struct broker {
     atomic_ulong id_counter;   /* for assigned client ids */
     struct security *security; /* password files, ACLs, login failures (security.c) */
     int64_t started;
-    struct tls_state *tls; /* transport/tls.c: contexts of the TLS listeners */
+    struct tls_state *tls; /* broker/tls.c: contexts of the TLS listeners */
     struct store *store;   /* NULL unless persistence is on */
 };
 

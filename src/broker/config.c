@@ -7,6 +7,7 @@
  */
 #include "broker/config.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -140,12 +141,44 @@ static void listener_init(struct hato_listener *l, const char *file, int line) {
     l->line = line;
 }
 
+static void strlist_free(char **v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* A deep copy of a list of n strings, or NULL (also for n == 0). */
+static int strlist_copy(char ***dst, size_t *ndst, char *const *src, size_t n) {
+    *dst = NULL;
+    *ndst = 0;
+    if (!n)
+        return 0;
+    if (!(*dst = calloc(n, sizeof(char *))))
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!((*dst)[i] = strdup(src[i])))
+            return -1;
+        (*ndst)++;
+    }
+    return 0;
+}
+
+static int strlist_add(char ***v, size_t *n, const char *value) {
+    char **nv = realloc(*v, (*n + 1) * sizeof *nv);
+    if (!nv)
+        return -1;
+    *v = nv;
+    if (!(nv[*n] = strdup(value)))
+        return -1;
+    (*n)++;
+    return 0;
+}
+
 static void listener_free(struct hato_listener *l) {
     for (size_t i = 0; i < N_LISTENER_STRINGS; i++)
         free(*lstr(l, listener_strings[i]));
-    for (size_t i = 0; i < l->n_websockets_origins; i++)
-        free(l->websockets_origins[i]);
-    free(l->websockets_origins);
+    strlist_free(l->websockets_origins, l->n_websockets_origins);
+    strlist_free(l->websockets_trusted_proxies, l->n_websockets_trusted_proxies);
     memset(l, 0, sizeof *l);
 }
 
@@ -154,23 +187,18 @@ static int listener_copy(struct hato_listener *dst, const struct hato_listener *
     *dst = *src;
     for (size_t i = 0; i < N_LISTENER_STRINGS; i++)
         *lstr(dst, listener_strings[i]) = NULL;
-    dst->websockets_origins = NULL;
-    dst->n_websockets_origins = 0;
+    dst->websockets_origins = dst->websockets_trusted_proxies = NULL;
+    dst->n_websockets_origins = dst->n_websockets_trusted_proxies = 0;
     for (size_t i = 0; i < N_LISTENER_STRINGS; i++) {
         const char *s = *lstr((struct hato_listener *)src, listener_strings[i]);
         if (s && !(*lstr(dst, listener_strings[i]) = strdup(s)))
             goto oom;
     }
-    if (src->n_websockets_origins) {
-        dst->websockets_origins = calloc(src->n_websockets_origins, sizeof(char *));
-        if (!dst->websockets_origins)
-            goto oom;
-        for (size_t i = 0; i < src->n_websockets_origins; i++) {
-            if (!(dst->websockets_origins[i] = strdup(src->websockets_origins[i])))
-                goto oom;
-            dst->n_websockets_origins++;
-        }
-    }
+    if (strlist_copy(&dst->websockets_origins, &dst->n_websockets_origins,
+                     src->websockets_origins, src->n_websockets_origins) < 0 ||
+        strlist_copy(&dst->websockets_trusted_proxies, &dst->n_websockets_trusted_proxies,
+                     src->websockets_trusted_proxies, src->n_websockets_trusted_proxies) < 0)
+        goto oom;
     return 0;
 oom:
     listener_free(dst);
@@ -479,6 +507,7 @@ static int h_socket_domain(struct parser *p, const struct key *k, char *value);
 static int h_mount_point(struct parser *p, const struct key *k, char *value);
 static int h_accept_versions(struct parser *p, const struct key *k, char *value);
 static int h_ws_origin(struct parser *p, const struct key *k, char *value);
+static int h_ws_trusted(struct parser *p, const struct key *k, char *value);
 static int h_auto_id_prefix(struct parser *p, const struct key *k, char *value);
 static int h_listener_auto_id_prefix(struct parser *p, const struct key *k, char *value);
 static int h_max_packet_size(struct parser *p, const struct key *k, char *value);
@@ -510,6 +539,7 @@ static const struct key keys[] = {
     L_BOOL("proxy_protocol_v2_require_tls", proxy_protocol_v2_require_tls),
     L_STR("http_dir", http_dir),
     FN("websockets_origin", h_ws_origin),
+    FN("websockets_trusted_proxy", h_ws_trusted),
     /* TLS, per listener: stored. */
     L_STR("cafile", cafile),
     L_STR("capath", capath),
@@ -849,13 +879,42 @@ static int h_ws_origin(struct parser *p, const struct key *k, char *value) {
     if (*value == '\0')
         return fail(p, "%s: missing value", k->name);
     struct hato_listener *l = cur_listener(p);
-    char **v = realloc(l->websockets_origins, (l->n_websockets_origins + 1) * sizeof *v);
-    if (!v)
+    if (strlist_add(&l->websockets_origins, &l->n_websockets_origins, value) < 0)
         return fail(p, "out of memory");
-    l->websockets_origins = v;
-    if (!(v[l->n_websockets_origins] = strdup(value)))
+    return 0;
+}
+
+/* websockets_trusted_proxy ADDR or ADDR/BITS (IPv4 or IPv6). */
+static int h_ws_trusted(struct parser *p, const struct key *k, char *value) {
+    if (*value == '\0')
+        return fail(p, "%s: missing value", k->name);
+    char addr[INET6_ADDRSTRLEN + 8];
+    if (strlen(value) >= sizeof(addr))
+        return fail(p, "%s: '%s' is not an IP address or ADDRESS/BITS", k->name, value);
+    strcpy(addr, value);
+    char *slash = strchr(addr, '/');
+    long bits = -1;
+    if (slash) {
+        *slash = '\0';
+        char *end;
+        errno = 0;
+        bits = strtol(slash + 1, &end, 10);
+        if (errno || end == slash + 1 || *end || bits < 0)
+            return fail(p, "%s: '%s': the prefix length after / must be a number", k->name,
+                        value);
+    }
+    unsigned char buf[16];
+    int fam = inet_pton(AF_INET, addr, buf) == 1    ? AF_INET
+              : inet_pton(AF_INET6, addr, buf) == 1 ? AF_INET6
+                                                    : 0;
+    if (!fam)
+        return fail(p, "%s: '%s' is not an IP address or ADDRESS/BITS", k->name, value);
+    if (bits > (fam == AF_INET ? 32 : 128))
+        return fail(p, "%s: '%s': at most /%d for %s", k->name, value, fam == AF_INET ? 32 : 128,
+                    fam == AF_INET ? "IPv4" : "IPv6");
+    struct hato_listener *l = cur_listener(p);
+    if (strlist_add(&l->websockets_trusted_proxies, &l->n_websockets_trusted_proxies, value) < 0)
         return fail(p, "out of memory");
-    l->n_websockets_origins++;
     return 0;
 }
 
@@ -1436,6 +1495,35 @@ int hato_config_finish(struct hato_config *cfg, char *err, size_t errlen) {
             set_err(err, errlen,
                     "%s:%d: listener %d: cafile/capath given without certfile and "
                     "keyfile",
+                    l->file, l->line, l->port);
+            return -1;
+        }
+        bool ws = strcmp(l->protocol, "websockets") == 0;
+        const char *ws_only = !ws && l->http_dir                      ? "http_dir"
+                              : !ws && l->n_websockets_origins        ? "websockets_origin"
+                              : !ws && l->n_websockets_trusted_proxies ? "websockets_trusted_proxy"
+                                                                      : NULL;
+        if (ws_only) {
+            set_err(err, errlen,
+                    "%s:%d: listener %d: %s applies to WebSocket listeners only (add "
+                    "'protocol websockets')",
+                    l->file, l->line, l->port, ws_only);
+            return -1;
+        }
+        if (l->http_dir) {
+            struct stat st;
+            const char *why = stat(l->http_dir, &st) < 0 ? strerror(errno)
+                              : !S_ISDIR(st.st_mode)     ? "not a directory"
+                                                         : NULL;
+            if (why) {
+                set_err(err, errlen, "%s:%d: listener %d: http_dir %s: %s", l->file, l->line,
+                        l->port, l->http_dir, why);
+                return -1;
+            }
+        }
+        if (l->proxy_protocol_v2_require_tls && l->enable_proxy_protocol != 2) {
+            set_err(err, errlen,
+                    "%s:%d: listener %d: proxy_protocol_v2_require_tls needs enable_proxy_protocol 2",
                     l->file, l->line, l->port);
             return -1;
         }

@@ -81,11 +81,15 @@ struct hato_listener {
     int max_topic_alias_broker; /* aliases we may use towards a client, default 10 */
     bool use_username_as_clientid;
     unsigned accept_protocol_versions; /* HATO_PROTO_* bits, default all */
-    int enable_proxy_protocol;         /* 0 = off, 1 or 2 (stored, not implemented) */
-    bool proxy_protocol_v2_require_tls;
-    char *http_dir;            /* websockets (stored) */
-    char **websockets_origins; /* websockets_origin, may repeat (stored) */
+    int enable_proxy_protocol;         /* 0 = off, 1 or 2: the header every connection must start with */
+    bool proxy_protocol_v2_require_tls; /* v2: the client's connection to the proxy must be TLS */
+    char *http_dir;            /* websockets: static files served to plain GET/HEAD */
+    char **websockets_origins; /* websockets_origin, may repeat: the Origin values accepted */
     size_t n_websockets_origins;
+    /* websockets_trusted_proxy (hato), may repeat: socket addresses (ADDR or
+     * ADDR/BITS) whose X-Forwarded-For names the client. Checked by finish. */
+    char **websockets_trusted_proxies;
+    size_t n_websockets_trusted_proxies;
 
     /* TLS (stored for the TLS module; see hato_listener_wants_tls). */
     char *cafile;
@@ -184,8 +188,8 @@ struct hato_config {
     bool log_timestamp;          /* true */
     char *log_timestamp_format;  /* strftime format, NULL = seconds since epoch */
     bool connection_messages;    /* true */
-    int websockets_log_level;    /* stored */
-    int websockets_headers_size; /* stored; 0..65535 (packet_buffer_size) */
+    int websockets_log_level;    /* stored (libwebsockets' log mask in Mosquitto; see configuration.md) */
+    int websockets_headers_size; /* largest WebSocket/HTTP request head, 0 = 4096; 0..65535 */
     bool enable_control_api;     /* stored (2.1 $CONTROL) */
 
     /* hato's own. */

@@ -10,7 +10,7 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
-#include "broker/tls_legacy.h"
+#include "broker/tls.h"
 
 static void usage(FILE *f) {
     fprintf(f,

@@ -78,9 +78,9 @@ static void refuse_login(struct conn *c, const char *id, size_t idlen, uint8_t v
                          const char *why) {
     char u[128], i[128], idz[128];
     snprintf(idz, sizeof(idz), "%.*s", (int)idlen, id);
-    int64_t delay = security_fail_delay(c->w->b, c->peer);
+    int64_t delay = security_fail_delay(c->w->b, c->si.peer);
     log_notice("Client %s [%s] refused: %s (user '%s'); answered after %lld ms.",
-               security_printable(idz, i, sizeof(i)), c->peer, why,
+               security_printable(idz, i, sizeof(i)), c->si.peer, why,
                c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>",
                (long long)delay);
     if (delay <= 0) {
@@ -237,10 +237,19 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     /* use_identity_as_username / use_subject_as_username: the name comes
      * from the TLS client certificate or PSK identity, never from CONNECT. */
     const struct hato_listener *tl = lcfg(c);
-    if (hato_listener_wants_tls(tl) &&
-        (tl->use_identity_as_username || tl->use_subject_as_username) && !c->username_from_tls) {
+    bool by_identity = tl->use_identity_as_username || tl->use_subject_as_username;
+    if (by_identity && c->si.identity && !c->username_from_tls) {
+        /* Established by the TLS layer, or by a PROXY v2 header from a load
+         * balancer that terminated TLS (its client certificate's CN). */
+        free(c->username);
+        c->username = c->si.identity;
+        c->si.identity = NULL;
+        c->username_from_tls = true;
+    }
+    if ((hato_listener_wants_tls(tl) || tl->enable_proxy_protocol == 2) && by_identity &&
+        !c->username_from_tls) {
         log_notice("Client %.*s [%s] refused: no TLS identity for the user name.", (int)idlen, id,
-                   c->peer);
+                   c->si.peer);
         connack_fail(c, MQTT_CONNACK_BAD_CREDENTIALS, MQTT_RC_BAD_USERNAME_OR_PASSWORD,
                      "no TLS client identity");
         return;
@@ -255,7 +264,7 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     }
     /* MQTT 3.1.1 has no code for a bad password but 0x04; Mosquitto (and
      * hato) answer 0x05 "not authorised" to both failures. */
-    if (c->username && !c->username_from_tls && security_fail_pending(c->w->b, c->peer)) {
+    if (c->username && !c->username_from_tls && security_fail_pending(c->w->b, c->si.peer)) {
         refuse_login(c, id, idlen, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_USERNAME_OR_PASSWORD,
                      "address held back after failed logins");
         return;
@@ -325,7 +334,7 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
             char idz[128], i[128];
             snprintf(idz, sizeof(idz), "%.*s", (int)idlen, id);
             log_notice("Client %s [%s] refused: will topic '%s' not writable by the ACL.",
-                       security_printable(idz, i, sizeof(i)), c->peer, will->topic);
+                       security_printable(idz, i, sizeof(i)), c->si.peer, will->topic);
             msg_unref(will);
             connack_fail(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
                          "will topic not authorised");
@@ -449,7 +458,7 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     } else {
         conn_send(c, &ack);
     }
-    log_notice("New client connected from %s as %s (p%d, c%d, k%d%s%s%s).", c->peer, s->client_id,
+    log_notice("New client connected from %s as %s (p%d, c%d, k%d%s%s%s).", c->si.peer, s->client_id,
                c->version == MQTT_V31    ? 1
                : c->version == MQTT_V311 ? 2
                                          : 5,
@@ -640,7 +649,7 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         /* MQTT 5 is told (0x87); MQTT 3 has no way to say it: the message
          * is dropped and acknowledged as usual (what Mosquitto does). */
         char u[128];
-        log_notice("Denied PUBLISH from %s [%s] (user '%s') to '%s': ACL.", s->client_id, c->peer,
+        log_notice("Denied PUBLISH from %s [%s] (user '%s') to '%s': ACL.", s->client_id, c->si.peer,
                    c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>",
                    m->topic);
         msg_unref(m);
@@ -772,7 +781,7 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
                 char u[128];
                 log_notice(
                     "Denied SUBSCRIBE from %s [%s] (user '%s') to '%s': ACL.", s->client_id,
-                    c->peer,
+                    c->si.peer,
                     c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>", f);
             }
             free(af);

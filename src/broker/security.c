@@ -195,7 +195,7 @@ static void recheck_clients(struct worker *w) {
             continue;
         char u[128];
         log_notice("Client %s [%s] user '%s' is no longer in the password file: disconnecting.",
-                   c->s ? c->s->client_id : "?", c->peer,
+                   c->s ? c->s->client_id : "?", c->si.peer,
                    security_printable(c->username, u, sizeof(u)));
         proto_fail(c, MQTT_RC_NOT_AUTHORIZED, "user removed from the password file");
     }

@@ -15,9 +15,12 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
-#include "broker/tls_legacy.h"
-#include "broker/security.h"
 #include "broker/persist.h"
+#include "broker/security.h"
+#include "broker/tls.h"
+#include "transport/proxy.h"
+#include "transport/tls.h"
+#include "transport/ws.h"
 
 #define READ_CHUNK (64 * 1024)
 /* Payloads at least this long are written by reference (writev), shorter
@@ -173,10 +176,43 @@ void conn_out_done(struct conn *c) {
         out_release(c);
 }
 
-/* Write as much as the socket takes. Returns -1 if the connection failed. */
+/* A connection whose stack is only the socket: the fast path, where a
+ * flush is writev(2) and nothing else. */
+static inline bool conn_plain(const struct conn *c) {
+    return c->st == &c->tcp;
+}
+
+/*
+ * Over max_output_buffer: the client does not read what it is sent. Its
+ * input is not read either until the output drains (TCP pushes back), so a
+ * client that pipelines requests (PINGREQ, QoS 1 PUBLISH, SUBSCRIBE) without
+ * reading the answers cannot make them pile up in the broker's memory.
+ */
+static bool conn_backlogged(const struct conn *c) {
+    return c->out_bytes > output_limit(c->w->b->cfg);
+}
+
+/* The epoll interest from the output and what the stream's layers wait for.
+ * A layer holding bytes that read would return (decrypted TLS, decoded
+ * WebSocket payload) is served on the next turn: write readiness is asked
+ * for, which the socket has at once. */
+static void conn_update_events(struct conn *c) {
+    bool backlogged = conn_backlogged(c);
+    uint32_t ev = backlogged ? 0 : EV_READ;
+    if (c->nsegs)
+        ev |= EV_WRITE;
+    if (!conn_plain(c)) {
+        ev |= stream_wants(c->st);
+        if (!backlogged && stream_pending(c->st))
+            ev |= EV_WRITE;
+    }
+    ev_io_set(c->w->loop, &c->io, ev);
+}
+
+/* Offer the output segments to the stream until it takes no more, then
+ * let its layers write what they keep. Returns -1 if the connection failed
+ * (c->si.why may say why). */
 static int conn_flush(struct conn *c) {
-    if (c->ssl)
-        return tls_flush(c);
     while (c->nsegs) {
         struct iovec iov[64];
         int n = 0;
@@ -188,28 +224,32 @@ static int conn_flush(struct conn *c) {
             iov[n].iov_len = s->len - skip;
             n++;
         }
-        ssize_t w = writev(c->fd, iov, n);
+        ssize_t w = stream_writev(c->st, iov, n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                ev_io_set(c->w->loop, &c->io, EV_READ | EV_WRITE);
-                return 0;
-            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
             return -1;
         }
+        if (w == 0)
+            break;
         conn_out_consumed(c, (size_t)w);
     }
-    conn_out_done(c);
-    ev_io_set(c->w->loop, &c->io, EV_READ);
+    if (!conn_plain(c) && stream_flush(c->st) < 0)
+        return -1;
+    if (!c->nsegs)
+        conn_out_done(c);
+    conn_update_events(c);
     return 0;
 }
 
 /* ---- connection life ------------------------------------------------- */
 
 static void conn_free(struct conn *c) {
-    if (c->ssl)
-        tls_conn_free(c);
+    if (c->st)
+        stream_free(c->st);
+    stream_info_clear(&c->si);
     out_reset(c);
     free(c->wbuf);
     free(c->segs);
@@ -251,7 +291,7 @@ void conn_close(struct conn *c, const char *why) {
         const char *id = c->s->client_id;
         char u[128];
         if (why)
-            log_notice("Client %s [%s] (user '%s') disconnected: %s.", id, c->peer,
+            log_notice("Client %s [%s] (user '%s') disconnected: %s.", id, c->si.peer,
                        c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>",
                        why);
         struct session *s = c->s;
@@ -261,17 +301,20 @@ void conn_close(struct conn *c, const char *why) {
         atomic_fetch_sub(&w->nclients, 1);
         session_detach(s, c->will_pending);
     } else if (why) {
-        log_notice("Connection from %s closed: %s.", c->peer, why);
+        log_notice("Connection from %s closed: %s.", c->si.peer, why);
     }
-    /* Last words (a DISCONNECT) go out before the close. */
+    /* Last words (a DISCONNECT) go out before the close, then the layers'
+     * own (TLS close_notify, WebSocket close frame), never waiting. */
     if (c->nsegs)
         conn_flush(c);
     c->state = CS_CLOSING;
     ev_io_stop(w->loop, &c->io);
-    if (c->ssl)
-        tls_conn_shutdown(c);
-    close(c->fd);
-    c->fd = -1;
+    if (!conn_plain(c)) {
+        stream_shutdown(c->st);
+        stream_flush(c->st);
+    }
+    stream_free(c->st);
+    c->st = NULL;
     if (c->counted)
         atomic_fetch_sub(c->ls->nconns, 1);
     list_remove(c);
@@ -397,20 +440,41 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
     }
 }
 
-/*
- * Over max_output_buffer: the client does not read what it is sent. Its
- * input is not read either until the output drains (TCP pushes back), so a
- * client that pipelines requests (PINGREQ, QoS 1 PUBLISH, SUBSCRIBE) without
- * reading the answers cannot make them pile up in the broker's memory.
- */
-static bool conn_backlogged(const struct conn *c) {
-    return c->out_bytes > output_limit(c->w->b->cfg);
+/* Why a stack that failed did (the layer's reason, else the socket's). */
+static const char *stream_why(const struct conn *c, const char *dflt) {
+    return c->si.why ? c->si.why : dflt;
+}
+
+/* A layer under MQTT failed or ended during its handshake: say which one,
+ * in the words the log has always used for TLS. */
+static void conn_stack_failed(struct conn *c, bool eof) {
+    struct stream *tls = stream_find(c->st, &tls_stream_ops);
+    if (tls && !c->si.tls_done) {
+        log_notice("TLS handshake failed with client %s on port %d: %s", c->si.peer,
+                   c->ls->cfg->port,
+                   stream_why(c, "connection closed by the client during the handshake"));
+        conn_close(c, NULL);
+        return;
+    }
+    if (eof) {
+        conn_close(c, c->s ? "connection closed by client" : "closed before CONNECT");
+        return;
+    }
+    conn_close(c, stream_why(c, "socket error"));
+}
+
+/* A PROXY header or a trusted X-Forwarded-For gave the client's address. */
+static void conn_log_via(struct conn *c) {
+    c->via_logged = true;
+    log_notice("Connection from %s is client %s (address from the %s).", c->si.via, c->si.peer,
+               stream_find(c->st, &proxy_stream_ops) ? "PROXY header" : "X-Forwarded-For header");
 }
 
 static void conn_read_some(struct conn *c) {
     struct worker *w = c->w;
-    /* TLS: one record per SSL_read, so more rounds for the same bytes. */
-    int max_rounds = c->ssl ? 16 : 4;
+    bool plain = conn_plain(c);
+    /* Layers return a record or frame per read, so more rounds for the same bytes. */
+    int max_rounds = plain ? 4 : 16;
     for (int rounds = 0; rounds < max_rounds && c->state != CS_CLOSING && c->w == w &&
                          !c->refuse_at && !conn_backlogged(c);
          rounds++) {
@@ -436,26 +500,28 @@ static void conn_read_some(struct conn *c) {
             dst = w->rbuf;
             room = w->rcap;
         }
-        ssize_t r = c->ssl ? tls_read(c, dst, room) : read(c->fd, dst, room);
+        ssize_t r = stream_read(c->st, dst, room);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return;
-            conn_close(c, "socket error");
+            conn_stack_failed(c, false);
             return;
         }
         if (r == 0) {
-            conn_close(c, c->s ? "connection closed by client" : "closed before CONNECT");
+            conn_stack_failed(c, true);
             return;
         }
+        if (c->si.via && !c->via_logged)
+            conn_log_via(c);
         if (c->inlen) {
             c->inlen += (size_t)r;
             conn_handle_input(c, c->in, c->inlen);
         } else {
             conn_handle_input(c, w->rbuf, (size_t)r);
         }
-        if ((size_t)r < room && !c->ssl)
+        if ((size_t)r < room && plain)
             return;
     }
 }
@@ -463,9 +529,15 @@ static void conn_read_some(struct conn *c) {
 void conn_readable(struct conn *c) {
     struct worker *w = c->w;
     conn_read_some(c);
-    /* TLS: decrypted bytes may be left in OpenSSL when the rounds ran out. */
-    if (c->ssl && c->state != CS_CLOSING && c->w == w)
-        tls_after_read(c);
+    /* Layers: a handshake may wait to write, or bytes may be left decoded
+     * when the rounds ran out. */
+    if (!conn_plain(c) && c->state != CS_CLOSING && c->w == w) {
+        if (stream_flush(c->st) < 0) {
+            conn_stack_failed(c, false);
+            return;
+        }
+        conn_update_events(c);
+    }
 }
 
 static void conn_event(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
@@ -473,22 +545,23 @@ static void conn_event(struct ev_loop *loop, struct ev_io *io, uint32_t events) 
     struct conn *c = io->data;
     if (c->state == CS_CLOSING)
         return;
-    if (c->ssl) {
-        tls_event(c, events);
-        return;
-    }
-    if (events & EV_WRITE) {
+    bool plain = conn_plain(c);
+    /* A layer may need a read to finish a write (TLS), so a layered
+     * connection flushes on any event. */
+    if ((events & EV_WRITE) || !plain) {
         if (conn_flush(c) < 0) {
-            conn_close(c, "socket error");
+            conn_stack_failed(c, false);
             return;
         }
         if (c->s && !c->nsegs)
             session_pump(c->s);
+        if (c->state == CS_CLOSING)
+            return;
     }
-    if (events & EV_READ) {
+    if ((events & EV_READ) || (!plain && stream_pending(c->st))) {
         if (conn_backlogged(c)) {
             /* Read again when the output has drained (conn_flush). */
-            ev_io_set(c->w->loop, &c->io, EV_WRITE);
+            conn_update_events(c);
             return;
         }
         conn_readable(c);
@@ -496,6 +569,37 @@ static void conn_event(struct ev_loop *loop, struct ev_io *io, uint32_t events) 
 }
 
 /* ---- accept ---------------------------------------------------------- */
+
+/*
+ * The layers over the socket a listener asks for, in wire order: PROXY
+ * header, TLS, WebSocket. NULL, or why the stack could not be made (out of
+ * memory).
+ */
+static const char *conn_build_stack(struct conn *c) {
+    const struct hato_listener *l = c->ls->cfg;
+    struct stream *st;
+    if (l->enable_proxy_protocol) {
+        st = proxy_stream_new(c->st, l->enable_proxy_protocol, l->proxy_protocol_v2_require_tls);
+        if (!st)
+            return "out of memory";
+        c->st = st;
+    }
+    struct tls_ctx *ctx = broker_tls_ctx(c->w->b, l);
+    if (ctx) {
+        st = tls_stream_new(c->st, ctx, NULL, false);
+        tls_ctx_unref(ctx);
+        if (!st)
+            return "TLS set-up failed";
+        c->st = st;
+    }
+    if (c->ls->ws) {
+        st = ws_stream_new_server(c->st, c->ls->ws);
+        if (!st)
+            return "out of memory";
+        c->st = st;
+    }
+    return NULL;
+}
 
 static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
     (void)events;
@@ -522,19 +626,10 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             return;
         }
         char peer[64] = "?";
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            char ip[INET_ADDRSTRLEN];
-            inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-            snprintf(peer, sizeof(peer), "%s:%u", ip, ntohs(a->sin_port));
-        } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            char ip[INET6_ADDRSTRLEN];
-            inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-            snprintf(peer, sizeof(peer), "[%s]:%u", ip, ntohs(a->sin6_port));
-        } else {
+        if (ss.ss_family == AF_UNIX)
             snprintf(peer, sizeof(peer), "%s", ls->cfg->unix_path ? ls->cfg->unix_path : "unix");
-        }
+        else
+            stream_format_addr((struct sockaddr *)&ss, sl, peer, sizeof(peer));
         int n = atomic_fetch_add(ls->nconns, 1) + 1;
         if (ls->cfg->max_connections >= 0 && n > ls->cfg->max_connections) {
             atomic_fetch_sub(ls->nconns, 1);
@@ -553,16 +648,18 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             close(fd);
             continue;
         }
-        c->fd = fd;
+        tcp_stream_init(&c->tcp, fd, &c->si);
+        c->st = &c->tcp;
         c->io.fd = -1; /* not watched yet: a close before ev_io_start unwatches nothing */
         c->ls = ls;
         c->counted = true;
         c->state = CS_NEW;
         c->last_rx = ev_now(loop);
-        snprintf(c->peer, sizeof(c->peer), "%s", peer);
+        snprintf(c->si.peer, sizeof(c->si.peer), "%s", peer);
         list_add(w, c);
-        if (tls_conn_new(c) < 0) {
-            conn_close(c, "TLS set-up failed");
+        const char *why = conn_build_stack(c);
+        if (why) {
+            conn_close(c, why);
             continue;
         }
         if (ev_io_start(loop, &c->io, fd, EV_READ, conn_event, c) < 0) {
@@ -620,16 +717,16 @@ void route_flush(struct worker *w) {
 
 static void adopt(struct worker *w, struct conn *c) {
     list_add(w, c);
-    if (ev_io_start(w->loop, &c->io, c->fd, EV_READ, conn_event, c) < 0) {
+    if (ev_io_start(w->loop, &c->io, c->tcp.fd, EV_READ, conn_event, c) < 0) {
         conn_close(c, "epoll failed");
         return;
     }
     /* The CONNECT (and anything after it) waits in c->in. */
     if (c->inlen)
         conn_handle_input(c, c->in, c->inlen);
-    /* TLS: more may wait decrypted in OpenSSL (tls_flags say so). */
-    if (c->ssl && c->state != CS_CLOSING && c->w == w)
-        tls_update_events(c);
+    /* Layers: more may wait decoded in them. */
+    if (!conn_plain(c) && c->state != CS_CLOSING && c->w == w)
+        conn_update_events(c);
 }
 
 static void on_inbox(struct ev_loop *loop, void *data) {
@@ -663,6 +760,20 @@ static void on_inbox(struct ev_loop *loop, void *data) {
 
 int worker_listen(struct worker *w, struct lsock *ls);
 
+/* What a connection that sent no CONNECT in time was still waiting for. */
+static const char *conn_pending_handshake(const struct conn *c) {
+    if (!conn_plain(c)) {
+        struct stream *p = stream_find(c->st, &proxy_stream_ops);
+        if (p && !proxy_stream_done(p))
+            return "PROXY header not received in time";
+        if (stream_find(c->st, &tls_stream_ops) && !c->si.tls_done)
+            return "TLS handshake not finished in time";
+        if (stream_find(c->st, &ws_stream_ops) && !c->si.upgraded)
+            return "WebSocket handshake not finished in time";
+    }
+    return "no CONNECT in time";
+}
+
 static void on_tick(struct ev_loop *loop, void *data) {
     struct worker *w = data;
     int64_t now = ev_now(loop);
@@ -684,9 +795,7 @@ static void on_tick(struct ev_loop *loop, void *data) {
                 proto_refuse_due(c); /* failed login: its delay is over */
         } else if (c->state == CS_NEW) {
             if (timeout > 0 && now - c->last_rx >= (int64_t)timeout * 1000)
-                conn_close(c, c->ssl && !(c->tls_flags & TLS_F_READY)
-                                  ? "TLS handshake not finished in time"
-                                  : "no CONNECT in time");
+                conn_close(c, conn_pending_handshake(c));
         } else if (c->state == CS_CONNECTED && c->keep_alive) {
             /* MQTT-3.1.2-24: one and a half keep-alive periods. */
             if (now - c->last_rx >= (int64_t)c->keep_alive * 1500)
@@ -793,7 +902,6 @@ void worker_free(struct worker *w) {
             session_unref(it->s);
         } else {
             struct conn *c = it->c;
-            close(c->fd);
             if (c->counted)
                 atomic_fetch_sub(c->ls->nconns, 1);
             conn_free(c);
@@ -810,7 +918,6 @@ void worker_free(struct worker *w) {
     strmap_each(&w->sessions, end_session, NULL);
     strmap_free(&w->sessions);
     free(w->rbuf);
-    free(w->tls_stage);
     free(w->out_head);
     free(w->out_tail);
     free(w->matches);

@@ -104,11 +104,12 @@ static void open_conn(struct rig *r) {
     CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
     struct conn *c = calloc(1, sizeof(*c));
     CHECK(c);
-    c->fd = sv[0];
+    tcp_stream_init(&c->tcp, sv[0], &c->si);
+    c->st = &c->tcp;
     c->ls = &r->ls;
     c->state = CS_NEW;
     c->last_rx = ev_now(r->w[0].loop);
-    strcpy(c->peer, "fuzz");
+    strcpy(c->si.peer, "fuzz");
     r->peer = sv[1];
     struct item *it = calloc(1, sizeof(*it));
     CHECK(it);
