@@ -49,7 +49,8 @@ static const char *const common_usage =
     " -h HOST         broker host [localhost]\n"
     " -p PORT         broker port [1883, 8883 with TLS]\n"
     " --unix PATH     connect through a Unix socket\n"
-    " -L URL          mqtt(s)://[user[:password]@]host[:port]/topic\n"
+    " -L URL          mqtt(s)://[user[:password]@]host[:port]/topic, or\n"
+    "                 ws(s)://[user[:password]@]host[:port]/path (MQTT over WebSocket; topic from -t)\n"
     " -A ADDRESS      bind the outgoing socket to this local address\n"
     " --nodelay       disable Nagle's algorithm\n"
     " -V VERSION      mqttv5, mqttv311 or mqttv31 (5, 311, 31)\n"
@@ -318,21 +319,35 @@ const struct mqtt_props *cli_props(struct cli *cli, int kind) {
 
 static void parse_url(struct cli *cli, const char *url) {
     const char *rest;
+    bool ws = false;
     if (!strncmp(url, "mqtt://", 7)) {
         rest = url + 7;
     } else if (!strncmp(url, "mqtts://", 8)) {
         rest = url + 8;
         cli->hc.tls = true;
-    } else if (!strncmp(url, "ws://", 5) || !strncmp(url, "wss://", 6)) {
-        cli_die(cli, EXIT_USAGE, "-L %s: WebSocket (ws://, wss://) is not supported yet", url);
+    } else if (!strncmp(url, "ws://", 5)) {
+        rest = url + 5;
+        ws = true;
+    } else if (!strncmp(url, "wss://", 6)) {
+        rest = url + 6;
+        ws = true;
+        cli->hc.tls = true;
     } else {
         cli_die(cli, EXIT_USAGE, "-L: expected mqtt://, mqtts://, ws:// or wss://, got '%s'", url);
     }
     char *s = keep(cli, strdup(rest));
     char *slash = strchr(s, '/');
-    if (!slash || !slash[1])
+    if (ws) {
+        /* ws://host:port/path: the path is the HTTP request's (default /);
+         * the topic comes from -t. */
+        cli->hc.ws_path = keep(cli, strdup(slash ? slash : "/"));
+        if (slash)
+            *slash = 0;
+    } else if (!slash || !slash[1]) {
         cli_die(cli, EXIT_USAGE, "-L %s: the URL must end with /topic", url);
-    *slash = 0;
+    } else {
+        *slash = 0;
+    }
     char *hostport = s;
     char *at = strrchr(s, '@');
     if (at) {
@@ -368,8 +383,12 @@ static void parse_url(struct cli *cli, const char *url) {
     if (port) {
         cli->hc.port = (uint16_t)parse_long(cli, "-L", port, 1, 65535, "a port 1..65535");
         cli->have_port = true;
+    } else if (ws) {
+        cli->hc.port = cli->hc.tls ? 443 : 80; /* RFC 6455 section 3 */
+        cli->have_port = true;
     }
-    push(&cli->topics, &cli->ntopics, slash + 1);
+    if (!ws)
+        push(&cli->topics, &cli->ntopics, slash + 1);
 }
 
 /* ---- one option ------------------------------------------------------------ */

@@ -129,6 +129,10 @@ struct hc_config {
     /* An SSL_CTX * to use instead of building one from the fields above
      * (shared by many clients, e.g. in hato-bench). Not freed by hc_free. */
     void *ssl_ctx;
+
+    /* MQTT over WebSocket (RFC 6455, subprotocol "mqtt") when set: the
+     * HTTP request path, e.g. "/mqtt". Over TLS too (wss) with `tls`. */
+    const char *ws_path;
 };
 
 /* A message received from the broker (valid during the callback). */
