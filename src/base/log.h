@@ -15,6 +15,7 @@ enum log_level {
     LOG_SUBSCRIBE = 1 << 4,
     LOG_UNSUBSCRIBE = 1 << 5,
     LOG_DEBUG = 1 << 6,
+    LOG_WEBSOCKETS = 1 << 7, /* WebSocket upgrades (log_type websockets) */
     LOG_ALL = 0xff,
 };
 

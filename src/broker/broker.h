@@ -165,6 +165,7 @@ struct conn {
     bool connack_held; /* CONNACK waits for a store commit: input and output wait too */
     bool dropping;     /* over max_output_buffer: QoS 0 dropped (logged once) */
     bool via_logged;   /* the address from a PROXY header / X-Forwarded-For was logged */
+    bool ws_logged;    /* the WebSocket upgrade was logged */
     char *username;
     /* Failed login waiting for its slowdown delay (security.c): monotonic
      * ms at which the refusing CONNACK goes out, 0 = none. */

@@ -20,11 +20,16 @@ void hato_config_apply_logging(const struct hato_config *cfg) {
         {HATO_LOG_SUBSCRIBE, LOG_SUBSCRIBE},
         {HATO_LOG_UNSUBSCRIBE, LOG_UNSUBSCRIBE},
         {HATO_LOG_DEBUG, LOG_DEBUG},
+        {HATO_LOG_WEBSOCKETS, LOG_WEBSOCKETS},
     };
     unsigned mask = 0;
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
         if (cfg->log_type & map[i].cfg)
             mask |= map[i].log;
+    /* Mosquitto's websockets_log_level is libwebsockets' debug mask; hato
+     * has no libwebsockets, and any level turns on its WebSocket messages. */
+    if (cfg->websockets_log_level > 0)
+        mask |= LOG_WEBSOCKETS;
     log_set_mask(mask);
     log_set_timestamps(cfg->log_timestamp);
     if (cfg->log_dest & HATO_LOG_DEST_STDERR)

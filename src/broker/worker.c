@@ -515,6 +515,12 @@ static void conn_read_some(struct conn *c) {
         }
         if (c->si.via && !c->via_logged)
             conn_log_via(c);
+        if (c->si.upgraded && !c->ws_logged) {
+            c->ws_logged = true;
+            if (log_enabled(LOG_WEBSOCKETS))
+                log_msg(LOG_WEBSOCKETS, "WebSocket connection from %s on port %d upgraded.",
+                        c->si.peer, c->ls->cfg->port);
+        }
         if (c->inlen) {
             c->inlen += (size_t)r;
             conn_handle_input(c, c->in, c->inlen);
