@@ -58,6 +58,7 @@ struct opts {
     bool json;
     bool quiet;
     const char *id_prefix;
+    const char *ws_path; /* --ws PATH: MQTT over WebSocket */
 };
 
 struct seqmap { /* what one subscriber got from one publisher */
@@ -315,6 +316,7 @@ static struct bclient *add_client(enum role role, int index) {
         .nodelay = true,
         .max_inflight = (uint16_t)(O.inflight > 65535 ? 65535 : O.inflight),
         .connect_timeout_ms = 30000,
+        .ws_path = O.ws_path,
     };
     if (O.source_ips > 1) {
         snprintf(bind_buf, sizeof(bind_buf), "127.0.0.%d", 1 + index % O.source_ips);
@@ -633,6 +635,7 @@ static void usage(FILE *f) {
                "  --source-ips N bind connections to 127.0.0.1 .. 127.0.0.N in turn\n"
                "  -k SECONDS     keep-alive [120]\n"
                "  -i PREFIX      client id prefix [hb]\n"
+               "  --ws PATH      MQTT over WebSocket, upgrading at PATH (e.g. /mqtt)\n"
                "  --json         final summary as one JSON object on stdout\n"
                "  --quiet        no per-second progress on stderr\n");
 }
@@ -664,7 +667,7 @@ static void parse(int argc, char **argv) {
         usage(stdout), exit(0);
     else
         die(2, "unknown mode '%s' (conn, pub, sub, run or retained)", m);
-    enum { O_PUBS = 256, O_SUBS, O_HOLD, O_IDLE, O_SRC, O_JSON, O_QUIET, O_HELP };
+    enum { O_PUBS = 256, O_SUBS, O_HOLD, O_IDLE, O_SRC, O_JSON, O_QUIET, O_HELP, O_WS };
     static const struct option lo[] = {
         {"pubs", required_argument, 0, O_PUBS},
         {"subs", required_argument, 0, O_SUBS},
@@ -674,6 +677,7 @@ static void parse(int argc, char **argv) {
         {"json", no_argument, 0, O_JSON},
         {"quiet", no_argument, 0, O_QUIET},
         {"help", no_argument, 0, O_HELP},
+        {"ws", required_argument, 0, O_WS},
         {0, 0, 0, 0},
     };
     int c;
@@ -749,6 +753,11 @@ static void parse(int argc, char **argv) {
             break;
         case O_QUIET:
             O.quiet = true;
+            break;
+        case O_WS:
+            if (optarg[0] != '/')
+                die(2, "--ws expects an HTTP path starting with /, not '%s'", optarg);
+            O.ws_path = optarg;
             break;
         case O_HELP:
             usage(stdout);
