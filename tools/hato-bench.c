@@ -669,16 +669,11 @@ static void parse(int argc, char **argv) {
         die(2, "unknown mode '%s' (conn, pub, sub, run or retained)", m);
     enum { O_PUBS = 256, O_SUBS, O_HOLD, O_IDLE, O_SRC, O_JSON, O_QUIET, O_HELP, O_WS };
     static const struct option lo[] = {
-        {"pubs", required_argument, 0, O_PUBS},
-        {"subs", required_argument, 0, O_SUBS},
-        {"hold", required_argument, 0, O_HOLD},
-        {"idle", required_argument, 0, O_IDLE},
-        {"source-ips", required_argument, 0, O_SRC},
-        {"json", no_argument, 0, O_JSON},
-        {"quiet", no_argument, 0, O_QUIET},
-        {"help", no_argument, 0, O_HELP},
-        {"ws", required_argument, 0, O_WS},
-        {0, 0, 0, 0},
+        {"pubs", required_argument, 0, O_PUBS},      {"subs", required_argument, 0, O_SUBS},
+        {"hold", required_argument, 0, O_HOLD},      {"idle", required_argument, 0, O_IDLE},
+        {"source-ips", required_argument, 0, O_SRC}, {"json", no_argument, 0, O_JSON},
+        {"quiet", no_argument, 0, O_QUIET},          {"help", no_argument, 0, O_HELP},
+        {"ws", required_argument, 0, O_WS},          {0, 0, 0, 0},
     };
     int c;
     bool count_given = false;

@@ -254,7 +254,7 @@ struct worker {
     size_t nsubid_scratch, capsubid_scratch;
 
     bool accept_paused; /* out of descriptors: accepting resumes on the next tick */
-    unsigned tls_gen; /* TLS contexts generation this worker's clients were checked for */
+    unsigned tls_gen;   /* TLS contexts generation this worker's clients were checked for */
 
     /* Security snapshot in use by this worker (security.c) and its generation. */
     struct sec_snap *sec;

@@ -194,8 +194,8 @@ static int listener_copy(struct hato_listener *dst, const struct hato_listener *
         if (s && !(*lstr(dst, listener_strings[i]) = strdup(s)))
             goto oom;
     }
-    if (strlist_copy(&dst->websockets_origins, &dst->n_websockets_origins,
-                     src->websockets_origins, src->n_websockets_origins) < 0 ||
+    if (strlist_copy(&dst->websockets_origins, &dst->n_websockets_origins, src->websockets_origins,
+                     src->n_websockets_origins) < 0 ||
         strlist_copy(&dst->websockets_trusted_proxies, &dst->n_websockets_trusted_proxies,
                      src->websockets_trusted_proxies, src->n_websockets_trusted_proxies) < 0)
         goto oom;
@@ -900,8 +900,7 @@ static int h_ws_trusted(struct parser *p, const struct key *k, char *value) {
         errno = 0;
         bits = strtol(slash + 1, &end, 10);
         if (errno || end == slash + 1 || *end || bits < 0)
-            return fail(p, "%s: '%s': the prefix length after / must be a number", k->name,
-                        value);
+            return fail(p, "%s: '%s': the prefix length after / must be a number", k->name, value);
     }
     unsigned char buf[16];
     int fam = inet_pton(AF_INET, addr, buf) == 1    ? AF_INET
@@ -1499,10 +1498,10 @@ int hato_config_finish(struct hato_config *cfg, char *err, size_t errlen) {
             return -1;
         }
         bool ws = strcmp(l->protocol, "websockets") == 0;
-        const char *ws_only = !ws && l->http_dir                      ? "http_dir"
-                              : !ws && l->n_websockets_origins        ? "websockets_origin"
+        const char *ws_only = !ws && l->http_dir                       ? "http_dir"
+                              : !ws && l->n_websockets_origins         ? "websockets_origin"
                               : !ws && l->n_websockets_trusted_proxies ? "websockets_trusted_proxy"
-                                                                      : NULL;
+                                                                       : NULL;
         if (ws_only) {
             set_err(err, errlen,
                     "%s:%d: listener %d: %s applies to WebSocket listeners only (add "
@@ -1522,9 +1521,10 @@ int hato_config_finish(struct hato_config *cfg, char *err, size_t errlen) {
             }
         }
         if (l->proxy_protocol_v2_require_tls && l->enable_proxy_protocol != 2) {
-            set_err(err, errlen,
-                    "%s:%d: listener %d: proxy_protocol_v2_require_tls needs enable_proxy_protocol 2",
-                    l->file, l->line, l->port);
+            set_err(
+                err, errlen,
+                "%s:%d: listener %d: proxy_protocol_v2_require_tls needs enable_proxy_protocol 2",
+                l->file, l->line, l->port);
             return -1;
         }
         if (l->psk_hint && l->certfile) {

@@ -81,9 +81,9 @@ struct hato_listener {
     int max_topic_alias_broker; /* aliases we may use towards a client, default 10 */
     bool use_username_as_clientid;
     unsigned accept_protocol_versions; /* HATO_PROTO_* bits, default all */
-    int enable_proxy_protocol;         /* 0 = off, 1 or 2: the header every connection must start with */
+    int enable_proxy_protocol; /* 0 = off, 1 or 2: the header every connection must start with */
     bool proxy_protocol_v2_require_tls; /* v2: the client's connection to the proxy must be TLS */
-    char *http_dir;            /* websockets: static files served to plain GET/HEAD */
+    char *http_dir;                     /* websockets: static files served to plain GET/HEAD */
     char **websockets_origins; /* websockets_origin, may repeat: the Origin values accepted */
     size_t n_websockets_origins;
     /* websockets_trusted_proxy (hato), may repeat: socket addresses (ADDR or
@@ -181,14 +181,15 @@ struct hato_config {
     char *user;        /* "mosquitto"; only used when started as root */
 
     /* Logging. */
-    unsigned log_dest;           /* HATO_LOG_DEST_* bits; default stderr; 0 = none */
-    char *log_file;              /* with HATO_LOG_DEST_FILE */
-    unsigned log_type;           /* HATO_LOG_* bits; default HATO_LOG_DEFAULT */
-    int log_facility;            /* -1 = LOG_DAEMON, 0..7 = LOG_LOCAL0..7 */
-    bool log_timestamp;          /* true */
-    char *log_timestamp_format;  /* strftime format, NULL = seconds since epoch */
-    bool connection_messages;    /* true */
-    int websockets_log_level;    /* stored (libwebsockets' log mask in Mosquitto; see configuration.md) */
+    unsigned log_dest;          /* HATO_LOG_DEST_* bits; default stderr; 0 = none */
+    char *log_file;             /* with HATO_LOG_DEST_FILE */
+    unsigned log_type;          /* HATO_LOG_* bits; default HATO_LOG_DEFAULT */
+    int log_facility;           /* -1 = LOG_DAEMON, 0..7 = LOG_LOCAL0..7 */
+    bool log_timestamp;         /* true */
+    char *log_timestamp_format; /* strftime format, NULL = seconds since epoch */
+    bool connection_messages;   /* true */
+    int websockets_log_level; /* stored (libwebsockets' log mask in Mosquitto; see configuration.md)
+                               */
     int websockets_headers_size; /* largest WebSocket/HTTP request head, 0 = 4096; 0..65535 */
     bool enable_control_api;     /* stored (2.1 $CONTROL) */
 

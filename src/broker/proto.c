@@ -458,7 +458,8 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     } else {
         conn_send(c, &ack);
     }
-    log_notice("New client connected from %s as %s (p%d, c%d, k%d%s%s%s).", c->si.peer, s->client_id,
+    log_notice("New client connected from %s as %s (p%d, c%d, k%d%s%s%s).", c->si.peer,
+               s->client_id,
                c->version == MQTT_V31    ? 1
                : c->version == MQTT_V311 ? 2
                                          : 5,
@@ -649,9 +650,9 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         /* MQTT 5 is told (0x87); MQTT 3 has no way to say it: the message
          * is dropped and acknowledged as usual (what Mosquitto does). */
         char u[128];
-        log_notice("Denied PUBLISH from %s [%s] (user '%s') to '%s': ACL.", s->client_id, c->si.peer,
-                   c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>",
-                   m->topic);
+        log_notice(
+            "Denied PUBLISH from %s [%s] (user '%s') to '%s': ACL.", s->client_id, c->si.peer,
+            c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>", m->topic);
         msg_unref(m);
         bool v5 = c->version == MQTT_V5;
         uint8_t rc = v5 ? MQTT_RC_NOT_AUTHORIZED : 0;

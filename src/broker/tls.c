@@ -14,10 +14,10 @@
 #include "transport/tls.h"
 
 struct tls_state {
-    pthread_mutex_t lock;  /* guards ctx[] against a reload swapping it */
-    size_t n;              /* = number of configured listeners */
-    struct tls_ctx **ctx;  /* per listener; NULL for plain listeners */
-    atomic_uint gen;       /* bumped by every reload that replaced a context */
+    pthread_mutex_t lock; /* guards ctx[] against a reload swapping it */
+    size_t n;             /* = number of configured listeners */
+    struct tls_ctx **ctx; /* per listener; NULL for plain listeners */
+    atomic_uint gen;      /* bumped by every reload that replaced a context */
 };
 
 static const char *psk_file_of(const struct hato_config *cfg, const struct hato_listener *l) {
@@ -54,7 +54,7 @@ static struct tls_ctx *listener_ctx(const struct hato_config *cfg, const struct 
         .psk_hint = l->psk_hint,
         .psk_file = l->psk_hint ? psk_file_of(cfg, l) : NULL,
         .require_certificate = l->require_certificate,
-        .identity = l->use_identity_as_username   ? TLS_ID_CN
+        .identity = l->use_identity_as_username  ? TLS_ID_CN
                     : l->use_subject_as_username ? TLS_ID_SUBJECT
                                                  : TLS_ID_NONE,
         .no_date_checks = l->disable_client_cert_date_checks,

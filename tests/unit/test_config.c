@@ -237,7 +237,9 @@ static void test_listener_scoping(void **state) {
                         "listener 9001\n"
                         "protocol websockets\n"
                         "socket_domain ipv6\n"
-                        "http_dir /srv/www\n"
+                        "http_dir /tmp\n"
+                        "websockets_trusted_proxy 10.0.0.0/8\n"
+                        "websockets_trusted_proxy ::1\n"
                         "websockets_origin https://a.example\n"
                         "websockets_origin https://b.example\n"
                         "listener 0 /run/hato.sock   # local clients\n"
@@ -269,10 +271,13 @@ static void test_listener_scoping(void **state) {
     assert_int_equal(b->max_qos, 2);
     assert_int_equal(b->max_topic_alias, 10);
     assert_int_equal(b->accept_protocol_versions, HATO_PROTO_ALL);
-    assert_string_equal(b->http_dir, "/srv/www");
+    assert_string_equal(b->http_dir, "/tmp");
+    assert_int_equal(b->n_websockets_trusted_proxies, 2);
+    assert_string_equal(b->websockets_trusted_proxies[0], "10.0.0.0/8");
     assert_int_equal(b->n_websockets_origins, 2);
     assert_string_equal(b->websockets_origins[1], "https://b.example");
     assert_int_equal(b->line, 12);
+    assert_int_equal(u->line, 20);
 
     assert_int_equal(u->port, 0);
     assert_string_equal(u->unix_path, "/run/hato.sock");
@@ -391,6 +396,34 @@ static void test_tls_and_security(void **state) {
                         "hato.conf:3: listener 1883 duplicates the one at hato.conf:1");
     expect_finish_error("listener 0 /s\nlistener 0 /s\n",
                         "hato.conf:2: listener 0 /s duplicates the one at hato.conf:1");
+    /* WebSocket-only directives elsewhere, http_dir that is not a
+     * directory, require_tls without PROXY v2: errors, never ignored. */
+    expect_finish_error("listener 1883\nhttp_dir /tmp\n",
+                        "hato.conf:1: listener 1883: http_dir applies to WebSocket listeners only "
+                        "(add 'protocol websockets')");
+    expect_finish_error("listener 1883\nwebsockets_origin http://a\n",
+                        "hato.conf:1: listener 1883: websockets_origin applies to WebSocket "
+                        "listeners only (add 'protocol websockets')");
+    expect_finish_error("listener 1883\nwebsockets_trusted_proxy 127.0.0.1\n",
+                        "hato.conf:1: listener 1883: websockets_trusted_proxy applies to "
+                        "WebSocket listeners only (add 'protocol websockets')");
+    expect_finish_error("listener 8080\nprotocol websockets\nhttp_dir /nonexistent-hato-dir\n",
+                        "hato.conf:1: listener 8080: http_dir /nonexistent-hato-dir: No such file "
+                        "or directory");
+    expect_finish_error("listener 8080\nprotocol websockets\nhttp_dir /etc/passwd\n",
+                        "hato.conf:1: listener 8080: http_dir /etc/passwd: not a directory");
+    expect_finish_error(
+        "listener 1883\nenable_proxy_protocol 1\nproxy_protocol_v2_require_tls true\n",
+        "hato.conf:1: listener 1883: proxy_protocol_v2_require_tls needs "
+        "enable_proxy_protocol 2");
+    expect_error("listener 8080\nprotocol websockets\nwebsockets_trusted_proxy 10.0.0.1/33\n",
+                 "hato.conf:3: websockets_trusted_proxy: '10.0.0.1/33': at most /32 for IPv4");
+    expect_error("listener 8080\nprotocol websockets\nwebsockets_trusted_proxy example.com\n",
+                 "hato.conf:3: websockets_trusted_proxy: 'example.com' is not an IP address or "
+                 "ADDRESS/BITS");
+    expect_error("listener 8080\nprotocol websockets\nwebsockets_trusted_proxy ::1/x\n",
+                 "hato.conf:3: websockets_trusted_proxy: '::1/x': the prefix length after / must "
+                 "be a number");
     /* Same port on different addresses is fine. */
     parse_finish_ok(&c, "listener 1883 127.0.0.1\nlistener 1883 ::1\n");
     assert_int_equal(c.n_listeners, 2);
