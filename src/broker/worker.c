@@ -794,8 +794,13 @@ static void on_tick(struct ev_loop *loop, void *data) {
         next = c->next;
         /* Idle connections hold no output buffers: the memory per held
          * connection is what bench/compare's idle scenario measures. */
-        if (!c->nsegs && !c->wlen && !c->dirty)
+        if (!c->nsegs && !c->wlen && !c->dirty) {
             out_release(c);
+            /* And what the layers hold between frames (wslay's context). */
+            struct stream *ws = conn_plain(c) ? NULL : stream_find(c->st, &ws_stream_ops);
+            if (ws)
+                ws_stream_trim(ws);
+        }
         if (c->state == CS_NEW && c->refuse_at) {
             if (now >= c->refuse_at)
                 proto_refuse_due(c); /* failed login: its delay is over */
