@@ -199,10 +199,16 @@ static bool conn_backlogged(const struct conn *c) {
 static void conn_update_events(struct conn *c) {
     bool backlogged = conn_backlogged(c);
     uint32_t ev = backlogged ? 0 : EV_READ;
-    if (c->nsegs)
-        ev |= EV_WRITE;
-    if (!conn_plain(c)) {
-        ev |= stream_wants(c->st);
+    if (conn_plain(c)) {
+        if (c->nsegs)
+            ev |= EV_WRITE;
+    } else {
+        unsigned wants = stream_wants(c->st);
+        /* A layer that must read before it can write (TLS) is not helped by
+         * write readiness. */
+        if (c->nsegs && !(wants & STREAM_WANT_READ))
+            ev |= EV_WRITE;
+        ev |= wants;
         if (!backlogged && stream_pending(c->st))
             ev |= EV_WRITE;
     }

@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include "client/internal.h"
+#include "transport/tls.h"
+#include "transport/ws.h"
 
 #define READ_CHUNK (16 * 1024)
 #define DEFAULT_INFLIGHT 20
@@ -212,6 +214,83 @@ static int build_connect(struct hc_client *c, const struct hc_config *cfg) {
     return HC_OK;
 }
 
+static int hexval(char ch) {
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* The TLS context from the settings (transport/tls.c builds it): the option
+ * checks that are about flags stay here. */
+static int tls_setup(struct hc_client *c, const struct hc_config *cfg) {
+    if (cfg->ssl_ctx) {
+        c->tls_ctx = tls_client_ctx_wrap(cfg->ssl_ctx);
+        return c->tls_ctx ? HC_OK : HC_ERR_NOMEM;
+    }
+    unsigned char psk[256];
+    size_t psk_len = 0;
+    if (cfg->psk_hex) {
+        size_t n = strlen(cfg->psk_hex);
+        if (!n || n % 2 || n / 2 > sizeof psk) {
+            hc__config_fail("--psk: expected an even number of hex digits (at most %zu)",
+                            sizeof psk * 2);
+            return HC_ERR_INVAL;
+        }
+        for (size_t i = 0; i < n; i += 2) {
+            int hi = hexval(cfg->psk_hex[i]), lo = hexval(cfg->psk_hex[i + 1]);
+            if (hi < 0 || lo < 0) {
+                hc__config_fail("--psk: '%s' is not hexadecimal", cfg->psk_hex);
+                return HC_ERR_INVAL;
+            }
+            psk[i / 2] = (uint8_t)(hi << 4 | lo);
+        }
+        psk_len = n / 2;
+        if (!cfg->psk_identity) {
+            hc__config_fail("--psk needs --psk-identity");
+            return HC_ERR_INVAL;
+        }
+    }
+    if (cfg->tls_version && strcmp(cfg->tls_version, "tlsv1.3") &&
+        strcmp(cfg->tls_version, "tlsv1.2") && strcmp(cfg->tls_version, "tlsv1.1")) {
+        hc__config_fail("--tls-version: expected tlsv1.3, tlsv1.2 or tlsv1.1, not '%s'",
+                        cfg->tls_version);
+        return HC_ERR_INVAL;
+    }
+    if (!cfg->certfile != !cfg->keyfile) {
+        hc__config_fail("--cert and --key go together");
+        return HC_ERR_INVAL;
+    }
+    if (cfg->alpn && (!cfg->alpn[0] || strlen(cfg->alpn) > 255)) {
+        hc__config_fail("--tls-alpn: 1 to 255 characters");
+        return HC_ERR_INVAL;
+    }
+    struct tls_client_opts o = {
+        .cafile = cfg->cafile,
+        .capath = cfg->capath,
+        .use_os_certs = cfg->tls_use_os_certs,
+        .certfile = cfg->certfile,
+        .keyfile = cfg->keyfile,
+        .tls_version = cfg->tls_version,
+        .ciphers = cfg->ciphers,
+        .alpn = cfg->alpn,
+        .psk_identity = cfg->psk_hex ? cfg->psk_identity : NULL,
+        .psk = psk,
+        .psk_len = psk_len,
+    };
+    char err[300];
+    c->tls_ctx = tls_client_ctx_new(&o, err, sizeof err);
+    memset(psk, 0, sizeof psk);
+    if (!c->tls_ctx) {
+        hc__config_fail("%s", err);
+        return HC_ERR_TLS;
+    }
+    return HC_OK;
+}
+
 struct hc_client *hc_new(const struct hc_config *cfg, const struct hc_callbacks *cb, void *ud,
                          int *err) {
     int e = HC_ERR_NOMEM;
@@ -257,7 +336,9 @@ struct hc_client *hc_new(const struct hc_config *cfg, const struct hc_callbacks 
         c->max_in_packet = cfg->connect_props->maximum_packet_size;
     if ((e = build_connect(c, cfg)) != HC_OK)
         goto fail;
-    if (c->tls && (e = hc__tls_setup(c, cfg)) != HC_OK)
+    if (c->tls && (e = tls_setup(c, cfg)) != HC_OK)
+        goto fail;
+    if (cfg->ws_path && !(c->ws_path = dupstr(cfg->ws_path)))
         goto fail;
     if (err)
         *err = HC_OK;
@@ -289,9 +370,12 @@ static void free_queue(struct hc_client *c) {
 }
 
 static void close_socket(struct hc_client *c) {
-    hc__tls_close(c);
-    if (c->fd >= 0)
+    if (c->st)
+        stream_free(c->st); /* closes the socket */
+    else if (c->fd >= 0)
         close(c->fd);
+    c->st = NULL;
+    stream_info_clear(&c->si);
     c->fd = -1;
     if (c->ai_list) {
         freeaddrinfo(c->ai_list);
@@ -308,7 +392,8 @@ void hc_free(struct hc_client *c) {
     if (!c)
         return;
     close_socket(c);
-    hc__tls_free(c);
+    tls_ctx_unref(c->tls_ctx);
+    free(c->ws_path);
     free_queue(c);
     free(c->in.p);
     free(c->out.p);
@@ -461,21 +546,69 @@ int hc_connect(struct hc_client *c, uint64_t now) {
     return try_next_address(c, now, ECONNREFUSED);
 }
 
-/* TCP (or Unix) connect finished: start TLS or send CONNECT. */
+/* The layers over the connected socket: TLS, then WebSocket. The stack
+ * owns the descriptor from here on. */
+static int build_stack(struct hc_client *c) {
+    memset(&c->si, 0, sizeof c->si);
+    struct stream *st = tcp_stream_new(c->fd, &c->si);
+    if (!st)
+        return HC_ERR_NOMEM;
+    c->st = st;
+    if (c->tls) {
+        st = tls_stream_new(c->st, c->tls_ctx, c->unix_path ? NULL : c->host, c->insecure);
+        if (!st)
+            return HC_ERR_NOMEM;
+        c->st = st;
+    }
+    if (c->ws_path) {
+        char host[300];
+        bool v6 = strchr(c->host, ':') != NULL;
+        snprintf(host, sizeof host, "%s%s%s:%u", v6 ? "[" : "", c->host, v6 ? "]" : "", c->port);
+        st = ws_stream_new_client(c->st, host, c->ws_path,
+                                  c->version == MQTT_V31 ? "mqttv3.1" : "mqtt");
+        if (!st)
+            return HC_ERR_NOMEM;
+        c->st = st;
+    }
+    return HC_OK;
+}
+
+/* The stream failed: its reason, and the kind of error. */
+static int stream_error(struct hc_client *c, int err, bool eof) {
+    struct stream *tls = c->st ? stream_find(c->st, &tls_stream_ops) : NULL;
+    if (tls && !c->si.tls_done) {
+        hc__set_error(c, "%s", c->si.why ? c->si.why : "TLS handshake failed");
+        return HC_ERR_TLS;
+    }
+    if (c->si.why && (!eof || tls)) {
+        hc__set_error(c, "%s", c->si.why);
+        return c->ws_path && !c->si.upgraded ? HC_ERR_CONNECT
+               : tls && (err == EPROTO)      ? HC_ERR_TLS
+                                             : HC_ERR_CLOSED;
+    }
+    if (eof) {
+        hc__set_error(c, c->state == HC_ST_WAIT_CONNACK
+                             ? "the broker closed the connection before CONNACK"
+                             : "the broker closed the connection");
+        return HC_ERR_CLOSED;
+    }
+    hc__set_error(c, "%s: %s", c->state == HC_ST_WAIT_CONNACK ? "read" : "write", strerror(err));
+    return err == EPIPE || err == ECONNRESET ? HC_ERR_CLOSED : HC_ERR_IO;
+}
+
+/* TCP (or Unix) connect finished: build the stream and send CONNECT. */
 static int start_mqtt(struct hc_client *c, uint64_t now) {
     if (c->ai_list) {
         freeaddrinfo(c->ai_list);
         c->ai_list = c->ai_next = NULL;
     }
-    if (c->tls) {
-        c->state = HC_ST_TLS_HANDSHAKE;
-        int rc = hc__tls_start(c);
-        if (rc != HC_OK) {
-            close_socket(c);
-            return rc;
-        }
-        return hc__tls_handshake(c, now);
+    int rc = build_stack(c);
+    if (rc != HC_OK) {
+        close_socket(c);
+        return rc;
     }
+    /* The CONNECT is queued at once: TLS and the WebSocket upgrade run
+     * inside the stream's writes and reads and send it when they are done. */
     return hc__send_connect(c, now);
 }
 
@@ -513,7 +646,8 @@ static int check_connect_done(struct hc_client *c, uint64_t now) {
 /* ---- output ------------------------------------------------------------ */
 
 static void finish_disconnect(struct hc_client *c) {
-    hc__tls_shutdown(c);
+    if (c->st)
+        stream_shutdown(c->st); /* TLS close_notify, WebSocket close: no waiting */
     close_socket(c);
     if (c->cb.on_disconnect)
         c->cb.on_disconnect(c, c->ud, HC_OK);
@@ -521,32 +655,29 @@ static void finish_disconnect(struct hc_client *c) {
 
 int hc__flush(struct hc_client *c, uint64_t now) {
     (void)now;
+    if (!c->st)
+        return HC_OK;
     while (c->out.off < c->out.len) {
-        ssize_t n;
-        size_t want = c->out.len - c->out.off;
-        if (c->ssl) {
-            int r = hc__tls_write(c, c->out.p + c->out.off, want, &n);
-            if (r == 1)
-                break; /* would block */
-            if (r < 0)
-                return hc__fail(c, c->err_kind);
-        } else {
-            n = send(c->fd, c->out.p + c->out.off, want, MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                    break;
-                if (errno == EINTR)
-                    continue;
-                hc__set_error(c, "write: %s", strerror(errno));
-                return hc__fail(c,
-                                errno == EPIPE || errno == ECONNRESET ? HC_ERR_CLOSED : HC_ERR_IO);
-            }
+        struct iovec iov = {.iov_base = c->out.p + c->out.off, .iov_len = c->out.len - c->out.off};
+        ssize_t n = stream_writev(c->st, &iov, 1);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == EINTR)
+                continue;
+            return hc__fail(c, stream_error(c, errno, false));
         }
+        if (n == 0)
+            break;
         c->out.off += (size_t)n;
     }
+    /* What the layers keep (TLS records, WebSocket frames). */
+    int kept = stream_flush(c->st);
+    if (kept < 0)
+        return hc__fail(c, stream_error(c, errno, false));
     if (c->out.off == c->out.len) {
         buf_reset(&c->out);
-        if (c->state == HC_ST_DISCONNECTING)
+        if (c->state == HC_ST_DISCONNECTING && !kept)
             finish_disconnect(c);
     }
     return HC_OK;
@@ -1051,43 +1182,27 @@ int hc_on_readable(struct hc_client *c, uint64_t now) {
         return HC_ERR_STATE;
     if (c->state == HC_ST_CONNECTING)
         return check_connect_done(c, now);
-    if (c->state == HC_ST_TLS_HANDSHAKE)
-        return hc__tls_handshake(c, now);
-    for (;;) {
+    for (int rounds = 0; rounds < 64; rounds++) {
         if (buf_reserve(&c->in, READ_CHUNK) < 0)
             return hc__fail(c, HC_ERR_NOMEM);
-        ssize_t n;
-        if (c->ssl) {
-            int r = hc__tls_read(c, c->in.p + c->in.len, c->in.cap - c->in.len, &n);
-            if (r == 1)
+        ssize_t n = stream_read(c->st, c->in.p + c->in.len, c->in.cap - c->in.len);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
-            if (r < 0)
-                return hc__fail(c, c->err_kind);
-        } else {
-            n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                    break;
-                if (errno == EINTR)
-                    continue;
-                hc__set_error(c, "read: %s", strerror(errno));
-                return hc__fail(c, errno == ECONNRESET ? HC_ERR_CLOSED : HC_ERR_IO);
-            }
-            if (n == 0) {
-                hc__set_error(c, c->state == HC_ST_WAIT_CONNACK
-                                     ? "the broker closed the connection before CONNACK"
-                                     : "the broker closed the connection");
-                return hc__fail(c, HC_ERR_CLOSED);
-            }
+            if (errno == EINTR)
+                continue;
+            return hc__fail(c, stream_error(c, errno, false));
         }
+        if (n == 0)
+            return hc__fail(c, stream_error(c, 0, true));
         c->in.len += (size_t)n;
         int rc = parse_input(c, now);
         if (rc != HC_OK || c->fd < 0)
             return rc;
     }
-    if (c->out.len > c->out.off)
-        return hc__flush(c, now);
-    return HC_OK;
+    /* A read may have finished a handshake (the CONNECT can go now) or
+     * queued an answer in a layer (a WebSocket pong). */
+    return hc__flush(c, now);
 }
 
 int hc_on_writable(struct hc_client *c, uint64_t now) {
@@ -1095,8 +1210,6 @@ int hc_on_writable(struct hc_client *c, uint64_t now) {
         return HC_ERR_STATE;
     if (c->state == HC_ST_CONNECTING)
         return check_connect_done(c, now);
-    if (c->state == HC_ST_TLS_HANDSHAKE)
-        return hc__tls_handshake(c, now);
     return hc__flush(c, now);
 }
 
@@ -1105,11 +1218,14 @@ bool hc_want_write(const struct hc_client *c) {
         return false;
     if (c->state == HC_ST_CONNECTING)
         return true;
-    if (c->ssl && c->tls_want_write)
-        return true;
-    if (c->state == HC_ST_TLS_HANDSHAKE)
+    if (!c->st)
         return false;
-    return c->out.len > c->out.off;
+    /* A layer that waits to read (a TLS handshake, a WebSocket upgrade)
+     * cannot take our bytes before that: no write readiness then. */
+    unsigned wants = stream_wants(c->st);
+    if (wants & STREAM_WANT_WRITE)
+        return true;
+    return c->out.len > c->out.off && !(wants & STREAM_WANT_READ);
 }
 
 int hc_tick(struct hc_client *c, uint64_t now) {
@@ -1117,7 +1233,14 @@ int hc_tick(struct hc_client *c, uint64_t now) {
         return -1;
     if (c->state != HC_ST_CONNECTED && c->state != HC_ST_DISCONNECTING) {
         if (now >= c->connect_deadline) {
-            if (c->state == HC_ST_WAIT_CONNACK)
+            struct stream *tls = c->st ? stream_find(c->st, &tls_stream_ops) : NULL;
+            if (tls && !c->si.tls_done)
+                hc__set_error(c, "TLS handshake with %s port %u not finished in %u ms", c->host,
+                              c->port, c->connect_timeout_ms);
+            else if (c->ws_path && c->st && !c->si.upgraded)
+                hc__set_error(c, "WebSocket upgrade with %s port %u not finished in %u ms", c->host,
+                              c->port, c->connect_timeout_ms);
+            else if (c->state == HC_ST_WAIT_CONNACK)
                 hc__set_error(c, "no CONNACK from the broker in %u ms", c->connect_timeout_ms);
             else
                 hc__set_error(c, "timed out connecting to %s port %u", c->host, c->port);

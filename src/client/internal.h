@@ -1,6 +1,6 @@
 /*
- * Client library internals shared by client.c (state machine, queues) and
- * tls.c (OpenSSL). Not installed.
+ * Client library internals (client.c: state machine, queues, the stream
+ * stack). Not installed.
  */
 #ifndef HATO_CLIENT_INTERNAL_H
 #define HATO_CLIENT_INTERNAL_H
@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "hato/client.h"
+#include "transport/stream.h"
 
 /* A byte buffer: data is p[off..len). */
 struct hc_buf {
@@ -60,14 +61,13 @@ struct hc_client {
     struct addrinfo *ai_list, *ai_next;
     uint64_t connect_deadline;
 
-    /* TLS */
-    void *ssl_ctx; /* SSL_CTX * */
-    bool own_ctx;
-    void *ssl; /* SSL * */
-    bool tls_want_write;
-    char *psk_identity;
-    uint8_t psk[256];
-    size_t psk_len;
+    /* The byte stream once the socket is connected (transport/stream.h):
+     * the socket, then TLS, then WebSocket, as configured. fd stays the
+     * socket's, for polling; the stack owns it. */
+    struct stream *st;
+    struct stream_info si;
+    struct tls_ctx *tls_ctx; /* made once by hc_new, shared by reconnects */
+    char *ws_path;           /* MQTT over WebSocket: the HTTP path */
 
     /* I/O */
     struct hc_buf in, out;
@@ -99,16 +99,5 @@ void hc__config_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
 int hc__fail(struct hc_client *c, int err);
 int hc__flush(struct hc_client *c, uint64_t now);
 int hc__send_connect(struct hc_client *c, uint64_t now);
-
-/* tls.c */
-int hc__tls_setup(struct hc_client *c, const struct hc_config *cfg);
-int hc__tls_start(struct hc_client *c);
-int hc__tls_handshake(struct hc_client *c, uint64_t now);
-/* 0: n bytes moved; 1: would block; -1: error (c->err, c->err_kind set). */
-int hc__tls_read(struct hc_client *c, uint8_t *buf, size_t cap, ssize_t *n);
-int hc__tls_write(struct hc_client *c, const uint8_t *buf, size_t len, ssize_t *n);
-void hc__tls_shutdown(struct hc_client *c);
-void hc__tls_close(struct hc_client *c);
-void hc__tls_free(struct hc_client *c);
 
 #endif

@@ -835,6 +835,7 @@ static ssize_t tls_writev(struct stream *s, const struct iovec *iov, int iovcnt)
         if (r < 0)
             return -1;
         if (r == 0) {
+            t->wr_read = !t->hs_write; /* the handshake waits for the server */
             errno = EAGAIN;
             return -1;
         }

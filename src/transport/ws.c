@@ -798,7 +798,9 @@ static int ws_flush(struct stream *s) {
 static unsigned ws_wants(const struct stream *s) {
     const struct ws_stream *w = (const struct ws_stream *)s;
     unsigned want = stream_wants(s->lower);
-    if (out_sendable(w) || w->file_fd >= 0)
+    /* Kept bytes need write readiness, unless the layer below must read
+     * first (a TLS handshake under us). */
+    if ((out_sendable(w) || w->file_fd >= 0) && !(want & STREAM_WANT_READ))
         want |= STREAM_WANT_WRITE;
     return want;
 }

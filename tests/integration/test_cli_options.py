@@ -104,9 +104,10 @@ def test_url_with_user_and_password(tmp_path):
         cb.close()
 
 
-def test_websocket_url_is_refused_clearly(tmp_path):
-    r = run("hato-pub", ["-L", "ws://127.0.0.1:9001/t", "-m", "x"], tmp_path, check=1)
-    assert b"WebSocket" in r.stderr and r.stderr.count(b"\n") == 1
+def test_websocket_url_needs_a_topic_from_t(tmp_path):
+    """-L ws://host:port/path: the path is the HTTP path, so the topic must come from -t."""
+    r = run("hato-pub", ["-L", "ws://127.0.0.1:9001/mqtt", "-m", "x"], tmp_path, check=1)
+    assert b"topic" in r.stderr and r.stderr.count(b"\n") == 1
 
 
 # ---- passwords: environment and options files ----------------------------
