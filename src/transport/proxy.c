@@ -88,6 +88,11 @@ static int parse_v1(const uint8_t *buf, size_t len, struct proxy_header *h, cons
         return -1;
     }
     size_t n = total - 2; /* without CRLF */
+    for (size_t k = 0; k < n; k++)
+        if (buf[k] < 0x20 || buf[k] > 0x7e) {
+            *why = "v1 header with a control character";
+            return -1;
+        }
     /* Split on single spaces: PROXY PROTO SRC DST SPORT DPORT */
     const char *f[7];
     size_t fl[7], nf = 0;
