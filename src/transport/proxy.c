@@ -220,7 +220,14 @@ static int parse_v2(const uint8_t *buf, size_t len, struct proxy_header *h, cons
     h->version = 2;
     const uint8_t *a = buf + 16;
     size_t alen = 0;
-    if (cmd == 0 || fam == 0) {
+    if (cmd == 0) {
+        /* LOCAL: the receiver "must discard the protocol block including the
+         * family" (spec 2.2), so its addresses are never read as TLVs. */
+        h->local = true;
+        h->family = AF_UNSPEC;
+        return (int)(16 + body);
+    }
+    if (fam == 0) {
         h->local = true;
         h->family = AF_UNSPEC;
     } else if (proto != 1) {
