@@ -225,8 +225,8 @@ static int parse_ssl(const uint8_t *v, size_t l, struct proxy_header *h, const c
                 return -1;
             }
             seen_cn = true;
-            if (sl >= sizeof(h->cn) || memchr(sv, 0, sl)) {
-                *why = "v2 header: SSL CN longer than 255 bytes or with a NUL byte";
+            if (sl == 0 || sl >= sizeof(h->cn) || memchr(sv, 0, sl)) {
+                *why = "v2 header: SSL CN empty, longer than 255 bytes or with a NUL byte";
                 return -1;
             }
             memcpy(h->cn, sv, sl);

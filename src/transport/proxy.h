@@ -54,7 +54,7 @@ struct proxy_header {
     uint32_t verify;      /* the SSL TLV's verify field as sent (0: verified) */
     char tls_version[32]; /* PP2_SUBTYPE_SSL_VERSION, e.g. "TLSv1.3"; "" when absent,
                              empty, longer than 31 bytes or holding a NUL */
-    char cn[256];         /* PP2_SUBTYPE_SSL_CN, NUL-terminated; "" when absent or empty */
+    char cn[256];         /* PP2_SUBTYPE_SSL_CN, NUL-terminated; "" when absent */
     bool crc32c;          /* a PP2_TYPE_CRC32C TLV was present (and matched) */
 };
 
