@@ -3,8 +3,10 @@
  * the pure parser on the input, every prefix of an accepted header must ask
  * for more (never be refused), and the layer over an in-memory stream that
  * cuts the input at varying places, for both versions and require_tls.
- * Properties: no crash or leak; what the layer passes up after a header is
- * exactly the bytes that followed it.
+ * Properties: no crash or leak; an accepted header is self-consistent (a
+ * verified certificate implies TLS, a local header has no address); what
+ * the layer passes up after a header is exactly the bytes that followed it,
+ * and an identity appears only from a verified CN.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,10 +28,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     CHECK(n <= (int)size);
     CHECK(n >= 0 || why != NULL);
     if (n > 0) {
-        for (int k = 0; k < n; k++)
-            CHECK(proxy_parse(data, (size_t)k, &h, &why) == 0);
+        for (int k = 0; k < n; k++) {
+            struct proxy_header hk;
+            const char *wk;
+            CHECK(proxy_parse(data, (size_t)k, &hk, &wk) == 0);
+        }
         CHECK(h.version == 1 || h.version == 2);
+        CHECK(proxy_detect(data, size) == h.version);
         CHECK(strlen(h.cn) < sizeof(h.cn));
+        CHECK(strlen(h.tls_version) < sizeof(h.tls_version));
+        CHECK(!h.cert_verified || (h.ssl && h.verify == 0));
+        CHECK(h.local ? h.family == AF_UNSPEC : h.srclen > 0 && h.src.ss_family == h.family);
+        CHECK(h.version == 2 || (!h.ssl && !h.crc32c && !h.cn[0]));
     }
     for (int version = 1; version <= 2; version++) {
         struct stream_info info = {0};
@@ -51,6 +61,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (r == 0 || errno != EAGAIN)
                 break;
         }
+        if (info.identity)
+            CHECK(n > 0 && h.version == version && h.cert_verified && !strcmp(info.identity, h.cn));
         if (n > 0 && h.version == version && proxy_stream_done(p)) {
             size_t rest = size - (size_t)n;
             CHECK(got == (rest < sizeof(out) ? rest : sizeof(out)));

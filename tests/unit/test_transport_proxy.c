@@ -1,9 +1,11 @@
 /*
  * Unit tests of the PROXY protocol parser and layer (src/transport/proxy.h)
- * against HAProxy's PROXY protocol spec: 2.1 the human-readable header
- * (v1), 2.2 the binary header (v2), 2.2.5 its TLVs (PP2_TYPE_SSL with the
- * client flags and the PP2_SUBTYPE_SSL_CN sub-TLV). Each test is named
- * after the section it checks. The layer is tested over a socketpair.
+ * against HAProxy's PROXY protocol spec (doc/proxy-protocol.txt, 2020/03/05,
+ * as Debian's haproxy ships it): 2.1 the human-readable header (v1), 2.2 the
+ * binary header (v2) and its TLVs, 2.2.3 PP2_TYPE_CRC32C, 2.2.6 PP2_TYPE_SSL
+ * with the client flags and the PP2_SUBTYPE_SSL_VERSION / _CN sub-TLVs. Each
+ * test is named after the section it checks. The layer is tested over a
+ * socketpair.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -121,7 +123,7 @@ static size_t ssl_value(uint8_t *v, uint8_t client, uint32_t verify, const char 
     v[3] = (uint8_t)(verify >> 8);
     v[4] = (uint8_t)verify;
     size_t n = 5;
-    n = tlv(v, n, 0x21, "TLSv1.3", 7); /* PP2_SUBTYPE_SSL_VERSION: skipped */
+    n = tlv(v, n, 0x21, "TLSv1.3", 7); /* PP2_SUBTYPE_SSL_VERSION */
     if (cn)
         n = tlv(v, n, 0x22, cn, cnlen);
     return n;
@@ -283,10 +285,11 @@ static void test_2_1_v1_length_bound(void **state) {
     assert_int_equal(parse(over, PROXY_V1_MAX - 1, &h, &why), 0);
     refused(over, PROXY_V1_MAX);
     refused(over, strlen(over));
-    /* A long run of valid characters without a LF never ends. */
+    /* A long run of printable bytes after UNKNOWN (anything may follow it)
+     * without a LF: waited for up to 107 bytes, then refused. */
     char run[300];
     memset(run, 'a', sizeof(run));
-    memcpy(run, "PROXY ", 6);
+    memcpy(run, "PROXY UNKNOWN ", 14);
     assert_int_equal(parse(run, 106, &h, &why), 0);
     refused(run, 107);
     refused(run, sizeof(run));
@@ -303,6 +306,37 @@ static void test_2_1_v1_prefixes(void **state) {
     };
     for (size_t i = 0; i < sizeof(valid) / sizeof(valid[0]); i++)
         prefixes_need_more((const uint8_t *)valid[i], strlen(valid[i]));
+}
+
+/* "It is recommended to abort the connection as soon as possible": bytes no
+ * valid line can hold are refused before its CRLF arrives. */
+static void test_2_1_v1_early(void **state) {
+    (void)state;
+    refused("PROXY X", 7);               /* no protocol starts with X */
+    refused("PROXY TCP44", 11);          /* TCP4 is the whole word */
+    refused("PROXY UNKNOWNX", 14);       /* and so is UNKNOWN */
+    refused("PROXY TCP4 1.2.3.a", 18);   /* a hex digit in an IPv4 line */
+    refused("PROXY TCP4 ::1", 14);       /* a colon in an IPv4 line */
+    refused("PROXY TCP6 ::g", 14);       /* no hex digit */
+    refused("PROXY TCP4 1.2.3.4  ", 20); /* two spaces */
+    refused("PROXY TCP4 1.2\r3", 16);    /* CR not followed by LF */
+    refused("PROXY TCP4 1.2.3.4\x80", 19);
+    refused("PROXY UNKNOWN \xff", 15); /* printable ASCII even after UNKNOWN */
+    /* Still waiting: each of these can become a valid line. */
+    const char *wait[] = {"PROXY T",
+                          "PROXY TCP",
+                          "PROXY UNK",
+                          "PROXY TCP6 2001:DB8::",
+                          "PROXY TCP6 ::ffff:1.2.3.4 ",
+                          "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r",
+                          "PROXY UNKNOWN whatever  the proxy  says"};
+    for (size_t i = 0; i < sizeof(wait) / sizeof(wait[0]); i++) {
+        struct proxy_header h;
+        const char *why = NULL;
+        int r = parse(wait[i], strlen(wait[i]), &h, &why);
+        if (r != 0)
+            fail_msg("'%s' -> %d (%s), expected 0", wait[i], r, why ? why : "");
+    }
 }
 
 /* Bytes that cannot start either signature are refused at the first byte
@@ -447,21 +481,21 @@ static void test_2_2_v2_bad_version_command(void **state) {
     /* The version is the high nibble of byte 13: only 2. */
     n = v2(b, 0x11, 0x11, inet_addrs, 12);
     refused(b, n);
-    refused(b, 16); /* known as soon as the fixed part is there */
+    refused(b, 13); /* known as soon as that byte is there */
     n = v2(b, 0x31, 0x11, inet_addrs, 12);
     refused(b, n);
     n = v2(b, 0x01, 0x11, inet_addrs, 12);
     refused(b, n);
     /* The command: LOCAL (0) or PROXY (1). */
     n = v2(b, 0x22, 0x11, inet_addrs, 12);
-    refused(b, 16);
+    refused(b, 13);
     n = v2(b, 0x2F, 0x11, inet_addrs, 12);
     refused(b, n);
     /* Families 0..3, protocols 0..2. */
     n = v2(b, 0x21, 0x41, inet_addrs, 12);
-    refused(b, 16);
+    refused(b, 14);
     n = v2(b, 0x21, 0x13, inet_addrs, 12);
-    refused(b, 16);
+    refused(b, 14);
     n = v2(b, 0x21, 0xF1, inet_addrs, 12);
     refused(b, n);
     /* Proxied datagrams or an unspecified protocol are no MQTT stream. */
@@ -520,22 +554,21 @@ static void test_2_2_v2_prefixes(void **state) {
     assert_int_equal(parse(b, n, &h, &why), (int)n);
 }
 
-/* ---- 2.2.5 TLVs ----------------------------------------------------------- */
+/* ---- 2.2 TLVs, 2.2.3 CRC32C, 2.2.6 SSL ----------------------------------- */
 
-static void test_2_2_5_tlv_walk(void **state) {
+static void test_2_2_v2_tlv_walk(void **state) {
     (void)state;
     uint8_t body[512], b[600];
     struct proxy_header h;
     const char *why;
     memcpy(body, inet_addrs, 12);
     size_t bn = 12;
-    bn = tlv(body, bn, 0x01, "mqtt", 4);             /* PP2_TYPE_ALPN */
-    bn = tlv(body, bn, 0x02, "broker.example", 14);  /* PP2_TYPE_AUTHORITY */
-    bn = tlv(body, bn, 0x03, "\x12\x34\x56\x78", 4); /* PP2_TYPE_CRC32C: not checked */
-    bn = tlv(body, bn, 0x04, NULL, 0);               /* PP2_TYPE_NOOP, empty */
-    bn = tlv(body, bn, 0x05, "id", 2);               /* PP2_TYPE_UNIQUE_ID */
-    bn = tlv(body, bn, 0xE0, "custom", 6);           /* PP2_TYPE_MIN_CUSTOM */
-    bn = tlv(body, bn, 0x30, "ns", 2);               /* PP2_TYPE_NETNS */
+    bn = tlv(body, bn, 0x01, "mqtt", 4);            /* PP2_TYPE_ALPN */
+    bn = tlv(body, bn, 0x02, "broker.example", 14); /* PP2_TYPE_AUTHORITY */
+    bn = tlv(body, bn, 0x04, NULL, 0);              /* PP2_TYPE_NOOP, empty */
+    bn = tlv(body, bn, 0x05, "id", 2);              /* PP2_TYPE_UNIQUE_ID */
+    bn = tlv(body, bn, 0xE0, "custom", 6);          /* PP2_TYPE_MIN_CUSTOM */
+    bn = tlv(body, bn, 0x30, "ns", 2);              /* PP2_TYPE_NETNS */
     size_t n = v2(b, 0x21, 0x11, body, bn);
     assert_int_equal(parse(b, n, &h, &why), (int)n);
     ip4(&h.src, "192.0.2.1", 5000);
@@ -557,7 +590,7 @@ static void test_2_2_5_tlv_walk(void **state) {
     refused(b, n);
 }
 
-static void test_2_2_5_ssl_flags(void **state) {
+static void test_2_2_6_ssl_flags(void **state) {
     (void)state;
     uint8_t b[600];
     struct proxy_header h;
@@ -598,7 +631,7 @@ static void test_2_2_5_ssl_flags(void **state) {
     assert_false(h.cert_verified);
 }
 
-static void test_2_2_5_ssl_malformed(void **state) {
+static void test_2_2_6_ssl_malformed(void **state) {
     (void)state;
     uint8_t body[64], b[128];
     memcpy(body, inet_addrs, 12);
@@ -629,7 +662,7 @@ static void test_2_2_5_ssl_malformed(void **state) {
     refused(b, n);
 }
 
-static void test_2_2_5_ssl_cn(void **state) {
+static void test_2_2_6_ssl_cn(void **state) {
     (void)state;
     uint8_t b[600];
     struct proxy_header h;
@@ -663,6 +696,142 @@ static void test_2_2_5_ssl_cn(void **state) {
     assert_int_equal(parse(b, n, &h, &why), (int)n);
     assert_string_equal(h.cn, "carol");
     assert_true(h.cert_verified);
+}
+
+/* CRC32C the table way (RFC 4960 appendix B), independent of the parser's
+ * bitwise loop; checked against the standard check value below. */
+static uint32_t crc32c_ref(const uint8_t *p, size_t n) {
+    static uint32_t table[256];
+    if (!table[1])
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++)
+                c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+            table[i] = c;
+        }
+    uint32_t c = 0xFFFFFFFFu;
+    while (n--)
+        c = table[(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* Fill in the CRC32C value whose 4 bytes start at b + at (zeroed first). */
+static void put_crc(uint8_t *b, size_t n, size_t at) {
+    memset(b + at, 0, 4);
+    uint32_t c = crc32c_ref(b, n);
+    b[at] = (uint8_t)(c >> 24), b[at + 1] = (uint8_t)(c >> 16);
+    b[at + 2] = (uint8_t)(c >> 8), b[at + 3] = (uint8_t)c;
+}
+
+static void test_2_2_3_crc32c(void **state) {
+    (void)state;
+    assert_int_equal(crc32c_ref((const uint8_t *)"123456789", 9), 0xE3069283u);
+    uint8_t body[600], b[700], val[512];
+    struct proxy_header h;
+    const char *why;
+    /* The checksum covers the whole header, signature to last TLV, with its
+     * own four bytes as zeros; the CRC TLV may sit before or after others. */
+    memcpy(body, inet_addrs, 12);
+    size_t vn = ssl_value(val, 0x03, 0, "crc-client", 10);
+    size_t bn = tlv(body, 12, 0x03, "\0\0\0\0", 4);
+    bn = tlv(body, bn, 0x20, val, vn);
+    size_t n = v2(b, 0x21, 0x11, body, bn);
+    size_t at = 16 + 12 + 3;
+    put_crc(b, n, at);
+    assert_int_equal(parse(b, n, &h, &why), (int)n);
+    assert_true(h.crc32c);
+    assert_string_equal(h.cn, "crc-client");
+    prefixes_need_more(b, n);
+    /* Any byte changed, in the fixed part, the addresses, a TLV or the
+     * checksum itself: "the receiver MUST treat the TCP connection providing
+     * the header as invalid". */
+    for (size_t i = 12; i < n; i++) {
+        if (i == 14 || i == 15 || i == at - 3)
+            continue; /* the length, or the CRC TLV's type: another header */
+        b[i] ^= 0x20;
+        struct proxy_header h2;
+        const char *why2 = NULL;
+        int r = parse(b, n, &h2, &why2);
+        if (r != -1)
+            fail_msg("byte %zu flipped -> %d", i, r);
+        b[i] ^= 0x20;
+    }
+    assert_int_equal(parse(b, n, &h, &why), (int)n);
+    /* Last in the header. */
+    bn = tlv(body, 12, 0x04, "pad", 3);
+    bn = tlv(body, bn, 0x03, "\0\0\0\0", 4);
+    n = v2(b, 0x21, 0x11, body, bn);
+    put_crc(b, n, n - 4);
+    assert_int_equal(parse(b, n, &h, &why), (int)n);
+    assert_true(h.crc32c);
+    b[n - 1] ^= 1;
+    refused(b, n);
+    /* Without the TLV nothing is checked. */
+    n = v2(b, 0x21, 0x11, inet_addrs, 12);
+    assert_int_equal(parse(b, n, &h, &why), (int)n);
+    assert_false(h.crc32c);
+    /* The value is exactly 4 bytes, and there is one. */
+    bn = tlv(body, 12, 0x03, "\0\0\0", 3);
+    n = v2(b, 0x21, 0x11, body, bn);
+    refused(b, n);
+    bn = tlv(body, 12, 0x03, "\0\0\0\0\0", 5);
+    n = v2(b, 0x21, 0x11, body, bn);
+    refused(b, n);
+    bn = tlv(body, 12, 0x03, "\0\0\0\0", 4);
+    bn = tlv(body, bn, 0x03, "\0\0\0\0", 4);
+    n = v2(b, 0x21, 0x11, body, bn);
+    put_crc(b, n, 16 + 12 + 3); /* right for the first, were the second zero */
+    refused(b, n);
+    /* A LOCAL header's block, CRC included, is discarded unread. */
+    bn = tlv(body, 12, 0x03, "\xde\xad\xbe\xef", 4);
+    n = v2(b, 0x20, 0x11, body, bn);
+    assert_int_equal(parse(b, n, &h, &why), (int)n);
+    assert_true(h.local);
+}
+
+static void test_2_2_6_ssl_version_and_repeats(void **state) {
+    (void)state;
+    uint8_t b[700], body[600], val[512];
+    struct proxy_header h;
+    const char *why;
+    /* PP2_SUBTYPE_SSL_VERSION: "the US-ASCII string representation of the
+     * TLS version", kept; the verify field is kept as sent. */
+    size_t n = v2_ssl(b, 0x01, 0x12345678u, NULL, 0);
+    assert_int_equal(parse(b, n, &h, &why), (int)n);
+    assert_string_equal(h.tls_version, "TLSv1.3");
+    assert_int_equal(h.verify, 0x12345678u);
+    /* Informational only: one too long or holding a NUL is left out, not refused. */
+    char longv[40];
+    memset(longv, 'v', sizeof(longv));
+    memcpy(val, "\x01\0\0\0\0", 5);
+    size_t vn = tlv(val, 5, 0x21, longv, 32);
+    memcpy(body, inet_addrs, 12);
+    size_t bn = tlv(body, 12, 0x20, val, vn);
+    n = v2(b, 0x21, 0x11, body, bn);
+    assert_int_equal(parse(b, n, &h, &why), (int)n);
+    assert_string_equal(h.tls_version, "");
+    assert_true(h.ssl);
+    vn = tlv(val, 5, 0x21, "TLS\0v1", 6);
+    bn = tlv(body, 12, 0x20, val, vn);
+    n = v2(b, 0x21, 0x11, body, bn);
+    assert_int_equal(parse(b, n, &h, &why), (int)n);
+    assert_string_equal(h.tls_version, "");
+    /* Certificate flags without PP2_CLIENT_SSL: no verified certificate. */
+    n = v2_ssl(b, 0x06, 0, "nossl", 5);
+    assert_int_equal(parse(b, n, &h, &why), (int)n);
+    assert_false(h.ssl);
+    assert_false(h.cert_verified);
+    /* Two CNs, or two SSL TLVs, would make the identity ambiguous: refused. */
+    vn = tlv(val, 5, 0x22, "alice", 5);
+    vn = tlv(val, vn, 0x22, "admin", 5);
+    bn = tlv(body, 12, 0x20, val, vn);
+    n = v2(b, 0x21, 0x11, body, bn);
+    refused(b, n);
+    vn = ssl_value(val, 0x03, 0, "alice", 5);
+    bn = tlv(body, 12, 0x20, val, vn);
+    bn = tlv(body, bn, 0x20, val, vn);
+    n = v2(b, 0x21, 0x11, body, bn);
+    refused(b, n);
 }
 
 /* ---- the layer ------------------------------------------------------------ */
@@ -960,7 +1129,7 @@ static void test_layer_v1_too_long(void **state) {
     pair_open(&p, 1, false);
     char b[200];
     memset(b, '1', sizeof(b));
-    memcpy(b, "PROXY ", 6);
+    memcpy(b, "PROXY UNKNOWN ", 14);
     send_all(p.peer, b, 106);
     expect_eagain(p.top);
     send_all(p.peer, b + 106, sizeof(b) - 106);
@@ -968,41 +1137,96 @@ static void test_layer_v1_too_long(void **state) {
     pair_close(&p);
 }
 
+/* The other version is refused at its signature, without waiting for the
+ * rest of its header. */
+static void test_layer_other_version_at_signature(void **state) {
+    (void)state;
+    struct pair p;
+    pair_open(&p, 2, false);
+    send_all(p.peer, "PROXY ", 6);
+    expect_eproto(&p, "version 1, but the listener takes 2");
+    pair_close(&p);
+    pair_open(&p, 1, false);
+    send_all(p.peer, sig, 12);
+    expect_eproto(&p, "version 2, but the listener takes 1");
+    pair_close(&p);
+    /* A prefix of the other signature is still nothing wrong. */
+    pair_open(&p, 1, false);
+    send_all(p.peer, sig, 11);
+    expect_eagain(p.top);
+    pair_close(&p);
+}
+
+/* Many bytes behind a short v1 header: the layer reads at most its header
+ * buffer (107 bytes) before the header is done, keeps what came past it, and
+ * every byte comes out once, in order. */
+static void test_layer_v1_bytes_past_header(void **state) {
+    (void)state;
+    struct pair p;
+    pair_open(&p, 1, false);
+    uint8_t b[4096];
+    int hn = snprintf((char *)b, sizeof(b), "PROXY TCP4 203.0.113.5 198.51.100.1 65535 1883\r\n");
+    for (size_t i = (size_t)hn; i < sizeof(b); i++)
+        b[i] = (uint8_t)(i * 7);
+    send_all(p.peer, b, sizeof(b));
+    uint8_t got[sizeof(b)];
+    assert_int_equal(stream_read(p.top, got, sizeof(got)), PROXY_V1_MAX - hn);
+    assert_false(stream_pending(p.top)); /* nothing kept: the rest is in the socket */
+    read_exact(p.top, got + PROXY_V1_MAX - hn, sizeof(b) - PROXY_V1_MAX, 1000);
+    assert_memory_equal(got, b + hn, sizeof(b) - (size_t)hn);
+    assert_string_equal(p.info.peer, "203.0.113.5:65535");
+    expect_eagain(p.top);
+    pair_close(&p);
+}
+
+/* Named after the spec section each checks (the function names say the same). */
+#define T(name, fn)                                                                                \
+    { name, fn, NULL, NULL, NULL }
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_2_1_v1_tcp4),
-        cmocka_unit_test(test_2_1_v1_tcp6),
-        cmocka_unit_test(test_2_1_v1_unknown),
-        cmocka_unit_test(test_2_1_v1_protocol),
-        cmocka_unit_test(test_2_1_v1_bad_ports),
-        cmocka_unit_test(test_2_1_v1_bad_addresses),
-        cmocka_unit_test(test_2_1_v1_spacing),
-        cmocka_unit_test(test_2_1_v1_crlf),
-        cmocka_unit_test(test_2_1_v1_length_bound),
-        cmocka_unit_test(test_2_1_v1_prefixes),
-        cmocka_unit_test(test_2_garbage),
-        cmocka_unit_test(test_2_2_v2_proxy_inet),
-        cmocka_unit_test(test_2_2_v2_proxy_inet6),
-        cmocka_unit_test(test_2_2_v2_proxy_unix),
-        cmocka_unit_test(test_2_2_v2_unspec),
-        cmocka_unit_test(test_2_2_v2_local),
-        cmocka_unit_test(test_2_2_v2_bad_version_command),
-        cmocka_unit_test(test_2_2_v2_length),
-        cmocka_unit_test(test_2_2_v2_prefixes),
-        cmocka_unit_test(test_2_2_5_tlv_walk),
-        cmocka_unit_test(test_2_2_5_ssl_flags),
-        cmocka_unit_test(test_2_2_5_ssl_malformed),
-        cmocka_unit_test(test_2_2_5_ssl_cn),
-        cmocka_unit_test(test_layer_v2_then_mqtt),
-        cmocka_unit_test(test_layer_kept_bytes_small_reads),
-        cmocka_unit_test(test_layer_header_in_pieces),
-        cmocka_unit_test(test_layer_unverified_cn),
-        cmocka_unit_test(test_layer_local_keeps_peer),
-        cmocka_unit_test(test_layer_wrong_version),
-        cmocka_unit_test(test_layer_require_tls),
-        cmocka_unit_test(test_layer_no_header),
-        cmocka_unit_test(test_layer_eof),
-        cmocka_unit_test(test_layer_v1_too_long),
+        T("PROXY-2.1 v1 TCP4 header", test_2_1_v1_tcp4),
+        T("PROXY-2.1 v1 TCP6 header", test_2_1_v1_tcp6),
+        T("PROXY-2.1 v1 UNKNOWN keeps the socket address", test_2_1_v1_unknown),
+        T("PROXY-2.1 v1 protocol TCP4, TCP6 or UNKNOWN", test_2_1_v1_protocol),
+        T("PROXY-2.1 v1 ports 0..65535 without sign or leading zeros", test_2_1_v1_bad_ports),
+        T("PROXY-2.1 v1 addresses in canonical form of the family", test_2_1_v1_bad_addresses),
+        T("PROXY-2.1 v1 exactly one space between fields", test_2_1_v1_spacing),
+        T("PROXY-2.1 v1 ends with CRLF", test_2_1_v1_crlf),
+        T("PROXY-2.1 v1 CRLF within 107 bytes", test_2_1_v1_length_bound),
+        T("PROXY-2.1 v1 truncated at every byte needs more", test_2_1_v1_prefixes),
+        T("PROXY-2.1 v1 refused before the CRLF when it cannot be valid", test_2_1_v1_early),
+        T("PROXY-2.2 neither signature refused at the first byte", test_2_garbage),
+        T("PROXY-2.2 v2 PROXY TCP over IPv4", test_2_2_v2_proxy_inet),
+        T("PROXY-2.2 v2 PROXY TCP over IPv6", test_2_2_v2_proxy_inet6),
+        T("PROXY-2.2 v2 PROXY UNIX stream", test_2_2_v2_proxy_unix),
+        T("PROXY-2.2 v2 AF_UNSPEC keeps the socket address", test_2_2_v2_unspec),
+        T("PROXY-2.2 v2 LOCAL keeps socket address and discards its block", test_2_2_v2_local),
+        T("PROXY-2.2 v2 version 2, command LOCAL or PROXY, known family and protocol",
+          test_2_2_v2_bad_version_command),
+        T("PROXY-2.2 v2 length: addresses fit, at most 2048 bytes", test_2_2_v2_length),
+        T("PROXY-2.2 v2 truncated at every byte needs more", test_2_2_v2_prefixes),
+        T("PROXY-2.2 v2 TLVs walked with bounds, unknown ones skipped", test_2_2_v2_tlv_walk),
+        T("PROXY-2.2.3 CRC32C TLV checked", test_2_2_3_crc32c),
+        T("PROXY-2.2.6 SSL TLV client flags and verify", test_2_2_6_ssl_flags),
+        T("PROXY-2.2.6 SSL TLV malformed", test_2_2_6_ssl_malformed),
+        T("PROXY-2.2.6 SSL TLV CN", test_2_2_6_ssl_cn),
+        T("PROXY-2.2.6 SSL TLV version sub-TLV, repeated TLVs", test_2_2_6_ssl_version_and_repeats),
+        T("layer: v2 header then MQTT, peer and via, pass-through", test_layer_v2_then_mqtt),
+        T("layer: bytes past the header kept, pending, small reads",
+          test_layer_kept_bytes_small_reads),
+        T("layer: header one byte at a time, SSL CN identity", test_layer_header_in_pieces),
+        T("layer: unverified CN is no identity", test_layer_unverified_cn),
+        T("layer: PROXY-2.2 LOCAL and PROXY-2.1 UNKNOWN keep the socket address",
+          test_layer_local_keeps_peer),
+        T("layer: header of the other version refused", test_layer_wrong_version),
+        T("layer: other version refused at its signature", test_layer_other_version_at_signature),
+        T("layer: proxy_protocol_v2_require_tls", test_layer_require_tls),
+        T("layer: no header refused", test_layer_no_header),
+        T("layer: end of stream before, in and after the header", test_layer_eof),
+        T("layer: PROXY-2.1 v1 line over 107 bytes refused", test_layer_v1_too_long),
+        T("layer: v1 buffer bounded, every byte past the header once",
+          test_layer_v1_bytes_past_header),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
