@@ -637,7 +637,7 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             }
             return;
         }
-        char peer[64] = "?";
+        char peer[STREAM_PEER_MAX] = "?";
         if (ss.ss_family == AF_UNIX)
             snprintf(peer, sizeof(peer), "%s", ls->cfg->unix_path ? ls->cfg->unix_path : "unix");
         else

@@ -45,6 +45,9 @@
  * EPOLLOUT, so they combine with the loop's EV_READ / EV_WRITE directly. */
 enum { STREAM_WANT_READ = 1u, STREAM_WANT_WRITE = 4u };
 
+/* Bytes of stream_info.peer, NUL included. */
+#define STREAM_PEER_MAX 48
+
 /* What the layers learned about the connection; shared by the whole stack,
  * owned by the user. Small on purpose: it lives in every connection, idle
  * ones included; what is rare is allocated. */
@@ -55,7 +58,7 @@ struct stream_info {
      * WebSocket X-Forwarded-For from a trusted proxy. 48 bytes hold the
      * longest IPv6 address inet_ntop writes with brackets and port; a long
      * Unix socket path is cut. */
-    char peer[48];
+    char peer[STREAM_PEER_MAX];
     /* The socket's own address when `peer` was replaced (the proxy or load
      * balancer), else NULL. malloc'd. */
     char *via;
