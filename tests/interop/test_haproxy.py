@@ -389,3 +389,16 @@ def test_incomplete_header_times_out(broker_factory, haproxy):
     keep.send(mqttraw.pingreq())
     assert keep.expect(mqttraw.PINGRESP)
     keep.close()
+
+
+def test_require_tls_refuses_health_checks(broker_factory, haproxy):
+    """proxy_protocol_v2_require_tls: a LOCAL header says nothing about TLS, so haproxy's health
+    checks are refused like plain clients (docs/websockets.md says so)."""
+    b = proxied_listener(broker_factory, 2, "proxy_protocol_v2_require_tls true\n"
+                                            "allow_anonymous true\n")
+    haproxy(b.port, "send-proxy-v2-ssl-cn check inter 200ms",
+            backend_opts=f"    option tcp-check\n"
+                         f"    tcp-check send-binary {HC_CONNECT}\n"
+                         f"    tcp-check expect binary {HC_CONNACK}")
+    b.wait_log(r"Connection from 127\.0\.0\.2:\d+ closed: PROXY header: the client did not use TLS")
+    assert "as hc " not in b.log
