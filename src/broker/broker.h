@@ -158,6 +158,7 @@ struct conn {
     struct stream tcp;
     struct stream_info si;
     enum conn_state state;
+    /* Small fields together (every idle connection carries them). */
     uint8_t version;   /* 0 until CONNECT */
     bool dirty;        /* on the worker's flush list */
     bool will_pending; /* publish the will if the connection is lost */
@@ -166,16 +167,21 @@ struct conn {
     bool dropping;     /* over max_output_buffer: QoS 0 dropped (logged once) */
     bool via_logged;   /* the address from a PROXY header / X-Forwarded-For was logged */
     bool ws_logged;    /* the WebSocket upgrade was logged */
-    char *username;
-    /* Failed login waiting for its slowdown delay (security.c): monotonic
-     * ms at which the refusing CONNACK goes out, 0 = none. */
-    int64_t refuse_at;
-    uint8_t refuse_v3, refuse_v5;
-    char *assigned_id; /* client id we assigned (empty id in CONNECT) */
     /* username was set from the TLS client certificate or PSK identity
      * (use_identity_as_username / use_subject_as_username): CONNECT's user
      * name does not replace it and no password is checked for it. */
     bool username_from_tls;
+    uint8_t refuse_v3, refuse_v5; /* the refusing CONNACK's codes (refuse_at) */
+    uint16_t keep_alive;          /* seconds, 0 = none */
+    uint16_t receive_max_out;     /* MQTT 5: the client's receive maximum */
+    uint16_t nalias;              /* entries of aliases */
+    uint32_t max_packet_out;      /* MQTT 5: largest packet we may send it */
+    uint32_t session_expiry_in;   /* from CONNECT, for the DISCONNECT check */
+    char *username;
+    /* Failed login waiting for its slowdown delay (security.c): monotonic
+     * ms at which the refusing CONNACK goes out, 0 = none. */
+    int64_t refuse_at;
+    char *assigned_id; /* client id we assigned (empty id in CONNECT) */
 
     struct conn *next, *prev; /* worker's list */
     struct conn *dirty_next;  /* worker's flush list */
@@ -194,16 +200,9 @@ struct conn {
     size_t out_bytes;
 
     int64_t last_rx;
-    uint16_t keep_alive; /* seconds, 0 = none */
     struct session *s;
-
-    /* MQTT 5 limits the client asked for. */
-    uint32_t max_packet_out;    /* largest packet we may send it */
-    uint16_t receive_max_out;   /* its receive maximum */
-    uint32_t session_expiry_in; /* from CONNECT, for the DISCONNECT check */
     /* Incoming topic aliases: alias -> topic, array of cfg max_topic_alias. */
     char **aliases;
-    uint16_t nalias;
 };
 
 /* Cross-thread work item. */

@@ -52,8 +52,10 @@ struct stream_info {
     /* The client's address as logged, checked by ACL patterns and counted by
      * the login slow-down: "ip:port", "[ip6]:port" or a Unix socket path.
      * Set from the socket by the user; replaced by a PROXY header, or by a
-     * WebSocket X-Forwarded-For from a trusted proxy. */
-    char peer[64];
+     * WebSocket X-Forwarded-For from a trusted proxy. 48 bytes hold the
+     * longest IPv6 address inet_ntop writes with brackets and port; a long
+     * Unix socket path is cut. */
+    char peer[48];
     /* The socket's own address when `peer` was replaced (the proxy or load
      * balancer), else NULL. malloc'd. */
     char *via;

@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,8 +139,13 @@ static int out_flush(struct ws_stream *w) {
             w->ooff += (size_t)r;
             continue;
         }
-        if (w->ooff == w->olen && w->ohold == SIZE_MAX)
-            w->ooff = w->olen = 0;
+        if (w->ooff == w->olen && w->ohold == SIZE_MAX) {
+            /* All out: no buffer is kept between writes (an idle
+             * connection holds none; malloc reuses the block at once). */
+            free(w->obuf);
+            w->obuf = NULL;
+            w->ooff = w->olen = w->ocap = 0;
+        }
         if (w->file_fd >= 0 && w->ooff == w->olen) {
             size_t chunk = w->file_left > 65536 ? 65536 : (size_t)w->file_left;
             if (chunk && out_reserve(w, chunk) == 0) {
@@ -163,15 +169,20 @@ static int out_flush(struct ws_stream *w) {
 
 /* ---- wslay callbacks -------------------------------------------------- */
 
+/* wslay's context is only used for input (see put_frame): its send
+ * callbacks are never called. */
 static ssize_t send_cb(const uint8_t *data, size_t len, int flags, void *ud) {
-    (void)flags;
-    struct ws_stream *w = ud;
-    return out_add(w, data, len) < 0 ? -1 : (ssize_t)len;
+    (void)data, (void)len, (void)flags, (void)ud;
+    return -1;
 }
 
+/* The layer wslay is reading for: contexts are shared between the
+ * connections of a thread (see spare_fx), so wslay's user data is not it. */
+static _Thread_local struct ws_stream *reading;
+
 static ssize_t recv_cb(uint8_t *buf, size_t len, int flags, void *ud) {
-    (void)flags;
-    struct ws_stream *w = ud;
+    (void)flags, (void)ud;
+    struct ws_stream *w = reading;
     if (w->preoff < w->prelen) {
         size_t n = w->prelen - w->preoff;
         if (n > len)
@@ -202,17 +213,40 @@ static ssize_t recv_cb(uint8_t *buf, size_t len, int flags, void *ud) {
 }
 
 static int genmask_cb(uint8_t *buf, size_t len, void *ud) {
-    (void)ud;
-    return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
+    (void)buf, (void)len, (void)ud;
+    return -1;
 }
 
 static const struct wslay_frame_callbacks frame_cbs = {
     .send_callback = send_cb, .recv_callback = recv_cb, .genmask_callback = genmask_cb};
 
+/*
+ * wslay's frame context carries a 4 KiB input buffer. A connection needs
+ * one only while a frame is partly read; between frames the context is
+ * clean (no state, empty buffer) and goes back to a spare slot of the
+ * thread, so a thread with thousands of quiet connections keeps one
+ * context, not thousands, and a busy one does not malloc per read. The
+ * spare is freed when the thread ends (a key destructor).
+ */
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+
+static void spare_free(void *p) {
+    wslay_frame_context_free(p);
+}
+
+static void spare_init(void) {
+    pthread_key_create(&spare_key, spare_free);
+}
+
 static int ensure_fx(struct ws_stream *w) {
     if (w->fx)
         return 0;
-    if (wslay_frame_context_init(&w->fx, &frame_cbs, w) != 0) {
+    pthread_once(&spare_once, spare_init);
+    w->fx = pthread_getspecific(spare_key);
+    if (w->fx) {
+        pthread_setspecific(spare_key, NULL);
+    } else if (wslay_frame_context_init(&w->fx, &frame_cbs, NULL) != 0) {
         w->fx = NULL;
         return -1;
     }
@@ -220,18 +254,73 @@ static int ensure_fx(struct ws_stream *w) {
     return 0;
 }
 
+/* Give back the context of a connection between frames. */
+static void release_fx(struct ws_stream *w) {
+    if (!pthread_getspecific(spare_key) && pthread_setspecific(spare_key, w->fx) == 0)
+        ; /* kept as the thread's spare */
+    else
+        wslay_frame_context_free(w->fx);
+    w->fx = NULL;
+    w->fed = w->used = 0;
+}
+
+/*
+ * Output frames are encoded here rather than by wslay_frame_send: a frame
+ * header is 2 to 14 bytes of arithmetic, and wslay's send needs its frame
+ * context, whose 4 KiB input buffer an idle connection should not carry
+ * just to be written to. One whole frame (header and payload, masked on
+ * the client side) is appended to the output buffer; the payload comes
+ * from up to n iovecs, `len` bytes in all.
+ */
+static int put_frame(struct ws_stream *w, uint8_t op, const struct iovec *iov, int n, size_t len) {
+    if (out_reserve(w, len + 14) < 0)
+        return -1;
+    uint8_t *h = w->obuf + w->olen;
+    size_t hl = 2;
+    h[0] = (uint8_t)(0x80 | op); /* FIN, no reserved bits */
+    uint8_t maskbit = w->o ? 0 : 0x80;
+    if (len < 126) {
+        h[1] = (uint8_t)(maskbit | len);
+    } else if (len < 65536) {
+        h[1] = (uint8_t)(maskbit | 126);
+        h[2] = (uint8_t)(len >> 8);
+        h[3] = (uint8_t)len;
+        hl = 4;
+    } else {
+        h[1] = (uint8_t)(maskbit | 127);
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+        hl = 10;
+    }
+    uint8_t key[4] = {0};
+    if (maskbit) {
+        if (RAND_bytes(key, 4) != 1)
+            return -1;
+        memcpy(h + hl, key, 4);
+        hl += 4;
+    }
+    uint8_t *p = h + hl;
+    size_t left = len, k = 0;
+    for (int i = 0; i < n && left; i++) {
+        size_t part = iov[i].iov_len < left ? iov[i].iov_len : left;
+        const uint8_t *src = iov[i].iov_base;
+        if (maskbit)
+            for (size_t j = 0; j < part; j++, k++)
+                p[k] = src[j] ^ key[k & 3];
+        else {
+            memcpy(p + k, src, part);
+            k += part;
+        }
+        left -= part;
+    }
+    w->olen += hl + len;
+    return 0;
+}
+
 /* Queue one whole frame (control frames, the close). */
 static int send_frame(struct ws_stream *w, uint8_t op, const uint8_t *p, size_t n) {
-    if (ensure_fx(w) < 0)
-        return -1;
-    struct wslay_frame_iocb io = {.fin = 1,
-                                  .opcode = op,
-                                  .mask = w->o ? 0 : 1,
-                                  .payload_length = n,
-                                  .data = p,
-                                  .data_length = n};
-    ssize_t r = wslay_frame_send(w->fx, &io);
-    return r < 0 || (size_t)r != n ? -1 : 0;
+    struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
+    return put_frame(w, op, &iov, 1, n);
 }
 
 /* Close with a status: the close frame is queued; once it is flushed read()
@@ -550,17 +639,23 @@ static ssize_t client_upgraded(struct ws_stream *w, const struct http_head *h, s
 /* Read the head (request or answer). 1 upgraded, -1 with errno (EAGAIN). */
 static ssize_t handshake(struct ws_stream *w) {
     for (;;) {
-        if (!w->hbuf) {
-            w->hcap = w->o ? (w->o->max_header ? w->o->max_header : WS_DEFAULT_MAX_HEADER)
-                           : WS_DEFAULT_MAX_HEADER;
-            if (!(w->hbuf = malloc(w->hcap + 1)))
-                return stream_fail(&w->s, ENOMEM, "out of memory");
-        }
+        size_t max = w->o && w->o->max_header ? w->o->max_header : WS_DEFAULT_MAX_HEADER;
         if (w->hlen == w->hcap) {
-            if (w->o)
-                return http_refuse(w, 431, NULL,
-                                   "request head larger than websockets_headers_size");
-            return stream_fail(&w->s, EPROTO, "WebSocket upgrade: answer head too large");
+            if (w->hcap >= max) {
+                if (w->o)
+                    return http_refuse(w, 431, NULL,
+                                       "request head larger than websockets_headers_size");
+                return stream_fail(&w->s, EPROTO, "WebSocket upgrade: answer head too large");
+            }
+            /* Start small (a browser's upgrade is about 500 bytes), grow to the cap. */
+            size_t n = w->hcap ? w->hcap * 2 : 1024;
+            if (n > max)
+                n = max;
+            char *p = realloc(w->hbuf, n + 1);
+            if (!p)
+                return stream_fail(&w->s, ENOMEM, "out of memory");
+            w->hbuf = p;
+            w->hcap = n;
         }
         ssize_t r = stream_read(w->s.lower, w->hbuf + w->hlen, w->hcap - w->hlen);
         if (r < 0)
@@ -676,12 +771,17 @@ static ssize_t read_frames(struct ws_stream *w, void *buf, size_t len) {
             return stream_fail(&w->s, ENOMEM, "out of memory");
         struct wslay_frame_iocb io;
         memset(&io, 0, sizeof(io));
+        reading = w;
         ssize_t r = wslay_frame_recv(w->fx, &io);
+        reading = NULL;
         if (r == WSLAY_ERR_WANT_READ) {
             if (w->lower_err)
                 return stream_fail(&w->s, w->lower_err, "%s", strerror(w->lower_err));
             if (w->lower_eof)
                 return 0;
+            /* Between frames with nothing buffered: give the context back
+             * now, so idle connections never hold its 4 KiB buffer. */
+            ws_stream_trim(&w->s);
             errno = EAGAIN;
             return -1;
         }
@@ -767,25 +867,9 @@ static ssize_t ws_writev(struct stream *s, const struct iovec *iov, int n) {
     size_t take = total < WS_OUT_CAP ? total : WS_OUT_CAP;
     if (!take)
         return 0;
-    if (ensure_fx(w) < 0 || out_reserve(w, take + 14) < 0) {
+    if (put_frame(w, WSLAY_BINARY_FRAME, iov, n, take) < 0) {
         errno = ENOMEM;
         return -1;
-    }
-    struct wslay_frame_iocb io = {
-        .fin = 1, .opcode = WSLAY_BINARY_FRAME, .mask = w->o ? 0 : 1, .payload_length = take};
-    size_t left = take;
-    for (int i = 0; i < n && left; i++) {
-        size_t part = iov[i].iov_len < left ? iov[i].iov_len : left;
-        if (!part)
-            continue;
-        io.data = iov[i].iov_base;
-        io.data_length = part;
-        ssize_t r = wslay_frame_send(w->fx, &io);
-        if (r < 0 || (size_t)r != part) {
-            errno = ENOMEM;
-            return -1;
-        }
-        left -= part;
     }
     return (ssize_t)take;
 }
@@ -903,11 +987,8 @@ void ws_stream_set_close(struct stream *s, uint16_t code) {
 
 void ws_stream_trim(struct stream *s) {
     struct ws_stream *w = (struct ws_stream *)s;
-    if (w->fx && !w->in_frame && !w->chunklen && w->fed == w->used) {
-        wslay_frame_context_free(w->fx);
-        w->fx = NULL;
-        w->fed = w->used = 0;
-    }
+    if (w->fx && !w->in_frame && !w->chunklen && w->fed == w->used)
+        release_fx(w);
     if (w->obuf && w->ooff == w->olen && w->ohold == SIZE_MAX) {
         free(w->obuf);
         w->obuf = NULL;
