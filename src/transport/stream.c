@@ -66,7 +66,10 @@ void stream_format_addr(const struct sockaddr *sa, socklen_t len, char *out, siz
         size_t n = len > offsetof(struct sockaddr_un, sun_path)
                        ? strnlen(u->sun_path, (size_t)len - offsetof(struct sockaddr_un, sun_path))
                        : 0;
-        snprintf(out, cap, "%.*s", (int)n, n ? u->sun_path : "unix");
+        if (n)
+            snprintf(out, cap, "%.*s", (int)n, u->sun_path);
+        else
+            snprintf(out, cap, "unix"); /* "%.*s" with n = 0 would print nothing */
     } else {
         snprintf(out, cap, "?");
     }
