@@ -1210,7 +1210,12 @@ int hc_on_writable(struct hc_client *c, uint64_t now) {
         return HC_ERR_STATE;
     if (c->state == HC_ST_CONNECTING)
         return check_connect_done(c, now);
-    return hc__flush(c, now);
+    int rc = hc__flush(c, now);
+    /* A layer may hold bytes to read: the read rounds ran out, or a flush
+     * went on with a TLS read that had to write (a renegotiation). */
+    if (rc == HC_OK && c->fd >= 0 && c->st && stream_pending(c->st))
+        rc = hc_on_readable(c, now);
+    return rc;
 }
 
 bool hc_want_write(const struct hc_client *c) {
@@ -1224,6 +1229,11 @@ bool hc_want_write(const struct hc_client *c) {
      * cannot take our bytes before that: no write readiness then. */
     unsigned wants = stream_wants(c->st);
     if (wants & STREAM_WANT_WRITE)
+        return true;
+    /* Bytes a layer holds (decrypted TLS, decoded WebSocket payload) make
+     * no POLLIN: ask for write readiness, which the socket has at once, and
+     * hc_on_writable reads them. */
+    if (stream_pending(c->st))
         return true;
     return c->out.len > c->out.off && !(wants & STREAM_WANT_READ);
 }

@@ -84,9 +84,15 @@ static ssize_t tcp_read(struct stream *s, void *buf, size_t len) {
     return r;
 }
 
+/* sendmsg with MSG_NOSIGNAL, not writev: a peer that closed gives EPIPE,
+ * never SIGPIPE, so a program using the client library is not killed by it
+ * (the broker ignores the signal anyway). */
 static ssize_t tcp_writev(struct stream *s, const struct iovec *iov, int n) {
+    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
     for (;;) {
-        ssize_t w = writev(s->fd, iov, n);
+        ssize_t w = sendmsg(s->fd, &m, MSG_NOSIGNAL);
+        if (w < 0 && errno == ENOTSOCK)
+            w = writev(s->fd, iov, n);
         if (w >= 0)
             return w;
         if (errno == EINTR)

@@ -55,6 +55,7 @@ struct tls_stream {
     bool lower_blocked; /* the lower layer took nothing on the last write */
     bool rd_pending;    /* the last read returned bytes: OpenSSL may hold more */
     bool verify_failed; /* client: the certificate check failed */
+    bool shut;          /* close_notify sent (or given up) */
 };
 
 static int ctx_index = -1; /* SSL ex_data: struct tls_stream * */
@@ -66,14 +67,19 @@ static void make_index(void) {
 
 /* ---- helpers ------------------------------------------------------------ */
 
-/* OpenSSL's error queue of this thread as one line (emptied). */
-static void ssl_errors(char *buf, size_t len) {
+/* OpenSSL's error queue of this thread as one line (emptied). True when
+ * a passphrase was asked for (an encrypted key). */
+static bool ssl_errors(char *buf, size_t len) {
     size_t n = 0;
+    bool password = false;
     buf[0] = 0;
     const char *data = NULL;
     int flags = 0;
     unsigned long e;
     while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
+        if (ERR_GET_LIB(e) == ERR_LIB_PEM && (ERR_GET_REASON(e) == PEM_R_BAD_PASSWORD_READ ||
+                                              ERR_GET_REASON(e) == PEM_R_PROBLEMS_GETTING_PASSWORD))
+            password = true;
         char one[256];
         ERR_error_string_n(e, one, sizeof(one));
         if (n < len) {
@@ -84,6 +90,7 @@ static void ssl_errors(char *buf, size_t len) {
     }
     if (!buf[0])
         snprintf(buf, len, "unknown OpenSSL error");
+    return password;
 }
 
 /* The reason string of the last OpenSSL error only (the client's style). */
@@ -359,13 +366,15 @@ struct tls_ctx *tls_server_ctx_new(const struct tls_server_opts *o, char *err, s
         }
         if (SSL_CTX_use_PrivateKey_file(ctx, o->keyfile, SSL_FILETYPE_PEM) != 1) {
             unsigned long e = ERR_peek_last_error();
-            ssl_errors(why, sizeof(why));
+            /* The last error of an encrypted key is SSL's "PEM lib"; the
+             * passphrase request is further up the queue. */
+            bool password = ssl_errors(why, sizeof(why));
             if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
                 set_err(err, errlen, "keyfile %s does not match certfile %s: %s", o->keyfile,
                         o->certfile, why);
             else
                 set_err(err, errlen, "cannot load keyfile %s: %s%s", o->keyfile, why,
-                        ERR_GET_LIB(e) == ERR_LIB_PEM
+                        password || ERR_GET_LIB(e) == ERR_LIB_PEM
                             ? " (an encrypted key must be decrypted first: hato never prompts)"
                             : "");
             goto fail;
@@ -905,6 +914,46 @@ static ssize_t tls_writev(struct stream *s, const struct iovec *iov, int iovcnt)
     return (ssize_t)total;
 }
 
+/*
+ * A read had to write (a renegotiation's ClientHello on a client, an alert)
+ * and the lower layer took nothing: go on with a peek, which takes no
+ * application bytes. Without it the write would wait for the next read or
+ * write while wants() asks for write readiness, which an idle connection
+ * has at once: a spin. 0, or -1 on failure.
+ */
+static int read_write_retry(struct tls_stream *t) {
+    unsigned char b;
+    size_t n = 0;
+    ERR_clear_error();
+    errno = 0;
+    t->rd_write = false;
+    if (SSL_peek_ex(t->ssl, &b, 1, &n) == 1) {
+        t->rd_pending = true; /* bytes to read now */
+        return 0;
+    }
+    int e = SSL_get_error(t->ssl, 0);
+    int saved = errno;
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        return 0;
+    case SSL_ERROR_WANT_WRITE:
+        t->rd_write = true;
+        return 0;
+    case SSL_ERROR_ZERO_RETURN:
+        t->rd_pending = true; /* the next read returns the end */
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        if (!saved && !ERR_peek_error()) {
+            t->rd_pending = true;
+            return 0;
+        }
+        /* fall through */
+    default:
+        tls_failed(t, e, saved, "read");
+        return -1;
+    }
+}
+
 static int tls_flush(struct stream *s) {
     struct tls_stream *t = (struct tls_stream *)s;
     if (t->failed)
@@ -914,8 +963,12 @@ static int tls_flush(struct stream *s) {
             return -1;
         return t->hs_write ? 1 : 0;
     }
+    if (t->rd_write && read_write_retry(t) < 0)
+        return -1;
     int r = stream_flush(s->lower);
-    return r;
+    if (r < 0)
+        return -1;
+    return r || t->rd_write ? 1 : 0;
 }
 
 static unsigned tls_wants(const struct stream *s) {
@@ -937,7 +990,8 @@ static bool tls_pending(const struct stream *s) {
 
 static void tls_shutdown(struct stream *s) {
     struct tls_stream *t = (struct tls_stream *)s;
-    if (t->done && !t->failed) {
+    if (t->done && !t->failed && !t->shut) {
+        t->shut = true;
         ERR_clear_error();
         SSL_shutdown(t->ssl); /* one try, never waits */
         ERR_clear_error();
