@@ -214,16 +214,6 @@ static int build_connect(struct hc_client *c, const struct hc_config *cfg) {
     return HC_OK;
 }
 
-static int hexval(char ch) {
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* The TLS context from the settings (transport/tls.c builds it): the option
  * checks that are about flags stay here. */
 static int tls_setup(struct hc_client *c, const struct hc_config *cfg) {
@@ -234,21 +224,17 @@ static int tls_setup(struct hc_client *c, const struct hc_config *cfg) {
     unsigned char psk[256];
     size_t psk_len = 0;
     if (cfg->psk_hex) {
-        size_t n = strlen(cfg->psk_hex);
-        if (!n || n % 2 || n / 2 > sizeof psk) {
+        ssize_t n = tls_hex_key(cfg->psk_hex, strlen(cfg->psk_hex), psk, sizeof psk);
+        if (n == -1) {
             hc__config_fail("--psk: expected an even number of hex digits (at most %zu)",
                             sizeof psk * 2);
             return HC_ERR_INVAL;
         }
-        for (size_t i = 0; i < n; i += 2) {
-            int hi = hexval(cfg->psk_hex[i]), lo = hexval(cfg->psk_hex[i + 1]);
-            if (hi < 0 || lo < 0) {
-                hc__config_fail("--psk: '%s' is not hexadecimal", cfg->psk_hex);
-                return HC_ERR_INVAL;
-            }
-            psk[i / 2] = (uint8_t)(hi << 4 | lo);
+        if (n < 0) {
+            hc__config_fail("--psk: '%s' is not hexadecimal", cfg->psk_hex);
+            return HC_ERR_INVAL;
         }
-        psk_len = n / 2;
+        psk_len = (size_t)n;
         if (!cfg->psk_identity) {
             hc__config_fail("--psk needs --psk-identity");
             return HC_ERR_INVAL;

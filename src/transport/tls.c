@@ -150,6 +150,18 @@ static int hexval(int ch) {
     return -1;
 }
 
+ssize_t tls_hex_key(const char *hex, size_t n, unsigned char *out, size_t cap) {
+    if (n == 0 || n % 2 || n / 2 > cap)
+        return -1;
+    for (size_t i = 0; i < n; i += 2) {
+        int hi = hexval((unsigned char)hex[i]), lo = hexval((unsigned char)hex[i + 1]);
+        if (hi < 0 || lo < 0)
+            return -2;
+        out[i / 2] = (unsigned char)(hi << 4 | lo);
+    }
+    return (ssize_t)(n / 2);
+}
+
 /*
  * psk_file in Mosquitto's format: one `identity:hexkey` a line, `#`
  * comments and blank lines ignored. Any other line is an error with its
@@ -179,15 +191,16 @@ static struct psk_table *psk_load(const char *path, char *err, size_t errlen) {
         char *colon = strchr(line, ':');
         const char *why = NULL;
         size_t klen = colon ? strlen(colon + 1) : 0;
+        unsigned char key[PSK_MAX_PSK_LEN];
+        ssize_t kn = colon ? tls_hex_key(colon + 1, klen, key, sizeof(key)) : 0;
         if (!colon || colon == line)
             why = "expected identity:hexkey";
-        else if (klen == 0 || klen % 2 || klen / 2 > PSK_MAX_PSK_LEN)
+        else if (kn == -1)
             why = "the key must be an even number of hex digits (at most 1024)";
-        else
-            for (size_t i = 0; i < klen && !why; i++)
-                if (hexval((unsigned char)colon[1 + i]) < 0)
-                    why = "the key must be hex digits";
+        else if (kn == -2)
+            why = "the key must be hex digits";
         if (why) {
+            OPENSSL_cleanse(key, sizeof(key));
             set_err(err, errlen, "%s:%d: %s", path, lineno, why);
             goto fail;
         }
@@ -201,16 +214,16 @@ static struct psk_table *psk_load(const char *path, char *err, size_t errlen) {
         }
         struct psk_entry *e = &t->e[t->n];
         e->identity = strndup(line, (size_t)(colon - line));
-        e->keylen = klen / 2;
+        e->keylen = (size_t)kn;
         e->key = OPENSSL_malloc(e->keylen);
         if (!e->identity || !e->key) {
             free(e->identity);
             OPENSSL_free(e->key);
+            OPENSSL_cleanse(key, sizeof(key));
             goto oom;
         }
-        for (size_t i = 0; i < e->keylen; i++)
-            e->key[i] = (unsigned char)(hexval((unsigned char)colon[1 + 2 * i]) * 16 +
-                                        hexval((unsigned char)colon[2 + 2 * i]));
+        memcpy(e->key, key, e->keylen);
+        OPENSSL_cleanse(key, sizeof(key));
         t->n++;
         OPENSSL_cleanse(colon, klen + 1);
     }

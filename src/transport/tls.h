@@ -68,6 +68,11 @@ struct tls_client_opts {
     size_t psk_len;
 };
 
+/* Decode a hexadecimal key of n digits into out (cap bytes): its length,
+ * -1 when n is 0, odd or too long, -2 when a digit is not hex. Shared by
+ * psk_file lines and the clients' --psk. */
+ssize_t tls_hex_key(const char *hex, size_t n, unsigned char *out, size_t cap);
+
 /* Build a context: the new reference, or NULL with "what: why" in err (the
  * path and OpenSSL's reason; never a prompt for an encrypted key). */
 struct tls_ctx *tls_server_ctx_new(const struct tls_server_opts *o, char *err, size_t errlen);
