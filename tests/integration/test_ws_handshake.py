@@ -274,3 +274,21 @@ def test_x_forwarded_for_only_from_a_trusted_proxy(broker_factory):
     b.wait_log(r"New client connected from 127\.0\.0\.1:\d+ as direct")
     ws.close()
     assert "203.0.113.9" not in b.log
+
+
+# ---- logging ------------------------------------------------------------
+
+
+@pytest.mark.hato_only("hato's own upgrade message")
+@pytest.mark.parametrize("extra,logged", [("", False), ("websockets_log_level 1\n", True),
+                                          ("log_type notice\nlog_type websockets\n", True)])
+def test_upgrades_logged_with_the_websockets_log_type(broker_factory, extra, logged):
+    """websockets_log_level (any level) and log_type websockets log each upgrade; the
+    default log types do not."""
+    b = ws_broker(broker_factory, extra=extra)
+    ws = WsMqtt(b.ws_port)
+    ws.send(mqttraw.connect("logged"))
+    ws.expect(mqttraw.CONNACK)
+    ws.close()
+    b.wait_log(r"Client logged .* disconnected")
+    assert ("WebSocket connection from 127.0.0.1" in b.log) == logged
