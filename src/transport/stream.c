@@ -169,7 +169,3 @@ struct stream *tcp_stream_new(int fd, struct stream_info *info) {
 void tcp_stream_init(struct stream *s, int fd, struct stream_info *info) {
     *s = (struct stream){.ops = &tcp_stream_embedded_ops, .info = info, .fd = fd};
 }
-
-bool stream_is_tcp(const struct stream *s) {
-    return s->ops == &tcp_stream_ops || s->ops == &tcp_stream_embedded_ops;
-}

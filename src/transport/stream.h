@@ -164,8 +164,6 @@ struct stream *tcp_stream_new(int fd, struct stream_info *info);
  * plain connection costs no allocation): destroy closes the descriptor and
  * frees nothing. */
 void tcp_stream_init(struct stream *s, int fd, struct stream_info *info);
-/* Both kinds of socket layer answer to this. */
-bool stream_is_tcp(const struct stream *s);
 extern const struct stream_ops tcp_stream_ops, tcp_stream_embedded_ops;
 
 #endif
