@@ -10,8 +10,13 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 all: build
 
+# A configure counts as done only once it finished: the stamp is written
+# after cmake succeeds, so a failed or interrupted one (which leaves
+# CMakeCache.txt behind) is simply run again by the next make.
+CONFIGURED = .hato-configured
+
 build:
-	@[ -f $(BUILD)/CMakeCache.txt ] || cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+	@[ -f $(BUILD)/$(CONFIGURED) ] || { cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null && touch $(BUILD)/$(CONFIGURED); }
 	cmake --build $(BUILD) -j$(JOBS)
 
 # Build and start the broker in the foreground on loopback:1883.
@@ -51,7 +56,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_TARGETS ?= $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 
 fuzz-build:
-	@[ -f $(FUZZ_BUILD)/CMakeCache.txt ] || CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DHATO_FUZZ=ON -DHATO_TESTS=OFF >/dev/null
+	@[ -f $(FUZZ_BUILD)/$(CONFIGURED) ] || { CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DHATO_FUZZ=ON -DHATO_TESTS=OFF >/dev/null && touch $(FUZZ_BUILD)/$(CONFIGURED); }
 	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target $(FUZZ_TARGETS)
 
 fuzz: fuzz-build

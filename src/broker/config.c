@@ -6,6 +6,7 @@
  * trimmed. Any doubt stops the load with "FILE:LINE: reason".
  */
 #include "broker/config.h"
+#include "broker/features.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -1112,6 +1113,9 @@ static int parse_line(struct parser *p, char *line) {
     const struct key *k = find_key(name);
     if (!k)
         return fail(p, "unknown directive '%s'", name);
+    const char *left_out = hato_feature_missing(name, value); /* build options */
+    if (left_out)
+        return fail(p, "%s: %s", name, left_out);
 
     switch (k->kind) {
     case K_FN:

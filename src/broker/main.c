@@ -10,6 +10,7 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
+#include "broker/features.h"
 #include "broker/tls.h"
 
 static void usage(FILE *f) {
@@ -24,8 +25,9 @@ static void usage(FILE *f) {
             " -p : start the broker listening on the specified port (0 = any free port).\n"
             " -v : verbose mode - enable all logging types.\n"
             " --test-config : check the configuration file and exit.\n\n"
+            "Built with: %s.\n"
             "See hato(8) and hato.conf(5).\n",
-            HATO_VERSION);
+            HATO_VERSION, hato_features());
 }
 
 static int parse_port(const char *s) {

@@ -6,7 +6,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#if HATO_WITH_PERSISTENCE
 #include <lmdb.h>
+#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -43,6 +45,7 @@ struct store_op {
     uint8_t key[];
 };
 
+#if HATO_WITH_PERSISTENCE
 /* Acknowledgements of one batch, waiting for the sync that makes its commit durable. */
 struct relgroup {
     struct relgroup *next;
@@ -81,6 +84,8 @@ struct store {
 
     atomic_uint_fast64_t commits, failed, ops, syncs;
 };
+
+#endif /* HATO_WITH_PERSISTENCE */
 
 /* ---- batches ---------------------------------------------------------- */
 
@@ -198,6 +203,8 @@ void store_batch_discard(struct store_batch *b) {
 }
 
 /* ---- applying --------------------------------------------------------- */
+
+#if HATO_WITH_PERSISTENCE
 
 static int deref(struct store *st, MDB_txn *txn, uint64_t id) {
     uint8_t k[8];
@@ -819,3 +826,62 @@ void store_close(struct store *st) {
     free(st->path);
     free(st);
 }
+
+#else /* !HATO_WITH_PERSISTENCE */
+
+/* Built with WITH_PERSISTENCE=OFF: there is no store to open, so the broker
+ * runs without one (the config refuses `persistence true` before this). */
+struct store *store_open(const char *path, enum store_sync sync, bool readonly, char *err,
+                         size_t errlen) {
+    (void)sync;
+    (void)readonly;
+    if (err && errlen)
+        snprintf(err, errlen, "%s: hato was built without persistence (WITH_PERSISTENCE=OFF)",
+                 path ? path : "store");
+    return NULL;
+}
+
+void store_close(struct store *st) {
+    (void)st;
+}
+
+int store_each(struct store *st, enum store_db db, store_each_fn fn, void *ctx) {
+    (void)st, (void)db, (void)fn, (void)ctx;
+    return -1;
+}
+
+long store_count(struct store *st, enum store_db db) {
+    (void)st, (void)db;
+    return -1;
+}
+
+uint64_t store_next_id(struct store *st) {
+    (void)st;
+    return 0;
+}
+
+void store_id_seen(struct store *st, uint64_t seen) {
+    (void)st, (void)seen;
+}
+
+int store_start(struct store *st, store_release_fn release, void *ctx) {
+    (void)st, (void)release, (void)ctx;
+    return -1;
+}
+
+int store_reopen_after_fork(struct store *st, char *err, size_t errlen) {
+    (void)st, (void)err, (void)errlen;
+    return -1;
+}
+
+void store_submit(struct store *st, struct store_batch *b) {
+    (void)st;
+    store_batch_discard(b);
+}
+
+void store_get_stats(struct store *st, struct store_stats *out) {
+    (void)st;
+    memset(out, 0, sizeof *out);
+}
+
+#endif /* HATO_WITH_PERSISTENCE */

@@ -140,28 +140,6 @@ static void psk_table_free(struct psk_table *t) {
     free(t);
 }
 
-static int hexval(int ch) {
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-ssize_t tls_hex_key(const char *hex, size_t n, unsigned char *out, size_t cap) {
-    if (n == 0 || n % 2 || n / 2 > cap)
-        return -1;
-    for (size_t i = 0; i < n; i += 2) {
-        int hi = hexval((unsigned char)hex[i]), lo = hexval((unsigned char)hex[i + 1]);
-        if (hi < 0 || lo < 0)
-            return -2;
-        out[i / 2] = (unsigned char)(hi << 4 | lo);
-    }
-    return (ssize_t)(n / 2);
-}
-
 /*
  * psk_file in Mosquitto's format: one `identity:hexkey` a line, `#`
  * comments and blank lines ignored. Any other line is an error with its
@@ -323,6 +301,26 @@ void tls_ctx_unref(struct tls_ctx *ctx) {
     free(ctx);
 }
 
+/*
+ * WITH_EC=OFF (docs/building.md): no elliptic curves in the handshake. Key
+ * exchange is finite-field Diffie-Hellman only (RFC 7919 groups in TLS 1.3,
+ * DHE suites in TLS 1.2) and signatures RSA only, so an EC certificate is
+ * unusable. An explicit `ciphers` still overrides the TLS 1.2 suite list.
+ */
+static int no_elliptic_curves(SSL_CTX *ctx, bool own_ciphers, char *err, size_t errlen) {
+    char why[256];
+    if (SSL_CTX_set1_groups_list(ctx, "ffdhe2048:ffdhe3072:ffdhe4096:ffdhe6144:ffdhe8192") != 1 ||
+        SSL_CTX_set_dh_auto(ctx, 1) != 1 ||
+        SSL_CTX_set1_sigalgs_list(ctx, "RSA-PSS+SHA256:RSA-PSS+SHA384:RSA-PSS+SHA512:"
+                                       "RSA+SHA256:RSA+SHA384:RSA+SHA512") != 1 ||
+        (!own_ciphers && SSL_CTX_set_cipher_list(ctx, "DEFAULT:!ECDH:!ECDSA:!aNULL") != 1)) {
+        ssl_errors(why, sizeof why);
+        set_err(err, errlen, "TLS without elliptic curves (WITH_EC=OFF): %s", why);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- server contexts ---------------------------------------------------- */
 
 struct tls_ctx *tls_server_ctx_new(const struct tls_server_opts *o, char *err, size_t errlen) {
@@ -338,6 +336,10 @@ struct tls_ctx *tls_server_ctx_new(const struct tls_server_opts *o, char *err, s
         (o->crlfile && check_readable("crlfile", o->crlfile, err, errlen) < 0) ||
         (o->dhparamfile && check_readable("dhparamfile", o->dhparamfile, err, errlen) < 0))
         return NULL;
+    if (o->psk_hint && !HATO_WITH_TLS_PSK) {
+        set_err(err, errlen, "psk_hint: hato was built without TLS-PSK (WITH_TLS_PSK=OFF)");
+        return NULL;
+    }
     if (o->capath) {
         DIR *d = opendir(o->capath);
         if (!d) {
@@ -368,6 +370,10 @@ struct tls_ctx *tls_server_ctx_new(const struct tls_server_opts *o, char *err, s
                               SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_default_passwd_cb(ctx, no_password_cb);
+    if (!HATO_WITH_EC && no_elliptic_curves(ctx, o->ciphers != NULL, err, errlen) < 0) {
+        tls_ctx_unref(tc);
+        return NULL;
+    }
     static const unsigned char sid_ctx[] = "hato";
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 
@@ -459,7 +465,7 @@ struct tls_ctx *tls_server_ctx_new(const struct tls_server_opts *o, char *err, s
         set_err(err, errlen, "ciphers_tls1.3 '%s': %s", o->ciphers_tls13, why);
         goto fail;
     }
-    if (o->psk_hint) {
+    if (HATO_WITH_TLS_PSK && o->psk_hint) {
         if (o->psk_file) {
             tc->psk = psk_load(o->psk_file, err, errlen);
             if (!tc->psk)
@@ -511,6 +517,10 @@ struct tls_ctx *tls_client_ctx_new(const struct tls_client_opts *o, char *err, s
             return NULL;
         }
     }
+    if (o->psk_identity && !HATO_WITH_TLS_PSK) {
+        set_err(err, errlen, "--psk: hato was built without TLS-PSK (WITH_TLS_PSK=OFF)");
+        return NULL;
+    }
     if (o->psk_len > sizeof(((struct tls_ctx *)0)->psk_key)) {
         set_err(err, errlen, "--psk: the key is too long");
         return NULL;
@@ -527,12 +537,14 @@ struct tls_ctx *tls_client_ctx_new(const struct tls_client_opts *o, char *err, s
     SSL_CTX_set_min_proto_version(ctx, minv);
     if (o->tls_version)
         SSL_CTX_set_max_proto_version(ctx, minv == TLS1_1_VERSION ? TLS1_3_VERSION : minv);
+    if (!HATO_WITH_EC && no_elliptic_curves(ctx, o->ciphers != NULL, err, errlen) < 0)
+        goto fail;
     if (o->ciphers && !SSL_CTX_set_cipher_list(ctx, o->ciphers)) {
         ssl_reason(why, sizeof why);
         set_err(err, errlen, "--ciphers '%s': %s", o->ciphers, why);
         goto fail;
     }
-    if (o->psk_identity) {
+    if (HATO_WITH_TLS_PSK && o->psk_identity) {
         if (!(tc->psk_identity = strdup(o->psk_identity))) {
             set_err(err, errlen, "out of memory");
             goto fail;
