@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all build run test test-fast unit deps deps-test asan clean format fuzz fuzz-build
+.PHONY: all build run test test-fast unit deps deps-test asan clean format fuzz fuzz-build install deb
 
 all: build
 
@@ -69,8 +69,31 @@ fuzz: fuzz-build
 	  tail -3 $(FUZZ_BUILD)/$$t.log; [ $$rc = 0 ] || { cat $(FUZZ_BUILD)/$$t.log; exit 1; }; \
 	done
 
+# Install the programs, man pages, /etc config and systemd units
+# (docs/operations.md). PREFIX and DESTDIR as usual; PREFIX=/usr puts the
+# config in /etc/hato. A PREFIX other than the build's reconfigures it.
+PREFIX ?= /usr/local
+
+install:
+	@[ -f $(BUILD)/$(CONFIGURED) ] && grep -qx 'CMAKE_INSTALL_PREFIX:PATH=$(PREFIX)' $(BUILD)/CMakeCache.txt || \
+	  { cmake -S . -B $(BUILD) $(CMAKE_FLAGS) -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null && touch $(BUILD)/$(CONFIGURED); }
+	cmake --build $(BUILD) -j$(JOBS)
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD)
+
+# The Debian package, built with debhelper from a copy of this tree (so the
+# package build writes nothing here): $(DEB_BUILD)/hato_VERSION_ARCH.deb.
+DEB_BUILD ?= build-deb
+
+deb:
+	@scripts/deps.sh deb
+	rm -rf $(DEB_BUILD) && mkdir -p $(DEB_BUILD)/src
+	tar -cf - --exclude=./.git --exclude=./build --exclude='./build-*' --exclude=node_modules \
+	  --exclude=__pycache__ . | tar -xf - -C $(DEB_BUILD)/src
+	cd $(DEB_BUILD)/src && dpkg-buildpackage -b -us -uc -j$(JOBS) >../build.log 2>&1 || { tail -40 ../build.log; exit 1; }
+	@ls $(DEB_BUILD)/*.deb
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz $(DEB_BUILD)

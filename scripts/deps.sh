@@ -1,11 +1,14 @@
 #!/bin/sh
 # Install what hato needs from Debian's packages: `build` for the broker,
-# `test` for the test suite too. As root it runs apt-get; otherwise it
+# `test` for the test suite too, `deb` for the Debian package. As root it runs apt-get; otherwise it
 # prints the one command to run.
 set -e
 want="cmake make gcc pkg-config libssl-dev liblmdb-dev libsystemd-dev libcjson-dev libargon2-dev libwslay-dev"
 if [ "$1" = "test" ]; then
     want="$want clang libcmocka-dev python3 python3-pytest python3-pytest-xdist python3-pytest-timeout python3-paho-mqtt mosquitto mosquitto-clients openssl haproxy chromium"
+fi
+if [ "$1" = "deb" ]; then
+    want="$want debhelper build-essential"
 fi
 missing=""
 for p in $want; do

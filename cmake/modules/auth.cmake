@@ -15,5 +15,4 @@ add_executable(hato-passwd ${CMAKE_SOURCE_DIR}/tools/hato-passwd.c)
 target_link_libraries(hato-passwd PRIVATE hato_auth)
 
 install(TARGETS hato-passwd DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(FILES ${CMAKE_SOURCE_DIR}/packaging/man/hato-passwd.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
-        OPTIONAL)
+install(FILES ${CMAKE_SOURCE_DIR}/packaging/man/hato-passwd.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)

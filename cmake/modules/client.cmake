@@ -19,8 +19,7 @@ foreach(tool hato-pub hato-sub hato-rr)
   add_executable(${tool} ${CMAKE_SOURCE_DIR}/tools/${tool}.c)
   target_link_libraries(${tool} PRIVATE hato_cli)
   install(TARGETS ${tool} DESTINATION ${CMAKE_INSTALL_BINDIR})
-  install(FILES ${CMAKE_SOURCE_DIR}/packaging/man/${tool}.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
-          OPTIONAL)
+  install(FILES ${CMAKE_SOURCE_DIR}/packaging/man/${tool}.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)
 endforeach()
 
 # The library's unit test (tests/unit/client/, outside the tests/unit/test_*.c

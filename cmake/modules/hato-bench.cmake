@@ -3,5 +3,4 @@
 add_executable(hato-bench ${CMAKE_SOURCE_DIR}/tools/hato-bench.c)
 target_link_libraries(hato-bench PRIVATE hato_client)
 install(TARGETS hato-bench DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(FILES ${CMAKE_SOURCE_DIR}/packaging/man/hato-bench.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
-        OPTIONAL)
+install(FILES ${CMAKE_SOURCE_DIR}/packaging/man/hato-bench.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)
