@@ -324,6 +324,11 @@ struct hc_client *hc_new(const struct hc_config *cfg, const struct hc_callbacks 
         goto fail;
     if (c->tls && (e = tls_setup(c, cfg)) != HC_OK)
         goto fail;
+    if (cfg->ws_path && !HATO_WITH_WEBSOCKETS) {
+        hc__config_fail("hato was built without WebSockets (WITH_WEBSOCKETS=OFF)");
+        e = HC_ERR_INVAL;
+        goto fail;
+    }
     if (cfg->ws_path && !(c->ws_path = dupstr(cfg->ws_path)))
         goto fail;
     if (err)
