@@ -31,8 +31,17 @@ if(HATO_INSTALL_UNITS)
           DESTINATION ${HATO_SYSTEMD_USER_UNITDIR})
 endif()
 
-# The commented default config. An existing one is the administrator's and
-# is kept (the new default is put beside it as hato.conf.new).
+# The commented default config. A build without persistence gets those
+# lines commented out, so that the config it installs is one it accepts.
+file(READ ${CMAKE_SOURCE_DIR}/packaging/hato.conf HATO_CONF_TEXT)
+if(NOT WITH_PERSISTENCE)
+  string(REPLACE "\npersistence true\npersistence_location /var/lib/hato/\n"
+                 "\n# (this hato was built with WITH_PERSISTENCE=OFF)\n#persistence true\n#persistence_location /var/lib/hato/\n"
+                 HATO_CONF_TEXT "${HATO_CONF_TEXT}")
+endif()
+file(WRITE ${CMAKE_BINARY_DIR}/packaging/hato.conf "${HATO_CONF_TEXT}")
+# An existing config is the administrator's and is kept (the new default is
+# put beside it as hato.conf.new).
 set(HATO_CONF_DIR "${CMAKE_INSTALL_FULL_SYSCONFDIR}/hato")
 install(CODE "
   # file(INSTALL) adds DESTDIR itself; the check needs it spelled out.
@@ -41,6 +50,6 @@ install(CODE "
     message(STATUS \"Keeping: \$ENV{DESTDIR}${HATO_CONF_DIR}/hato.conf (the new default goes beside it as hato.conf.new)\")
     set(name hato.conf.new)
   endif()
-  file(INSTALL FILES \"${CMAKE_SOURCE_DIR}/packaging/hato.conf\" DESTINATION \"${HATO_CONF_DIR}\"
+  file(INSTALL FILES \"${CMAKE_BINARY_DIR}/packaging/hato.conf\" DESTINATION \"${HATO_CONF_DIR}\"
        RENAME \${name} PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
 ")
