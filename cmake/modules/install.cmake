@@ -4,16 +4,24 @@
 # DESTDIR are honoured; with PREFIX=/usr the config goes to /etc/hato.
 include(GNUInstallDirs)
 
-set(HATO_SYSTEMD_UNITDIR "${CMAKE_INSTALL_PREFIX}/lib/systemd/system"
-    CACHE PATH "Where the system unit hato.service is installed (Debian's package: /lib/systemd/system)")
-set(HATO_SYSTEMD_USER_UNITDIR "${CMAKE_INSTALL_PREFIX}/lib/systemd/user"
-    CACHE PATH "Where the user unit hato.service is installed")
+# Empty: under the prefix (so a new PREFIX moves them too).
+set(HATO_SYSTEMD_UNITDIR "" CACHE PATH
+    "Where the system unit hato.service is installed (default PREFIX/lib/systemd/system; Debian's package: /lib/systemd/system)")
+set(HATO_SYSTEMD_USER_UNITDIR "" CACHE PATH
+    "Where the user unit hato.service is installed (default PREFIX/lib/systemd/user)")
+set(HATO_UNITDIR "${HATO_SYSTEMD_UNITDIR}")
+set(HATO_USER_UNITDIR "${HATO_SYSTEMD_USER_UNITDIR}")
+if(NOT HATO_UNITDIR)
+  set(HATO_UNITDIR "${CMAKE_INSTALL_PREFIX}/lib/systemd/system")
+endif()
+if(NOT HATO_USER_UNITDIR)
+  set(HATO_USER_UNITDIR "${CMAKE_INSTALL_PREFIX}/lib/systemd/user")
+endif()
 option(HATO_INSTALL_UNITS "Install the systemd units" ON)
 
 # Values the unit templates name.
 set(HATO_SBIN "${CMAKE_INSTALL_FULL_SBINDIR}")
 set(HATO_CONF "${CMAKE_INSTALL_FULL_SYSCONFDIR}/hato/hato.conf")
-set(HATO_USER_UNITDIR "${HATO_SYSTEMD_USER_UNITDIR}")
 if(WITH_SYSTEMD)
   set(HATO_UNIT_TYPE notify)
   set(HATO_UNIT_NOTE "Type=notify: hato tells systemd READY=1 once every listener is open.")
@@ -26,9 +34,9 @@ configure_file(${CMAKE_SOURCE_DIR}/packaging/hato.service.in ${CMAKE_BINARY_DIR}
 configure_file(${CMAKE_SOURCE_DIR}/packaging/hato-user.service.in
                ${CMAKE_BINARY_DIR}/packaging/user/hato.service @ONLY)
 if(HATO_INSTALL_UNITS)
-  install(FILES ${CMAKE_BINARY_DIR}/packaging/hato.service DESTINATION ${HATO_SYSTEMD_UNITDIR})
+  install(FILES ${CMAKE_BINARY_DIR}/packaging/hato.service DESTINATION ${HATO_UNITDIR})
   install(FILES ${CMAKE_BINARY_DIR}/packaging/user/hato.service
-          DESTINATION ${HATO_SYSTEMD_USER_UNITDIR})
+          DESTINATION ${HATO_USER_UNITDIR})
 endif()
 
 # The commented default config. A build without persistence gets those
