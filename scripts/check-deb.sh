@@ -30,7 +30,7 @@ done
 [ -L /etc/systemd/system/multi-user.target.wants/hato.service ] || fail "hato.service not enabled"
 /usr/sbin/hato --test-config -c /etc/hato/hato.conf >/dev/null || fail "installed config refused"
 if command -v systemd-analyze >/dev/null; then
-    out=$(systemd-analyze verify /lib/systemd/system/hato.service 2>&1) || fail "unit: $out"
+    out=$(systemd-analyze verify --man=no /lib/systemd/system/hato.service 2>&1) || fail "unit: $out"
     [ -z "$out" ] || fail "unit: $out"
 fi
 
