@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/strmap.h"
 #include "broker/broker.h"
+#include "broker/reload.h"
 
 #define FAIL_FORGET_MS (10 * 60 * 1000) /* an address's failures are forgotten after this */
 #define FAIL_MAX_ADDRS 65536            /* addresses tracked at once */
@@ -91,6 +92,7 @@ static struct sec_snap *snap_load(const struct hato_config *cfg) {
         return NULL;
     }
     atomic_init(&s->refs, 1);
+    s->cfg = cfg;
     if (cfg->per_listener_settings) {
         s->n = cfg->n_listeners;
         s->per = calloc(s->n ? s->n : 1, sizeof(*s->per));
@@ -124,7 +126,8 @@ static const struct sec_scope *scope_of(const struct sec_snap *s, const struct h
         return &s->global;
     if (!l)
         return NULL;
-    size_t i = (size_t)(l - cfg->listeners);
+    (void)cfg; /* the snapshot's own: l may be from an older or newer config (reload) */
+    size_t i = hato_listener_index(s->cfg, l);
     return i < s->n ? &s->per[i] : NULL;
 }
 
