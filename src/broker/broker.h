@@ -159,6 +159,9 @@ struct conn {
     struct ev_io io;
     struct worker *w;
     struct lsock *ls;
+    /* Its listener's settings as they were when it was accepted: a reload
+     * changes the listener for new connections only (reload.c). */
+    const struct hato_listener *lcfg;
     /* The byte stream: st is the top of the stack (transport/stream.h); a
      * plain connection's stack is only `tcp`, embedded here. NULL once
      * closed (conn_close frees the stack and closes the socket). si is what

@@ -33,7 +33,7 @@ static void connack_fail(struct conn *c, uint8_t v3code, uint8_t v5reason, const
 }
 
 static const struct hato_listener *lcfg(struct conn *c) {
-    return c->ls->cfg;
+    return c->lcfg;
 }
 
 /* The mount point of the client's listener, or "". */

@@ -193,7 +193,7 @@ static void recheck_clients(struct worker *w) {
         next = c->next;
         if (c->state != CS_CONNECTED || !c->username || c->username_from_tls)
             continue;
-        const struct sec_scope *sc = scope_of(w->sec, cfg, c->ls->cfg);
+        const struct sec_scope *sc = scope_of(w->sec, cfg, c->lcfg);
         if (!sc || !sc->pw || auth_passwd_has_user(sc->pw, c->username, strlen(c->username)))
             continue;
         char u[128];
@@ -245,7 +245,7 @@ void security_worker_release(struct worker *w) {
 enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p) {
     struct worker *w = c->w;
     security_worker_adopt(w);
-    const struct hato_listener *l = c->ls->cfg;
+    const struct hato_listener *l = c->lcfg;
     bool anonymous_ok = l->allow_anonymous > 0;
     if (c->username_from_tls)
         return SEC_AUTH_OK; /* the certificate (or PSK identity) is the credential */

@@ -213,7 +213,7 @@ void tls_tick(struct worker *w) {
         struct stream *tls = stream_find(c->st, &tls_stream_ops);
         if (!tls)
             continue;
-        struct tls_ctx *now = broker_tls_ctx(w->b, c->ls->cfg);
+        struct tls_ctx *now = broker_tls_ctx(w->b, c->lcfg);
         if (!now)
             continue;
         char buf[256];

@@ -457,8 +457,7 @@ static const char *stream_why(const struct conn *c, const char *dflt) {
 static void conn_stack_failed(struct conn *c, bool eof) {
     struct stream *tls = stream_find(c->st, &tls_stream_ops);
     if (tls && !c->si.tls_done) {
-        log_notice("TLS handshake failed with client %s on port %d: %s", c->si.peer,
-                   c->ls->cfg->port,
+        log_notice("TLS handshake failed with client %s on port %d: %s", c->si.peer, c->lcfg->port,
                    stream_why(c, "connection closed by the client during the handshake"));
         conn_close(c, NULL);
         return;
@@ -526,7 +525,7 @@ static void conn_read_some(struct conn *c) {
             c->ws_logged = true;
             if (log_enabled(LOG_WEBSOCKETS))
                 log_msg(LOG_WEBSOCKETS, "WebSocket connection from %s on port %d upgraded.",
-                        c->si.peer, c->ls->cfg->port);
+                        c->si.peer, c->lcfg->port);
         }
         if (c->inlen) {
             c->inlen += (size_t)r;
@@ -589,7 +588,7 @@ static void conn_event(struct ev_loop *loop, struct ev_io *io, uint32_t events) 
  * memory).
  */
 static const char *conn_build_stack(struct conn *c) {
-    const struct hato_listener *l = c->ls->cfg;
+    const struct hato_listener *l = c->lcfg;
     struct stream *st;
     if (l->enable_proxy_protocol) {
         st = proxy_stream_new(c->st, l->enable_proxy_protocol, l->proxy_protocol_v2_require_tls);
@@ -605,8 +604,9 @@ static const char *conn_build_stack(struct conn *c) {
             return "TLS set-up failed";
         c->st = st;
     }
-    if (c->ls->ws) {
-        st = ws_stream_new_server(c->st, c->ls->ws);
+    struct ws_server_opts *ws = c->ls->ws; /* one load: a reload may replace it */
+    if (ws) {
+        st = ws_stream_new_server(c->st, ws);
         if (!st)
             return "out of memory";
         c->st = st;
@@ -635,16 +635,17 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             }
             return;
         }
+        const struct hato_listener *lcfg = ls->cfg; /* one load: a reload may replace it */
         char peer[STREAM_PEER_MAX] = "?";
         if (ss.ss_family == AF_UNIX)
-            snprintf(peer, sizeof(peer), "%s", ls->cfg->unix_path ? ls->cfg->unix_path : "unix");
+            snprintf(peer, sizeof(peer), "%s", lcfg->unix_path ? lcfg->unix_path : "unix");
         else
             stream_format_addr((struct sockaddr *)&ss, sl, peer, sizeof(peer));
         int n = atomic_fetch_add(ls->nconns, 1) + 1;
-        if (ls->cfg->max_connections >= 0 && n > ls->cfg->max_connections) {
+        if (lcfg->max_connections >= 0 && n > lcfg->max_connections) {
             atomic_fetch_sub(ls->nconns, 1);
             log_notice("Refused connection from %s: max_connections (%d) reached.", peer,
-                       ls->cfg->max_connections);
+                       lcfg->max_connections);
             close(fd);
             continue;
         }
@@ -662,6 +663,7 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
         c->st = &c->tcp;
         c->io.fd = -1; /* not watched yet: a close before ev_io_start unwatches nothing */
         c->ls = ls;
+        c->lcfg = lcfg;
         c->counted = true;
         c->state = CS_NEW;
         c->last_rx = ev_now(loop);
@@ -676,7 +678,7 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             conn_close(c, "epoll failed");
             continue;
         }
-        log_notice("New connection from %s on port %d.", peer, ls->cfg->port);
+        log_notice("New connection from %s on port %d.", peer, lcfg->port);
     }
 }
 

@@ -179,6 +179,19 @@ def test_listener_settings_change_on_kept_listener(broker_factory):
     after.close()
 
 
+def test_open_connection_keeps_the_listener_settings_it_connected_with(broker_factory):
+    """A mount point given on reload applies to new connections; a client connected
+    before keeps its topics unmounted (its subscriptions were made that way)."""
+    b = broker_factory()
+    with connected_client(b, "before") as before:
+        subscribe_ok(before, 1, [("#", 0)])
+        reload(b, "mount_point m/\n")
+        with connected_client(b, "after") as after:
+            after.send(publish("t", b"hello"))
+            got = recv_publish(before)
+            assert got.topic == "m/t", got  # mounted by after's listener, not stripped
+
+
 def test_protocol_change_on_same_port(broker_factory):
     """mqtt -> websockets on the same port is a new listener: the old socket closes
     first, then the new one opens on that port; the old client stays."""
