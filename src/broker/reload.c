@@ -133,7 +133,7 @@ void worker_listen_sync(struct worker *w) {
     gen = atomic_load(&b->ls_gen);
     size_t n = b->nlsocks;
     struct lsock **v = malloc((n ? n : 1) * sizeof(*v));
-    if (v)
+    if (v && n)
         memcpy(v, b->lsocks, n * sizeof(*v));
     pthread_mutex_unlock(&b->ls_lock);
     if (!v)
@@ -211,7 +211,7 @@ static void open_deferred(struct broker *b) {
     pthread_mutex_lock(&b->ls_lock);
     size_t n = b->nlsocks;
     struct lsock **v = malloc((n + 1) * sizeof(*v));
-    if (v)
+    if (v && n)
         memcpy(v, b->lsocks, n * sizeof(*v));
     pthread_mutex_unlock(&b->ls_lock);
     if (!v) {
@@ -434,7 +434,8 @@ void broker_reload(struct broker *b) {
         nadded = 0;
     }
     keep = NULL;
-    memcpy(set + nkeep, added, nadded * sizeof(*set));
+    if (nadded)
+        memcpy(set + nkeep, added, nadded * sizeof(*set));
     unsigned gen = publish_lsocks(b, set, nkeep + nadded);
     free(added);
     free(to);
