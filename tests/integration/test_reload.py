@@ -226,3 +226,21 @@ def test_unix_listener_added_and_removed(broker_factory, tmp_path):
         assert not os.path.exists(path)
         u.send(pingreq())
         assert u.expect(PINGRESP)
+
+
+def test_reloads_while_clients_connect(broker_factory):
+    """Twenty reloads that add and remove a listener while clients keep connecting to
+    it and publishing: every reload completes, the long-lived client is never dropped,
+    and the broker exits clean (sanitizer builds check the teardown)."""
+    extra = free_port()
+    b = broker_factory()
+    with connected_client(b, "watcher") as watcher:
+        subscribe_ok(watcher, 1, [("storm/#", 0)])
+        for i in range(20):
+            with_extra = i % 2 == 0
+            reload(b, f"listener {extra} 127.0.0.1\n" if with_extra else "")
+            port = extra if with_extra else b.port
+            with connected_client(port, f"c{i}") as c:
+                roundtrip(watcher, c, f"storm/{i}")
+        watcher.send(pingreq())
+        assert watcher.expect(PINGRESP)
