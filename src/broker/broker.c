@@ -16,18 +16,16 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
-#ifdef HATO_HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #include "base/log.h"
 #include "broker/tls.h"
 #include "broker/security.h"
 #include "broker/persist.h"
+#include "broker/notify.h"
+#include "broker/reload.h"
 #include "transport/ws.h"
 
 int worker_init(struct worker *w, struct broker *b, int id);
-int worker_listen(struct worker *w, struct lsock *ls);
 int worker_start(struct worker *w);
 void worker_free(struct worker *w);
 
@@ -45,11 +43,13 @@ struct worker *broker_owner(struct broker *b, const char *id, size_t len) {
  * A WebSocket listener's layer settings, pointing into the config (which
  * lives as long as the broker). The frame limit follows max_packet_size:
  * a WebSocket message never needs to be larger than the largest packet.
+ * Kept until exit (reload.c): connections point to the one they started with.
  */
-static struct ws_server_opts *ws_opts_new(const struct hato_config *cfg,
-                                          const struct hato_listener *l) {
+struct ws_server_opts *broker_ws_opts(struct broker *b, const struct hato_config *cfg,
+                                      const struct hato_listener *l) {
     struct ws_server_opts *o = calloc(1, sizeof(*o));
-    if (!o) {
+    if (!o || reload_keep(b, o) < 0) {
+        free(o);
         log_error("Error: out of memory.");
         return NULL;
     }
@@ -63,21 +63,44 @@ static struct ws_server_opts *ws_opts_new(const struct hato_config *cfg,
     return o;
 }
 
-static int add_lsock(struct broker *b, int fd, const struct hato_listener *l) {
-    size_t li = (size_t)(l - b->cfg->listeners);
-    struct lsock *n = realloc(b->lsocks, (b->nlsocks + 1) * sizeof(*n));
+/* The sockets of one listener being opened, appended to a set. */
+struct lsvec {
+    struct lsock ***v;
+    size_t *n;
+    atomic_int *nconns; /* shared by the listener's sockets */
+    bool owned;         /* nconns handed to the first socket (which frees it) */
+};
+
+static int add_lsock(struct broker *b, struct lsvec *vec, int fd, const struct hato_listener *l) {
+    struct lsock **n = realloc(*vec->v, (*vec->n + 1) * sizeof(*n));
     if (!n)
         return -1;
-    b->lsocks = n;
-    struct lsock *ls = &b->lsocks[b->nlsocks++];
-    memset(ls, 0, sizeof(*ls));
+    *vec->v = n;
+    struct lsock *ls = calloc(1, sizeof(*ls));
+    if (ls)
+        ls->ios = calloc((size_t)b->nworkers, sizeof(struct ev_io));
+    if (!vec->nconns && ls)
+        vec->nconns = calloc(1, sizeof(*vec->nconns));
+    if (!ls || !ls->ios || !vec->nconns) {
+        if (ls)
+            free(ls->ios);
+        free(ls);
+        return -1;
+    }
+    ls->owner = !vec->owned;
+    vec->owned = true;
     ls->fd = fd;
-    ls->cfg = l;
-    ls->nconns = &b->lconns[li];
+    atomic_init(&ls->cfg, l);
+    ls->nconns = vec->nconns;
+    ls->b = b;
+    ls->conf_port = l->port;
+    for (int k = 0; k < b->nworkers; k++)
+        ls->ios[k].fd = -1;
+    (*vec->v)[(*vec->n)++] = ls;
     return 0;
 }
 
-static int open_unix(struct broker *b, const struct hato_listener *l) {
+static int open_unix(struct broker *b, struct lsvec *vec, const struct hato_listener *l) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(l->unix_path) >= sizeof(sa.sun_path)) {
         log_error("Error: unix socket path too long: %s", l->unix_path);
@@ -94,10 +117,14 @@ static int open_unix(struct broker *b, const struct hato_listener *l) {
         return -1;
     }
     log_notice("Opening unix listen socket on %s.", l->unix_path);
-    return add_lsock(b, fd, l);
+    if (add_lsock(b, vec, fd, l) < 0) {
+        close(fd);
+        return -1;
+    }
+    return 0;
 }
 
-static int open_tcp(struct broker *b, struct hato_listener *l) {
+static int open_tcp(struct broker *b, struct lsvec *vec, struct hato_listener *l) {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     hints.ai_family = l->socket_domain;
     char port[16];
@@ -150,7 +177,7 @@ static int open_tcp(struct broker *b, struct hato_listener *l) {
         }
         log_notice("Opening %s listen socket on port %d.",
                    ai->ai_family == AF_INET ? "ipv4" : "ipv6", actual_port);
-        if (add_lsock(b, fd, l) < 0) {
+        if (add_lsock(b, vec, fd, l) < 0) {
             close(fd);
             freeaddrinfo(res);
             return -1;
@@ -166,14 +193,55 @@ static int open_tcp(struct broker *b, struct hato_listener *l) {
     return 0;
 }
 
+/* Open the sockets of listener l (of cfg), appended to (*v, *n); its port is
+ * set to the one bound when it was 0. 0, or -1 (logged; what it opened is
+ * closed and left out of the set). Main thread. */
+int broker_open_listener(struct broker *b, const struct hato_config *cfg, struct hato_listener *l,
+                         struct lsock ***v, size_t *n) {
+    size_t first = *n;
+    struct lsvec vec = {v, n, NULL, false};
+    int r = l->unix_path ? open_unix(b, &vec, l) : open_tcp(b, &vec, l);
+    if (r == 0 && strcmp(l->protocol, "websockets") == 0) {
+        struct ws_server_opts *o = broker_ws_opts(b, cfg, l);
+        if (!o)
+            r = -1;
+        for (size_t k = first; o && k < *n; k++)
+            atomic_store(&(*v)[k]->ws, o);
+    }
+    if (r < 0) {
+        /* Later sockets first: the owner of the counter goes last. */
+        while (*n > first)
+            broker_free_lsock((*v)[--*n]);
+        if (!vec.owned)
+            free(vec.nconns);
+    }
+    return r;
+}
+
+/* Close (if still open) and free one listening socket. */
+void broker_free_lsock(struct lsock *ls) {
+    if (!ls)
+        return;
+    if (ls->fd >= 0) {
+        close(ls->fd);
+        const struct hato_listener *l = atomic_load(&ls->cfg);
+        if (l->unix_path && !ls->retired)
+            unlink(l->unix_path);
+    }
+    if (ls->owner)
+        free(ls->nconns);
+    free(ls->ios);
+    free(ls);
+}
+
 int broker_init(struct broker *b, struct hato_config *cfg) {
     memset(b, 0, sizeof(*b));
     b->cfg = cfg;
     b->started = (int64_t)time(NULL);
     b->subs = sub_tree_new(session_available);
     b->retain = retain_new();
-    b->lconns = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*b->lconns));
-    if (!b->subs || !b->retain || !b->lconns)
+    pthread_mutex_init(&b->ls_lock, NULL);
+    if (!b->subs || !b->retain || reload_init(b) < 0)
         return -1;
     /* Certificates, keys, password and ACL files first: a bad file stops
      * start-up before any socket is opened. */
@@ -194,28 +262,13 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
     if (persist_restore(b) < 0)
         return -1;
     /* Listening sockets open only now: no client can connect to a half-restored broker. */
-    for (size_t i = 0; i < cfg->n_listeners; i++) {
-        struct hato_listener *l = &cfg->listeners[i];
-        size_t first = b->nlsocks;
-        int r = l->unix_path ? open_unix(b, l) : open_tcp(b, l);
-        if (r < 0)
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (broker_open_listener(b, cfg, &cfg->listeners[i], &b->lsocks, &b->nlsocks) < 0)
             return -1;
-        if (strcmp(l->protocol, "websockets") == 0) {
-            struct ws_server_opts *o = ws_opts_new(cfg, l);
-            if (!o)
-                return -1;
-            for (size_t k = first; k < b->nlsocks; k++)
-                b->lsocks[k].ws = o; /* the first socket of the listener owns it */
-        }
-    }
-    for (size_t i = 0; i < b->nlsocks; i++) {
-        b->lsocks[i].ios = calloc((size_t)b->nworkers, sizeof(struct ev_io));
-        if (!b->lsocks[i].ios)
-            return -1;
-        for (int k = 0; k < b->nworkers; k++)
-            if (worker_listen(&b->workers[k], &b->lsocks[i]) < 0)
-                return -1;
-    }
+    /* The workers watch them from the start (their threads do not run yet). */
+    atomic_store(&b->ls_gen, 1);
+    for (int k = 0; k < b->nworkers; k++)
+        worker_listen_sync(&b->workers[k]);
     return 0;
 }
 
@@ -265,22 +318,14 @@ int broker_run(struct broker *b) {
     }
     log_notice("hato version %s running (%d worker thread%s).", HATO_VERSION, b->nworkers,
                b->nworkers == 1 ? "" : "s");
-#ifdef HATO_HAVE_SYSTEMD
-    sd_notify(0, "READY=1");
-#endif
+    notify_ready(b); /* every listener is open and every worker runs */
     for (;;) {
-        int sig = 0;
-        if (sigwait(&set, &sig) != 0)
-            continue;
+        /* Between signals: systemd status and watchdog, sockets a reload closes. */
+        int sig = notify_wait_signal(b, &set);
         if (sig == SIGINT || sig == SIGTERM)
             break;
         if (sig == SIGHUP) {
-            log_notice("Reloading certificates, password and ACL files (SIGHUP).");
-            tls_reload(b);
-            security_reload(b);
-#ifdef HATO_HAVE_SYSTEMD
-            sd_notify(0, "READY=1");
-#endif
+            broker_reload(b);
         } else if (sig == SIGUSR1) {
             unsigned long in = 0, out = 0, dropped = 0;
             unsigned clients = 0;
@@ -294,9 +339,7 @@ int broker_run(struct broker *b) {
                        out, dropped);
         }
     }
-#ifdef HATO_HAVE_SYSTEMD
-    sd_notify(0, "STOPPING=1");
-#endif
+    notify_stopping();
     log_notice("hato version %s terminating.", HATO_VERSION);
     atomic_store(&b->stopping, true);
     for (int i = 0; i < b->nworkers; i++)
@@ -309,25 +352,23 @@ int broker_run(struct broker *b) {
 void broker_free(struct broker *b) {
     /* Commit what the workers left (their last session records) before they go. */
     persist_close(b);
-    for (size_t i = 0; i < b->nlsocks; i++) {
-        if (b->lsocks[i].ws && (i == 0 || b->lsocks[i - 1].ws != b->lsocks[i].ws))
-            free(b->lsocks[i].ws);
-        close(b->lsocks[i].fd);
-        if (b->lsocks[i].cfg->unix_path)
-            unlink(b->lsocks[i].cfg->unix_path);
-        free(b->lsocks[i].ios);
-    }
-    free(b->lsocks);
-    free(b->lconns);
     if (b->workers) {
         for (int i = 0; i < b->nworkers; i++)
             worker_free(&b->workers[i]);
         free(b->workers);
     }
+    /* After the workers: connections they still held point to their socket. */
+    for (size_t i = 0; i < b->nlsocks; i++)
+        broker_free_lsock(b->lsocks[i]);
+    free(b->lsocks);
+    b->lsocks = NULL;
+    b->nlsocks = 0;
     if (b->subs)
         sub_tree_free(b->subs);
     if (b->retain)
         retain_free(b->retain);
     security_free(b);
     tls_free(b);
+    reload_free(b); /* retired configs and sockets, after everything that pointed into them */
+    pthread_mutex_destroy(&b->ls_lock);
 }

@@ -40,14 +40,24 @@ struct broker;
 struct worker;
 struct session;
 
-/* A listening socket (one listener line may give two: IPv4 and IPv6). */
+/*
+ * A listening socket (one listener line may give two: IPv4 and IPv6).
+ * Allocated one by one and never moved or freed before exit: connections
+ * keep a pointer to theirs. A reload (reload.c) points a listener that
+ * stays at its new settings (cfg, ws: atomic, read by workers) and closes
+ * the socket of one that goes (fd -1, retired), its connections staying.
+ */
 struct lsock {
     int fd;
-    const struct hato_listener *cfg;
+    const struct hato_listener *_Atomic cfg;
     atomic_int *nconns; /* open connections of its listener (shared by its sockets) */
-    struct ev_io *ios;  /* one per worker (EPOLLEXCLUSIVE) */
+    struct ev_io *ios;  /* one per worker (EPOLLEXCLUSIVE); io->data is the lsock */
     /* WebSocket listeners: the layer's settings (broker.c, from the config). */
-    struct ws_server_opts *ws;
+    struct ws_server_opts *_Atomic ws;
+    struct broker *b;
+    int conf_port; /* the port as configured (0 = ephemeral): its identity across reloads */
+    bool owner;    /* first socket of its listener: owns nconns */
+    bool retired;  /* removed by a reload: not listening any more */
 };
 
 /* One message as a session delivers it (queued or in flight). */
@@ -149,6 +159,9 @@ struct conn {
     struct ev_io io;
     struct worker *w;
     struct lsock *ls;
+    /* Its listener's settings as they were when it was accepted: a reload
+     * changes the listener for new connections only (reload.c). */
+    const struct hato_listener *lcfg;
     /* The byte stream: st is the top of the stack (transport/stream.h); a
      * plain connection's stack is only `tcp`, embedded here. NULL once
      * closed (conn_close frees the stack and closes the socket). si is what
@@ -253,7 +266,12 @@ struct worker {
     size_t nsubid_scratch, capsubid_scratch;
 
     bool accept_paused; /* out of descriptors: accepting resumes on the next tick */
-    unsigned tls_gen;   /* TLS contexts generation this worker's clients were checked for */
+    /* The listening sockets this worker watches (reload.c: worker_listen_sync). */
+    struct lsock **wls;
+    size_t nwls;
+    atomic_uint ls_seen;       /* generation of the broker's listener set it has adopted */
+    atomic_llong last_tick_ms; /* monotonic ms of its last tick (systemd watchdog) */
+    unsigned tls_gen;          /* TLS contexts generation this worker's clients were checked for */
 
     /* Security snapshot in use by this worker (security.c) and its generation. */
     struct sec_snap *sec;
@@ -292,14 +310,20 @@ struct match {
 };
 
 struct broker {
-    struct hato_config *cfg;
+    /* The configuration in force: replaced (never modified) by a reload;
+     * read it with broker_config(). Retired ones live until exit. */
+    struct hato_config *_Atomic cfg;
     struct sub_tree *subs;
     struct retain_store *retain;
     int nworkers;
     struct worker *workers;
-    struct lsock *lsocks;
+    /* The listening sockets workers watch now (reload.c), under ls_lock;
+     * ls_gen counts changes. */
+    pthread_mutex_t ls_lock;
+    struct lsock **lsocks;
     size_t nlsocks;
-    atomic_int *lconns; /* per configured listener, for max_connections */
+    atomic_uint ls_gen;
+    struct reload_state *reload; /* reload.c: retired configs and sockets, the config path */
     atomic_bool stopping;
     atomic_ulong id_counter;   /* for assigned client ids */
     struct security *security; /* password files, ACLs, login failures (security.c) */
@@ -307,6 +331,12 @@ struct broker {
     struct tls_state *tls; /* broker/tls.c: contexts of the TLS listeners */
     struct store *store;   /* NULL unless persistence is on */
 };
+
+/* The configuration in force (any thread). A reload may replace it between
+ * two calls; a retired one stays valid until exit. */
+static inline const struct hato_config *broker_config(const struct broker *b) {
+    return atomic_load_explicit(&((struct broker *)b)->cfg, memory_order_acquire);
+}
 
 /* Effective max_output_buffer: 0 stands for the ceiling, 1 GiB, which keeps
  * a connection's output offsets within 32 bits. */

@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "broker/broker.h"
 #include "broker/features.h"
+#include "broker/reload.h"
 #include "broker/tls.h"
 
 static void usage(FILE *f) {
@@ -132,6 +133,7 @@ int main(int argc, char **argv) {
         hato_config_free(&cfg);
         return 1;
     }
+    broker_set_config_source(&b, config, verbose); /* what SIGHUP re-reads */
     if (daemonize && daemon(1, 0) < 0) {
         log_error("Error: cannot daemonize: %s", strerror(errno));
         broker_free(&b);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "broker/reload.h"
 #include "store/record.h"
 
 #define KEYMAX (2 + 65535 + 8)
@@ -210,8 +211,9 @@ void persist_session(struct session *s) {
     }
     r.listener = -1;
     const struct hato_config *cfg = b->cfg;
-    if (s->lcfg && s->lcfg >= cfg->listeners && s->lcfg < cfg->listeners + cfg->n_listeners)
-        r.listener = (int32_t)(s->lcfg - cfg->listeners);
+    size_t li = hato_listener_index(cfg, s->lcfg); /* lcfg may be from an older config */
+    if (li != (size_t)-1)
+        r.listener = (int32_t)li;
     r.nsubs = (uint32_t)s->nsubs;
     struct rbuf buf = {0};
     rec_sess_encode_head(&buf, &r, s->will ? &will : NULL);

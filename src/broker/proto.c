@@ -33,7 +33,7 @@ static void connack_fail(struct conn *c, uint8_t v3code, uint8_t v5reason, const
 }
 
 static const struct hato_listener *lcfg(struct conn *c) {
-    return c->ls->cfg;
+    return c->lcfg;
 }
 
 /* The mount point of the client's listener, or "". */
@@ -562,7 +562,9 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
 
     if (c->version == MQTT_V5 && (p->props.present & PROP(TOPIC_ALIAS))) {
         uint16_t alias = p->props.topic_alias;
-        if (alias == 0 || alias > lcfg(c)->max_topic_alias) {
+        /* The limit the client was told (a reload may change the listener's since). */
+        int max_alias = c->aliases ? c->nalias : lcfg(c)->max_topic_alias;
+        if (alias == 0 || alias > max_alias) {
             proto_fail(c, MQTT_RC_TOPIC_ALIAS_INVALID,
                        "topic alias out of range"); /* MQTT-3.3.2-9, -10 */
             return;

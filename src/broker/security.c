@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/strmap.h"
 #include "broker/broker.h"
+#include "broker/reload.h"
 
 #define FAIL_FORGET_MS (10 * 60 * 1000) /* an address's failures are forgotten after this */
 #define FAIL_MAX_ADDRS 65536            /* addresses tracked at once */
@@ -91,6 +92,7 @@ static struct sec_snap *snap_load(const struct hato_config *cfg) {
         return NULL;
     }
     atomic_init(&s->refs, 1);
+    s->cfg = cfg;
     if (cfg->per_listener_settings) {
         s->n = cfg->n_listeners;
         s->per = calloc(s->n ? s->n : 1, sizeof(*s->per));
@@ -124,7 +126,8 @@ static const struct sec_scope *scope_of(const struct sec_snap *s, const struct h
         return &s->global;
     if (!l)
         return NULL;
-    size_t i = (size_t)(l - cfg->listeners);
+    (void)cfg; /* the snapshot's own: l may be from an older or newer config (reload) */
+    size_t i = hato_listener_index(s->cfg, l);
     return i < s->n ? &s->per[i] : NULL;
 }
 
@@ -190,7 +193,7 @@ static void recheck_clients(struct worker *w) {
         next = c->next;
         if (c->state != CS_CONNECTED || !c->username || c->username_from_tls)
             continue;
-        const struct sec_scope *sc = scope_of(w->sec, cfg, c->ls->cfg);
+        const struct sec_scope *sc = scope_of(w->sec, cfg, c->lcfg);
         if (!sc || !sc->pw || auth_passwd_has_user(sc->pw, c->username, strlen(c->username)))
             continue;
         char u[128];
@@ -242,7 +245,7 @@ void security_worker_release(struct worker *w) {
 enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p) {
     struct worker *w = c->w;
     security_worker_adopt(w);
-    const struct hato_listener *l = c->ls->cfg;
+    const struct hato_listener *l = c->lcfg;
     bool anonymous_ok = l->allow_anonymous > 0;
     if (c->username_from_tls)
         return SEC_AUTH_OK; /* the certificate (or PSK identity) is the credential */

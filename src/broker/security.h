@@ -39,7 +39,8 @@ struct sec_scope {
 
 struct sec_snap {
     atomic_uint refs;
-    bool any_acl; /* some acl_file is in effect: checks are needed */
+    const struct hato_config *cfg; /* loaded from; per[] is indexed by its listeners */
+    bool any_acl;                  /* some acl_file is in effect: checks are needed */
     struct sec_scope global;
     struct sec_scope *per; /* per listener (index in cfg->listeners), or NULL */
     size_t n;

@@ -376,7 +376,7 @@ static int send_publish(struct session *s, const struct deliv *d, bool dup) {
     struct msg *m = d->m;
     const char *topic = m->topic;
     size_t tlen = m->topic_len;
-    const char *mount = c->ls->cfg->mount_point;
+    const char *mount = c->lcfg->mount_point;
     if (mount) {
         size_t ml = strlen(mount);
         if (tlen >= ml && memcmp(topic, mount, ml) == 0) {

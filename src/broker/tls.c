@@ -11,13 +11,16 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
+#include "broker/reload.h"
 #include "transport/tls.h"
 
 struct tls_state {
-    pthread_mutex_t lock; /* guards ctx[] against a reload swapping it */
-    size_t n;             /* = number of configured listeners */
-    struct tls_ctx **ctx; /* per listener; NULL for plain listeners */
-    atomic_uint gen;      /* bumped by every reload that replaced a context */
+    pthread_mutex_t lock;          /* guards cfg, n, ctx against a reload swapping them */
+    const struct hato_config *cfg; /* the config ctx[] is indexed by (listeners) */
+    size_t n;                      /* = its number of listeners */
+    struct tls_ctx **ctx;          /* per listener; NULL for plain listeners */
+    atomic_uint gen;               /* bumped by every reload that replaced a context */
+    atomic_bool any;               /* some listener has a context */
 };
 
 static const char *psk_file_of(const struct hato_config *cfg, const struct hato_listener *l) {
@@ -84,16 +87,17 @@ int tls_init(struct broker *b) {
     bool any = false;
     for (size_t i = 0; i < cfg->n_listeners; i++)
         any |= hato_listener_wants_tls(&cfg->listeners[i]);
-    if (!any)
-        return 0;
+    /* Always there: a reload may add the first TLS listener. */
     struct tls_state *t = calloc(1, sizeof(*t));
     if (!t) {
         log_error("Error: out of memory.");
         return -1;
     }
     pthread_mutex_init(&t->lock, NULL);
+    t->cfg = cfg;
     t->n = cfg->n_listeners;
-    t->ctx = calloc(t->n, sizeof(*t->ctx));
+    t->ctx = calloc(t->n ? t->n : 1, sizeof(*t->ctx));
+    atomic_init(&t->any, any);
     b->tls = t;
     if (!t->ctx) {
         log_error("Error: out of memory.");
@@ -119,50 +123,79 @@ int tls_init(struct broker *b) {
     return 0;
 }
 
-void tls_reload(struct broker *b) {
-    struct tls_state *t = b->tls;
-    if (!t)
-        return;
-    const struct hato_config *cfg = b->cfg;
-    size_t ok = 0, failed = 0;
-    for (size_t i = 0; i < t->n; i++) {
-        const struct hato_listener *l = &cfg->listeners[i];
-        if (!t->ctx[i])
-            continue;
-        char err[1024];
-        struct tls_ctx *n = listener_ctx(cfg, l, err, sizeof(err));
-        if (!n) {
-            log_error("Error: TLS reload: %s; listener %d keeps its current certificates.", err,
-                      l->port);
-            failed++;
-            continue;
-        }
-        pthread_mutex_lock(&t->lock);
-        struct tls_ctx *old = t->ctx[i];
-        t->ctx[i] = n;
-        pthread_mutex_unlock(&t->lock);
-        tls_ctx_unref(old); /* connections that use it hold their own reference */
-        ok++;
-    }
-    log_notice("TLS certificates reloaded for %zu listener%s%s.", ok, ok == 1 ? "" : "s",
-               failed ? " (some failed, see above)" : "");
-    if (ok)
-        atomic_fetch_add_explicit(&t->gen, 1, memory_order_release);
-}
-
-struct tls_ctx *broker_tls_ctx(struct broker *b, const struct hato_listener *l) {
-    struct tls_state *t = b->tls;
-    if (!t)
-        return NULL;
-    size_t li = (size_t)(l - b->cfg->listeners);
-    if (li >= t->n)
-        return NULL;
+/* A reference on the context of the listener of t->cfg that is l (or the same
+ * listener in another config), or NULL. */
+static struct tls_ctx *ctx_of(struct tls_state *t, const struct hato_listener *l) {
     pthread_mutex_lock(&t->lock);
-    struct tls_ctx *ctx = t->ctx[li];
+    size_t li = hato_listener_index(t->cfg, l);
+    struct tls_ctx *ctx = li < t->n ? t->ctx[li] : NULL;
     if (ctx)
         tls_ctx_ref(ctx);
     pthread_mutex_unlock(&t->lock);
     return ctx;
+}
+
+int tls_reload(struct broker *b, const struct hato_config *cfg) {
+    struct tls_state *t = b->tls;
+    if (!t)
+        return 0;
+    size_t n = cfg->n_listeners;
+    struct tls_ctx **ctx = calloc(n ? n : 1, sizeof(*ctx));
+    if (!ctx) {
+        log_error("Error: TLS reload: out of memory.");
+        return -1;
+    }
+    size_t ok = 0, failed = 0;
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        const struct hato_listener *l = &cfg->listeners[i];
+        if (!hato_listener_wants_tls(l))
+            continue;
+        any = true;
+        char err[1024];
+        ctx[i] = listener_ctx(cfg, l, err, sizeof(err));
+        if (ctx[i]) {
+            ok++;
+            continue;
+        }
+        /* A listener that runs keeps what it has; a new one cannot start. */
+        ctx[i] = ctx_of(t, l);
+        if (!ctx[i]) {
+            log_error("Error: %s", err);
+            for (size_t k = 0; k < i; k++)
+                tls_ctx_unref(ctx[k]);
+            free(ctx);
+            return -1;
+        }
+        log_error("Error: TLS reload: %s; listener %d keeps its current certificates.", err,
+                  l->port);
+        failed++;
+    }
+    pthread_mutex_lock(&t->lock);
+    struct tls_ctx **old = t->ctx;
+    size_t nold = t->n;
+    t->ctx = ctx;
+    t->n = n;
+    t->cfg = cfg;
+    atomic_store(&t->any, any);
+    pthread_mutex_unlock(&t->lock);
+    /* Connections that use them hold their own references. */
+    for (size_t i = 0; i < nold; i++)
+        tls_ctx_unref(old[i]);
+    free(old);
+    if (ok || failed)
+        log_notice("TLS certificates reloaded for %zu listener%s%s.", ok, ok == 1 ? "" : "s",
+                   failed ? " (some failed, see above)" : "");
+    if (ok)
+        atomic_fetch_add_explicit(&t->gen, 1, memory_order_release);
+    return 0;
+}
+
+struct tls_ctx *broker_tls_ctx(struct broker *b, const struct hato_listener *l) {
+    struct tls_state *t = b->tls;
+    if (!t || !atomic_load_explicit(&t->any, memory_order_relaxed))
+        return NULL;
+    return ctx_of(t, l);
 }
 
 void tls_tick(struct worker *w) {
@@ -180,7 +213,7 @@ void tls_tick(struct worker *w) {
         struct stream *tls = stream_find(c->st, &tls_stream_ops);
         if (!tls)
             continue;
-        struct tls_ctx *now = broker_tls_ctx(w->b, c->ls->cfg);
+        struct tls_ctx *now = broker_tls_ctx(w->b, c->lcfg);
         if (!now)
             continue;
         char buf[256];

@@ -24,8 +24,12 @@ struct worker;
 int tls_init(struct broker *b);
 /* --test-config: build every context once and free it (errors logged). */
 int tls_check_config(const struct hato_config *cfg);
-/* SIGHUP: rebuild contexts from the same files; a failure keeps the old one. */
-void tls_reload(struct broker *b);
+/* SIGHUP: build the contexts of every TLS listener of cfg (the new config)
+ * and put them in force. A listener that runs already and whose files now
+ * fail keeps its current context (logged); a new listener whose files fail
+ * fails the whole call: -1, nothing changed. 0 otherwise. Listeners are
+ * matched across configs by identity (hato_listener_index). */
+int tls_reload(struct broker *b, const struct hato_config *cfg);
 void tls_free(struct broker *b);
 /* The context for a new connection on listener l (a new reference, for
  * tls_stream_new), or NULL on a listener without TLS. */

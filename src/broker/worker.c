@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "broker/broker.h"
 #include "broker/persist.h"
+#include "broker/reload.h"
 #include "broker/security.h"
 #include "broker/tls.h"
 #include "transport/proxy.h"
@@ -456,8 +457,7 @@ static const char *stream_why(const struct conn *c, const char *dflt) {
 static void conn_stack_failed(struct conn *c, bool eof) {
     struct stream *tls = stream_find(c->st, &tls_stream_ops);
     if (tls && !c->si.tls_done) {
-        log_notice("TLS handshake failed with client %s on port %d: %s", c->si.peer,
-                   c->ls->cfg->port,
+        log_notice("TLS handshake failed with client %s on port %d: %s", c->si.peer, c->lcfg->port,
                    stream_why(c, "connection closed by the client during the handshake"));
         conn_close(c, NULL);
         return;
@@ -525,7 +525,7 @@ static void conn_read_some(struct conn *c) {
             c->ws_logged = true;
             if (log_enabled(LOG_WEBSOCKETS))
                 log_msg(LOG_WEBSOCKETS, "WebSocket connection from %s on port %d upgraded.",
-                        c->si.peer, c->ls->cfg->port);
+                        c->si.peer, c->lcfg->port);
         }
         if (c->inlen) {
             c->inlen += (size_t)r;
@@ -588,7 +588,7 @@ static void conn_event(struct ev_loop *loop, struct ev_io *io, uint32_t events) 
  * memory).
  */
 static const char *conn_build_stack(struct conn *c) {
-    const struct hato_listener *l = c->ls->cfg;
+    const struct hato_listener *l = c->lcfg;
     struct stream *st;
     if (l->enable_proxy_protocol) {
         st = proxy_stream_new(c->st, l->enable_proxy_protocol, l->proxy_protocol_v2_require_tls);
@@ -604,8 +604,9 @@ static const char *conn_build_stack(struct conn *c) {
             return "TLS set-up failed";
         c->st = st;
     }
-    if (c->ls->ws) {
-        st = ws_stream_new_server(c->st, c->ls->ws);
+    struct ws_server_opts *ws = c->ls->ws; /* one load: a reload may replace it */
+    if (ws) {
+        st = ws_stream_new_server(c->st, ws);
         if (!st)
             return "out of memory";
         c->st = st;
@@ -615,13 +616,10 @@ static const char *conn_build_stack(struct conn *c) {
 
 static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
     (void)events;
-    struct worker *w = io->data;
-    struct lsock *ls = NULL;
-    for (size_t i = 0; i < w->b->nlsocks; i++)
-        if (w->b->lsocks[i].fd == io->fd)
-            ls = &w->b->lsocks[i];
-    if (!ls)
-        return;
+    struct lsock *ls = io->data;
+    struct worker *w = &ls->b->workers[io - ls->ios];
+    if (io->fd < 0)
+        return; /* dropped by a reload earlier in this turn (worker_listen_sync) */
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
@@ -631,22 +629,23 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
                 /* Level-triggered: waiting would spin. Pause until the next
                  * tick, when descriptors may have been freed. */
                 log_warn("Cannot accept: %s; pausing new connections.", strerror(errno));
-                for (size_t k = 0; k < w->b->nlsocks; k++)
-                    ev_io_stop(loop, &w->b->lsocks[k].ios[w->id]);
+                for (size_t k = 0; k < w->nwls; k++)
+                    ev_io_stop(loop, &w->wls[k]->ios[w->id]);
                 w->accept_paused = true;
             }
             return;
         }
+        const struct hato_listener *lcfg = ls->cfg; /* one load: a reload may replace it */
         char peer[STREAM_PEER_MAX] = "?";
         if (ss.ss_family == AF_UNIX)
-            snprintf(peer, sizeof(peer), "%s", ls->cfg->unix_path ? ls->cfg->unix_path : "unix");
+            snprintf(peer, sizeof(peer), "%s", lcfg->unix_path ? lcfg->unix_path : "unix");
         else
             stream_format_addr((struct sockaddr *)&ss, sl, peer, sizeof(peer));
         int n = atomic_fetch_add(ls->nconns, 1) + 1;
-        if (ls->cfg->max_connections >= 0 && n > ls->cfg->max_connections) {
+        if (lcfg->max_connections >= 0 && n > lcfg->max_connections) {
             atomic_fetch_sub(ls->nconns, 1);
             log_notice("Refused connection from %s: max_connections (%d) reached.", peer,
-                       ls->cfg->max_connections);
+                       lcfg->max_connections);
             close(fd);
             continue;
         }
@@ -664,6 +663,7 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
         c->st = &c->tcp;
         c->io.fd = -1; /* not watched yet: a close before ev_io_start unwatches nothing */
         c->ls = ls;
+        c->lcfg = lcfg;
         c->counted = true;
         c->state = CS_NEW;
         c->last_rx = ev_now(loop);
@@ -678,7 +678,7 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             conn_close(c, "epoll failed");
             continue;
         }
-        log_notice("New connection from %s on port %d.", peer, ls->cfg->port);
+        log_notice("New connection from %s on port %d.", peer, lcfg->port);
     }
 }
 
@@ -749,6 +749,7 @@ static void on_inbox(struct ev_loop *loop, void *data) {
     w->inbox_head = w->inbox_tail = NULL;
     pthread_mutex_unlock(&w->inbox_lock);
     security_worker_update(w); /* a reload wakes every worker */
+    worker_listen_sync(w);
     while (it) {
         struct item *next = it->next;
         if (it->kind == IT_DELIVER) {
@@ -770,8 +771,6 @@ static void on_inbox(struct ev_loop *loop, void *data) {
 
 /* ---- periodic and end of turn ---------------------------------------- */
 
-int worker_listen(struct worker *w, struct lsock *ls);
-
 /* What a connection that sent no CONNECT in time was still waiting for. */
 static const char *conn_pending_handshake(const struct conn *c) {
     if (!conn_plain(c)) {
@@ -789,11 +788,13 @@ static const char *conn_pending_handshake(const struct conn *c) {
 static void on_tick(struct ev_loop *loop, void *data) {
     struct worker *w = data;
     int64_t now = ev_now(loop);
+    atomic_store_explicit(&w->last_tick_ms, now, memory_order_relaxed); /* watchdog */
     if (w->accept_paused) {
         w->accept_paused = false;
-        for (size_t k = 0; k < w->b->nlsocks; k++)
-            worker_listen(w, &w->b->lsocks[k]);
+        for (size_t k = 0; k < w->nwls; k++)
+            worker_listen(w, w->wls[k]);
     }
+    worker_listen_sync(w);
     int timeout = w->b->cfg->connect_timeout;
     security_worker_update(w);
     for (struct conn *c = w->conns, *next; c; c = next) {
@@ -886,12 +887,13 @@ int worker_init(struct worker *w, struct broker *b, int id) {
     ev_set_wake(w->loop, on_inbox, w);
     ev_set_after(w->loop, on_after, w);
     ev_set_tick(w->loop, 250, on_tick, w);
-    security_worker_update(w); /* the snapshot loaded at start-up */
+    atomic_store(&w->last_tick_ms, ev_clock_ms()); /* the watchdog's grace until the first tick */
+    security_worker_update(w);                     /* the snapshot loaded at start-up */
     return 0;
 }
 
 int worker_listen(struct worker *w, struct lsock *ls) {
-    return ev_io_start_exclusive(w->loop, &ls->ios[w->id], ls->fd, on_accept, w);
+    return ev_io_start_exclusive(w->loop, &ls->ios[w->id], ls->fd, on_accept, ls);
 }
 
 int worker_start(struct worker *w) {
@@ -942,6 +944,7 @@ void worker_free(struct worker *w) {
     free(w->pend);
     free(w->subid_scratch);
     security_worker_release(w);
+    free(w->wls);
     ev_loop_free(w->loop);
     pthread_mutex_destroy(&w->inbox_lock);
 }

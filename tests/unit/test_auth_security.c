@@ -71,7 +71,7 @@ static void env_stop(struct env *e) {
 }
 
 static enum sec_auth login(struct env *e, int li, const char *user, const char *pass, bool tls) {
-    struct conn c = {.w = &e->w, .ls = &e->ls[li], .username_from_tls = tls};
+    struct conn c = {.w = &e->w, .ls = &e->ls[li], .lcfg = e->ls[li].cfg, .username_from_tls = tls};
     c.username = user ? strdup(user) : NULL;
     struct mqtt_packet p = {.type = MQTT_CONNECT};
     if (pass) {
