@@ -10,6 +10,7 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
+#include "broker/privdrop.h"
 #include "broker/tls.h"
 
 static void usage(FILE *f) {
@@ -111,6 +112,7 @@ int main(int argc, char **argv) {
         hato_config_free(&cfg);
         return 0;
     }
+    privdrop_survey(&cfg); /* before the log file and the store are created */
     hato_config_apply_logging(&cfg);
     for (size_t i = 0; i < cfg.n_warnings; i++)
         log_warn("Warning: %s", cfg.warnings[i]);

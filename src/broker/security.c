@@ -11,6 +11,7 @@
 #include "auth/passwd.h"
 #include "base/log.h"
 #include "base/strmap.h"
+#include "broker/authpool.h"
 #include "broker/broker.h"
 
 #define FAIL_FORGET_MS (10 * 60 * 1000) /* an address's failures are forgotten after this */
@@ -48,6 +49,11 @@ static void snap_unref(struct sec_snap *s) {
         scope_free(&s->per[i]);
     free(s->per);
     free(s);
+}
+
+/* authpool.h: a job's hold on the snapshot whose password file it reads. */
+static void snap_release(void *snap) {
+    snap_unref(snap);
 }
 
 static int scope_load(struct sec_scope *sc, const char *pwfile, const char *aclfile) {
@@ -250,9 +256,23 @@ enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p)
     if (c->username && sc && sc->pw) {
         if (!p->connect.has_password)
             return SEC_AUTH_BAD_CREDENTIALS;
-        bool ok = auth_passwd_check(sc->pw, c->username, strlen(c->username),
-                                    (const char *)p->connect.password.p, p->connect.password.len);
-        return ok ? SEC_AUTH_OK : SEC_AUTH_BAD_CREDENTIALS;
+        /* The verdict of the pool, when it was reached with the files in use
+         * now (a reload meanwhile: checked again). */
+        uint8_t done = c->auth_done;
+        c->auth_done = AUTH_DONE_NONE;
+        if (done != AUTH_DONE_NONE && c->auth_gen == w->sec_gen)
+            return done == AUTH_DONE_OK ? SEC_AUTH_OK : SEC_AUTH_BAD_CREDENTIALS;
+        /* Known and unknown users alike go to the pool (an unknown one is
+         * checked against a dummy hash there): the answer takes as long. */
+        atomic_fetch_add(&w->sec->refs, 1);
+        if (authpool_submit(c, sc->pw, c->username, strlen(c->username),
+                            (const char *)p->connect.password.p, p->connect.password.len,
+                            snap_release, w->sec) < 0) {
+            snap_unref(w->sec);
+            return SEC_AUTH_BUSY;
+        }
+        c->auth_gen = w->sec_gen;
+        return SEC_AUTH_PENDING;
     }
     /* No user name, or no password file to check it against (Mosquitto:
      * the name is then taken as given only where anonymous clients are). */
