@@ -30,7 +30,22 @@ struct security {
     atomic_uint gen;
     struct strmap fails; /* address -> struct fail_entry */
     int64_t last_prune;
+    struct strmap inflight; /* address -> struct inflight, checks in the pool */
 };
+
+struct inflight {
+    unsigned n;
+    char addr[]; /* the key */
+};
+
+/* A pool job's hold (authpool.h): the snapshot it reads, the address it counts for. */
+struct job_hold {
+    struct security *sec;
+    struct sec_snap *snap;
+    char addr[64];
+};
+
+static void addr_of(const char *peer, char *out, size_t cap);
 
 /* ---- snapshots ----------------------------------------------------------------- */
 
@@ -51,9 +66,53 @@ static void snap_unref(struct sec_snap *s) {
     free(s);
 }
 
-/* authpool.h: a job's hold on the snapshot whose password file it reads. */
-static void snap_release(void *snap) {
-    snap_unref(snap);
+/* One more check in flight from addr (false: out of memory). The count is
+ * what security_fail_pending looks at: an address with failed logins gets
+ * one check at a time, so parallel connections do not multiply its guesses.
+ * Addresses without failures are not limited (many clients may share one,
+ * behind NAT or a load balancer); the pool's queue bounds them all. */
+static bool inflight_take(struct security *sec, const char *addr) {
+    size_t len = strlen(addr);
+    bool ok = true;
+    pthread_mutex_lock(&sec->lock);
+    struct inflight *e = strmap_get(&sec->inflight, addr, len);
+    if (!e) {
+        e = calloc(1, sizeof(*e) + len + 1);
+        if (e) {
+            memcpy(e->addr, addr, len + 1);
+            if (strmap_put(&sec->inflight, e->addr, len, e) < 0) {
+                free(e);
+                e = NULL;
+            }
+        }
+        ok = e != NULL;
+    }
+    if (ok)
+        e->n++;
+    pthread_mutex_unlock(&sec->lock);
+    return ok;
+}
+
+/* Checks in flight from addr; sec->lock held. */
+static unsigned inflight_count(struct security *sec, const char *addr) {
+    const struct inflight *e =
+        sec->inflight.count ? strmap_get(&sec->inflight, addr, strlen(addr)) : NULL;
+    return e ? e->n : 0;
+}
+
+/* authpool.h: the job is done with the snapshot and its address's count. */
+static void job_release(void *hold) {
+    struct job_hold *h = hold;
+    size_t len = strlen(h->addr);
+    pthread_mutex_lock(&h->sec->lock);
+    struct inflight *e = strmap_get(&h->sec->inflight, h->addr, len);
+    if (e && --e->n == 0) {
+        strmap_del(&h->sec->inflight, h->addr, len);
+        free(e);
+    }
+    pthread_mutex_unlock(&h->sec->lock);
+    snap_unref(h->snap);
+    free(h);
 }
 
 static int scope_load(struct sec_scope *sc, const char *pwfile, const char *aclfile) {
@@ -140,6 +199,7 @@ int security_init(struct broker *b) {
         return -1;
     pthread_mutex_init(&sec->lock, NULL);
     strmap_init(&sec->fails);
+    strmap_init(&sec->inflight);
     sec->current = snap_load(b->cfg);
     b->security = sec;
     if (!sec->current)
@@ -155,6 +215,11 @@ static void free_fail(void *ctx, void *val) {
     free(e);
 }
 
+static void free_inflight(void *ctx, void *val) {
+    (void)ctx;
+    free(val);
+}
+
 void security_free(struct broker *b) {
     struct security *sec = b->security;
     if (!sec)
@@ -162,6 +227,8 @@ void security_free(struct broker *b) {
     snap_unref(sec->current);
     strmap_each(&sec->fails, free_fail, NULL);
     strmap_free(&sec->fails);
+    strmap_each(&sec->inflight, free_inflight, NULL);
+    strmap_free(&sec->inflight);
     pthread_mutex_destroy(&sec->lock);
     free(sec);
     b->security = NULL;
@@ -264,11 +331,21 @@ enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p)
             return done == AUTH_DONE_OK ? SEC_AUTH_OK : SEC_AUTH_BAD_CREDENTIALS;
         /* Known and unknown users alike go to the pool (an unknown one is
          * checked against a dummy hash there): the answer takes as long. */
-        atomic_fetch_add(&w->sec->refs, 1);
+        struct job_hold *h = calloc(1, sizeof(*h));
+        if (!h)
+            return SEC_AUTH_BUSY;
+        h->sec = w->b->security;
+        addr_of(c->si.peer, h->addr, sizeof(h->addr));
+        if (!inflight_take(h->sec, h->addr)) {
+            free(h);
+            return SEC_AUTH_BUSY;
+        }
+        h->snap = w->sec;
+        atomic_fetch_add(&h->snap->refs, 1);
         if (authpool_submit(c, sc->pw, c->username, strlen(c->username),
                             (const char *)p->connect.password.p, p->connect.password.len,
-                            snap_release, w->sec) < 0) {
-            snap_unref(w->sec);
+                            job_release, h) < 0) {
+            job_release(h);
             return SEC_AUTH_BUSY;
         }
         c->auth_gen = w->sec_gen;
@@ -390,7 +467,9 @@ bool security_fail_pending(struct broker *b, const char *peer) {
     pthread_mutex_lock(&sec->lock);
     const struct fail_entry *e =
         sec->fails.count ? strmap_get(&sec->fails, addr, strlen(addr)) : NULL;
-    bool pending = e && now < e->until;
+    /* Refusal due later, or failures and a check of this address still running. */
+    bool pending = e && (now < e->until || (e->count > 0 && now - e->last < FAIL_FORGET_MS &&
+                                            inflight_count(sec, addr) > 0));
     pthread_mutex_unlock(&sec->lock);
     return pending;
 }

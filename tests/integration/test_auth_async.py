@@ -176,3 +176,30 @@ def test_v5_authentication_method_still_refused(slow):
     ack = c.expect(CONNACK)
     assert ack.reason == 0x8C, ack
     c.close()
+
+
+def test_parallel_guesses_after_a_failure_are_held_back(broker_factory, tmp_path):
+    """Parallel connections do not multiply an address's guesses: once it has
+    failed logins, a second login from it while one of its checks is still
+    running is refused at once, without a check ("held back"), as a login
+    during its refusal delay always was."""
+    pw = tmp_path / "passwd"
+    hato_passwd("-c", "-H", "argon2id", "-I", SLOW_PASSES, "-b", pw, "slow", "slow-pw")
+    b = broker_factory(f"threads 1\npassword_file {pw}\nauth_fail_delay 1\n"
+                       "auth_fail_delay_max 1\nlog_type all\n", anonymous=True)
+    c0 = RawClient(b, timeout=60)
+    assert c0.connect("g0", username="slow", password="guess0").reason == 0x05
+    c0.close()
+    mark = b.mark()
+    c1 = RawClient(b, timeout=60)
+    c1.send(connect("g1", username="slow", password="guess1"))
+    queued(b, mark, "g1")
+    c2 = RawClient(b, timeout=60)
+    assert c2.connect("g2", username="slow", password="slow-pw").reason == 0x05
+    assert not has_data(c1), "g1's check should still be running"
+    b.wait_log(r"Client g2 \[[^\]]*\] refused: address held back after failed logins",
+               start=mark)
+    assert c1.expect(CONNACK).reason == 0x05
+    assert not re.search(r"Client g2 .*password check queued", "\n".join(b.lines[mark:]))
+    c1.close()
+    c2.close()
