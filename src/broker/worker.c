@@ -211,7 +211,7 @@ static void conn_update_events(struct conn *c) {
         if (c->nsegs && !(wants & STREAM_WANT_READ))
             ev |= EV_WRITE;
         ev |= wants;
-        if (!backlogged && stream_pending(c->st))
+        if (!backlogged && !c->auth_id && stream_pending(c->st))
             ev |= EV_WRITE;
     }
     ev_io_set(c->w->loop, &c->io, ev);
