@@ -79,14 +79,25 @@ int privdrop_apply(const struct hato_config *cfg) {
     }
     errno = 0;
     struct passwd *pw = getpwnam(user);
+    bool fallback = false;
+    if (!pw && errno == 0 && strcmp(user, "mosquitto") == 0) {
+        /* Mosquitto's default account is missing: as Mosquitto, nobody. */
+        log_warn("Warning: user '%s' does not exist; dropping privileges to 'nobody' instead. "
+                 "Create the account or set `user`.",
+                 user);
+        pw = getpwnam("nobody");
+        fallback = true;
+    }
     if (!pw) {
         log_error("Error: cannot drop privileges to user '%s': %s. Create the account, set "
                   "`user` to an existing one, or `user root` to keep root (not recommended).",
-                  user, errno ? strerror(errno) : "no such user");
+                  fallback ? "nobody" : user, errno ? strerror(errno) : "no such user");
         rc = -1;
         goto out;
     }
-    if (chown_created(pw) < 0) {
+    user = pw->pw_name;
+    /* nobody is meant to own nothing: files stay root's (the open ones keep working). */
+    if (!fallback && chown_created(pw) < 0) {
         rc = -1;
         goto out;
     }

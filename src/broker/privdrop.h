@@ -10,9 +10,9 @@
  * the workers start after it.
  *
  * `user root` keeps root, with a warning. A user that does not exist stops
- * start-up (also the default "mosquitto": Mosquitto would fall back to
- * "nobody"; hato does not run as an account that may own other files).
- * Not started as root: nothing to do.
+ * start-up, except "mosquitto" (the default): then, as Mosquitto does,
+ * "nobody", with a warning, and no file is given to it. Not started as
+ * root: nothing to do.
  *
  * Files the broker created as root (the store file and its lock file, the
  * log file) are given to the user before the switch, so that it can still

@@ -184,3 +184,35 @@ def test_not_root_nothing_to_drop(tmp_path):
             assert in_time and p.proc.returncode == 0, p.log
     finally:
         shutil.rmtree(d)
+
+
+def test_default_user_missing_falls_back_to_nobody(tmp_path):
+    """The default `mosquitto` account does not exist (here: hidden by a private
+    mount of a passwd file without it, for hato alone): as Mosquitto, hato
+    warns and runs as nobody, and gives nobody no files (the store it created
+    stays root's; its open files keep working)."""
+    passwd = tmp_path / "passwd"
+    with open("/etc/passwd") as f:
+        passwd.write_text("".join(l for l in f if not l.startswith("mosquitto:")))
+    store = tmp_path / "store"
+    store.mkdir()
+    port = free_port()
+    conf = tmp_path / "h.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                    f"persistence_location {store}/\n")
+    p = LoggedProcess(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                       f'mount --bind {passwd} /etc/passwd && exec "$0" "$@"',
+                       HATO_BIN, "-c", str(conf)])
+    try:
+        p.wait_log(r"version \S+ running", timeout=15)
+        assert "Warning: user 'mosquitto' does not exist; dropping privileges to 'nobody'" in p.log
+        assert "Running as user 'nobody'" in p.log
+        assert ids(f"/proc/{p.proc.pid}/status")[0] == [NOBODY.pw_uid] * 4
+        assert os.stat(store / "mosquitto.db").st_uid == 0
+        p.port, p.host = port, "127.0.0.1"
+        sub = connected_client(p, "keep", clean=False)
+        assert subscribe_ok(sub, 1, [("d/#", 1)]).codes == [1]  # committed as nobody
+        leave(sub)
+    finally:
+        _, in_time = p.terminate()
+        assert in_time and p.proc.returncode == 0, p.log
