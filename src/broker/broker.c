@@ -5,10 +5,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <net/if.h>
 #include <netdb.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +16,8 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "broker/authpool.h"
+#include "broker/privdrop.h"
 #include "broker/tls.h"
 #include "broker/security.h"
 #include "broker/persist.h"
@@ -272,21 +272,6 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
     return 0;
 }
 
-static void drop_privileges(const char *user) {
-    if (getuid() != 0 || !user || !*user)
-        return;
-    struct passwd *pw = getpwnam(user);
-    if (!pw) {
-        log_warn("Warning: user '%s' does not exist; running as root.", user);
-        return;
-    }
-    if (initgroups(user, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
-        log_error("Error: cannot change to user '%s': %s", user, strerror(errno));
-        exit(1);
-    }
-    log_info("Running as user '%s'.", user);
-}
-
 int broker_run(struct broker *b) {
     sigset_t set;
     sigemptyset(&set);
@@ -297,14 +282,15 @@ int broker_run(struct broker *b) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    /* Dropping root privileges (mosquitto's `user`) waits for persistence
-     * and TLS files to be opened first; until then hato keeps its uid. */
-    (void)drop_privileges;
     /* The store writer starts here, with the signals blocked like the workers. */
     if (persist_start(b) < 0) {
         log_error("Error: persistence could not start (see above); stopping.");
         return 1;
     }
+    /* Root is dropped (`user`) once the sockets, the store, the log file and
+     * the certificates are open, before the threads that serve clients start. */
+    if (privdrop_apply(b->cfg) < 0 || authpool_start(b) < 0)
+        return 1;
     for (int i = 0; i < b->nworkers; i++) {
         if (worker_start(&b->workers[i]) != 0) {
             log_error("Error: cannot start worker thread: %s", strerror(errno));
@@ -350,6 +336,7 @@ int broker_run(struct broker *b) {
 }
 
 void broker_free(struct broker *b) {
+    authpool_stop(b); /* its verdicts go to the workers' inboxes */
     /* Commit what the workers left (their last session records) before they go. */
     persist_close(b);
     if (b->workers) {

@@ -195,6 +195,13 @@ struct conn {
      * ms at which the refusing CONNACK goes out, 0 = none. */
     int64_t refuse_at;
     char *assigned_id; /* client id we assigned (empty id in CONNECT) */
+    /* Password check in the pool (authpool.h): parked while auth_id is not 0
+     * (on w->parked through auth_next); then auth_done holds the verdict for
+     * the CONNECT's second run, valid for the security generation auth_gen. */
+    uint64_t auth_id;
+    struct conn *auth_next;
+    unsigned auth_gen;
+    uint8_t auth_done; /* AUTH_DONE_* */
 
     struct conn *next, *prev; /* worker's list */
     struct conn *dirty_next;  /* worker's flush list */
@@ -219,7 +226,8 @@ struct conn {
 };
 
 /* Cross-thread work item. */
-enum item_kind { IT_DELIVER, IT_ADOPT, IT_ACK };
+enum item_kind { IT_DELIVER, IT_ADOPT, IT_ACK, IT_AUTH };
+enum { AUTH_DONE_NONE, AUTH_DONE_OK, AUTH_DONE_BAD };
 struct item {
     struct item *next;
     enum item_kind kind;
@@ -234,6 +242,7 @@ struct item {
     bool connack;      /* a held CONNACK: then resend, pump and resume input */
     bool present;      /* with connack: session present */
     uint16_t send_pid; /* not 0: send the in-flight PUBLISH with this id (no abuf) */
+    uint64_t auth_id;  /* IT_AUTH: the parked connection; ok = password right */
 };
 
 struct worker {
@@ -253,6 +262,7 @@ struct worker {
     struct conn *dirty;
     struct conn *closed;   /* freed at the end of the turn */
     struct session *timed; /* sessions with a will or expiry pending */
+    struct conn *parked;   /* waiting for a password check (authpool.h) */
 
     uint8_t *rbuf; /* read buffer shared by this worker's connections */
     size_t rcap;
@@ -328,8 +338,9 @@ struct broker {
     atomic_ulong id_counter;   /* for assigned client ids */
     struct security *security; /* password files, ACLs, login failures (security.c) */
     int64_t started;
-    struct tls_state *tls; /* broker/tls.c: contexts of the TLS listeners */
-    struct store *store;   /* NULL unless persistence is on */
+    struct tls_state *tls;     /* broker/tls.c: contexts of the TLS listeners */
+    struct store *store;       /* NULL unless persistence is on */
+    struct authpool *authpool; /* password checks (authpool.h) */
 };
 
 /* The configuration in force (any thread). A reload may replace it between

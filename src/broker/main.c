@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "broker/broker.h"
 #include "broker/features.h"
+#include "broker/privdrop.h"
 #include "broker/reload.h"
 #include "broker/tls.h"
 
@@ -114,6 +115,7 @@ int main(int argc, char **argv) {
         hato_config_free(&cfg);
         return 0;
     }
+    privdrop_survey(&cfg); /* before the log file and the store are created */
     hato_config_apply_logging(&cfg);
     for (size_t i = 0; i < cfg.n_warnings; i++)
         log_warn("Warning: %s", cfg.warnings[i]);

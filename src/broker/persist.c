@@ -438,17 +438,23 @@ void persist_ack_arrived(struct worker *w, struct item *it) {
 
 /* ---- open, restore, close --------------------------------------------- */
 
-int persist_open(struct broker *b) {
-    const struct hato_config *cfg = b->cfg;
-    if (!cfg->persistence)
-        return 0;
+char *persist_store_path(const struct hato_config *cfg) {
     const char *dir = cfg->persistence_location ? cfg->persistence_location : ".";
     const char *file = cfg->persistence_file ? cfg->persistence_file : "mosquitto.db";
     size_t dl = strlen(dir);
     char *path = malloc(dl + strlen(file) + 2);
+    if (path)
+        sprintf(path, "%s%s%s", dir, dl && dir[dl - 1] == '/' ? "" : "/", file);
+    return path;
+}
+
+int persist_open(struct broker *b) {
+    const struct hato_config *cfg = b->cfg;
+    if (!cfg->persistence)
+        return 0;
+    char *path = persist_store_path(cfg);
     if (!path)
         return -1;
-    sprintf(path, "%s%s%s", dir, dl && dir[dl - 1] == '/' ? "" : "/", file);
     enum store_sync sync = cfg->persistence_sync == HATO_SYNC_BATCH  ? STORE_SYNC_BATCH
                            : cfg->persistence_sync == HATO_SYNC_NONE ? STORE_SYNC_NONE
                                                                      : STORE_SYNC_ALWAYS;

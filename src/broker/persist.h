@@ -14,6 +14,8 @@
 
 /* Open the store if persistence is on. -1: start-up must stop (logged). */
 int persist_open(struct broker *b);
+/* The store file's path (persistence_location + persistence_file), malloc'd, or NULL. */
+char *persist_store_path(const struct hato_config *cfg);
 /* Load sessions, subscriptions, queues, in-flight state and retained messages into the
  * workers (before they run); purge what expired. -1: start-up must stop (logged). */
 int persist_restore(struct broker *b);

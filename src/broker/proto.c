@@ -264,7 +264,8 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     }
     /* MQTT 3.1.1 has no code for a bad password but 0x04; Mosquitto (and
      * hato) answer 0x05 "not authorised" to both failures. */
-    if (c->username && !c->username_from_tls && security_fail_pending(c->w->b, c->si.peer)) {
+    if (c->username && !c->username_from_tls && c->auth_done == AUTH_DONE_NONE &&
+        security_fail_pending(c->w->b, c->si.peer)) {
         refuse_login(c, id, idlen, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_USERNAME_OR_PASSWORD,
                      "address held back after failed logins");
         return;
@@ -279,6 +280,20 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     case SEC_AUTH_NOT_AUTHORISED:
         refuse_login(c, id, idlen, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
                      "not authorised");
+        return;
+    case SEC_AUTH_PENDING: {
+        /* Parked: the pool's verdict runs this CONNECT again (authpool.h). */
+        char u[128], i[128], idz[128];
+        snprintf(idz, sizeof(idz), "%.*s", (int)idlen, id);
+        log_debug("Client %s [%s] (user '%s'): password check queued.",
+                  security_printable(idz, i, sizeof(i)), c->si.peer,
+                  security_printable(c->username, u, sizeof(u)));
+        c->version = 0;
+        return;
+    }
+    case SEC_AUTH_BUSY:
+        connack_fail(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_BUSY,
+                     "too many password checks waiting");
         return;
     }
     if (p->connect.will && p->connect.will_qos > lcfg(c)->max_qos && v5) {

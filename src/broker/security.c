@@ -11,6 +11,7 @@
 #include "auth/passwd.h"
 #include "base/log.h"
 #include "base/strmap.h"
+#include "broker/authpool.h"
 #include "broker/broker.h"
 #include "broker/reload.h"
 
@@ -30,7 +31,22 @@ struct security {
     atomic_uint gen;
     struct strmap fails; /* address -> struct fail_entry */
     int64_t last_prune;
+    struct strmap inflight; /* address -> struct inflight, checks in the pool */
 };
+
+struct inflight {
+    unsigned n;
+    char addr[]; /* the key */
+};
+
+/* A pool job's hold (authpool.h): the snapshot it reads, the address it counts for. */
+struct job_hold {
+    struct security *sec;
+    struct sec_snap *snap;
+    char addr[64];
+};
+
+static void addr_of(const char *peer, char *out, size_t cap);
 
 /* ---- snapshots ----------------------------------------------------------------- */
 
@@ -49,6 +65,55 @@ static void snap_unref(struct sec_snap *s) {
         scope_free(&s->per[i]);
     free(s->per);
     free(s);
+}
+
+/* One more check in flight from addr (false: out of memory). The count is
+ * what security_fail_pending looks at: an address with failed logins gets
+ * one check at a time, so parallel connections do not multiply its guesses.
+ * Addresses without failures are not limited (many clients may share one,
+ * behind NAT or a load balancer); the pool's queue bounds them all. */
+static bool inflight_take(struct security *sec, const char *addr) {
+    size_t len = strlen(addr);
+    bool ok = true;
+    pthread_mutex_lock(&sec->lock);
+    struct inflight *e = strmap_get(&sec->inflight, addr, len);
+    if (!e) {
+        e = calloc(1, sizeof(*e) + len + 1);
+        if (e) {
+            memcpy(e->addr, addr, len + 1);
+            if (strmap_put(&sec->inflight, e->addr, len, e) < 0) {
+                free(e);
+                e = NULL;
+            }
+        }
+        ok = e != NULL;
+    }
+    if (ok)
+        e->n++;
+    pthread_mutex_unlock(&sec->lock);
+    return ok;
+}
+
+/* Checks in flight from addr; sec->lock held. */
+static unsigned inflight_count(struct security *sec, const char *addr) {
+    const struct inflight *e =
+        sec->inflight.count ? strmap_get(&sec->inflight, addr, strlen(addr)) : NULL;
+    return e ? e->n : 0;
+}
+
+/* authpool.h: the job is done with the snapshot and its address's count. */
+static void job_release(void *hold) {
+    struct job_hold *h = hold;
+    size_t len = strlen(h->addr);
+    pthread_mutex_lock(&h->sec->lock);
+    struct inflight *e = strmap_get(&h->sec->inflight, h->addr, len);
+    if (e && --e->n == 0) {
+        strmap_del(&h->sec->inflight, h->addr, len);
+        free(e);
+    }
+    pthread_mutex_unlock(&h->sec->lock);
+    snap_unref(h->snap);
+    free(h);
 }
 
 static int scope_load(struct sec_scope *sc, const char *pwfile, const char *aclfile) {
@@ -137,6 +202,7 @@ int security_init(struct broker *b) {
         return -1;
     pthread_mutex_init(&sec->lock, NULL);
     strmap_init(&sec->fails);
+    strmap_init(&sec->inflight);
     sec->current = snap_load(b->cfg);
     b->security = sec;
     if (!sec->current)
@@ -152,6 +218,11 @@ static void free_fail(void *ctx, void *val) {
     free(e);
 }
 
+static void free_inflight(void *ctx, void *val) {
+    (void)ctx;
+    free(val);
+}
+
 void security_free(struct broker *b) {
     struct security *sec = b->security;
     if (!sec)
@@ -159,6 +230,8 @@ void security_free(struct broker *b) {
     snap_unref(sec->current);
     strmap_each(&sec->fails, free_fail, NULL);
     strmap_free(&sec->fails);
+    strmap_each(&sec->inflight, free_inflight, NULL);
+    strmap_free(&sec->inflight);
     pthread_mutex_destroy(&sec->lock);
     free(sec);
     b->security = NULL;
@@ -253,9 +326,33 @@ enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p)
     if (c->username && sc && sc->pw) {
         if (!p->connect.has_password)
             return SEC_AUTH_BAD_CREDENTIALS;
-        bool ok = auth_passwd_check(sc->pw, c->username, strlen(c->username),
-                                    (const char *)p->connect.password.p, p->connect.password.len);
-        return ok ? SEC_AUTH_OK : SEC_AUTH_BAD_CREDENTIALS;
+        /* The verdict of the pool, when it was reached with the files in use
+         * now (a reload meanwhile: checked again). */
+        uint8_t done = c->auth_done;
+        c->auth_done = AUTH_DONE_NONE;
+        if (done != AUTH_DONE_NONE && c->auth_gen == w->sec_gen)
+            return done == AUTH_DONE_OK ? SEC_AUTH_OK : SEC_AUTH_BAD_CREDENTIALS;
+        /* Known and unknown users alike go to the pool (an unknown one is
+         * checked against a dummy hash there): the answer takes as long. */
+        struct job_hold *h = calloc(1, sizeof(*h));
+        if (!h)
+            return SEC_AUTH_BUSY;
+        h->sec = w->b->security;
+        addr_of(c->si.peer, h->addr, sizeof(h->addr));
+        if (!inflight_take(h->sec, h->addr)) {
+            free(h);
+            return SEC_AUTH_BUSY;
+        }
+        h->snap = w->sec;
+        atomic_fetch_add(&h->snap->refs, 1);
+        if (authpool_submit(c, sc->pw, c->username, strlen(c->username),
+                            (const char *)p->connect.password.p, p->connect.password.len,
+                            job_release, h) < 0) {
+            job_release(h);
+            return SEC_AUTH_BUSY;
+        }
+        c->auth_gen = w->sec_gen;
+        return SEC_AUTH_PENDING;
     }
     /* No user name, or no password file to check it against (Mosquitto:
      * the name is then taken as given only where anonymous clients are). */
@@ -373,7 +470,9 @@ bool security_fail_pending(struct broker *b, const char *peer) {
     pthread_mutex_lock(&sec->lock);
     const struct fail_entry *e =
         sec->fails.count ? strmap_get(&sec->fails, addr, strlen(addr)) : NULL;
-    bool pending = e && now < e->until;
+    /* Refusal due later, or failures and a check of this address still running. */
+    bool pending = e && (now < e->until || (e->count > 0 && now - e->last < FAIL_FORGET_MS &&
+                                            inflight_count(sec, addr) > 0));
     pthread_mutex_unlock(&sec->lock);
     return pending;
 }

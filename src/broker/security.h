@@ -67,10 +67,14 @@ enum sec_auth {
     SEC_AUTH_OK = 0,
     SEC_AUTH_BAD_CREDENTIALS, /* wrong or missing password, unknown user */
     SEC_AUTH_NOT_AUTHORISED,  /* anonymous (or unverifiable) and not allowed */
+    SEC_AUTH_PENDING,         /* the password is being checked: the connection is parked */
+    SEC_AUTH_BUSY,            /* a check is needed but the pool's queue is full */
 };
 
 /* Authenticate a CONNECT on its owning worker. c->username is already set
- * (from CONNECT or TLS). */
+ * (from CONNECT or TLS). A password is never verified here: the check goes
+ * to the pool (authpool.h) and the answer is SEC_AUTH_PENDING; when the
+ * verdict is back, the same CONNECT runs again and gets it from here. */
 enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p);
 
 /* Record a login failure from the address of peer ("ip:port", "[ip6]:port"

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "broker/authpool.h"
 #include "broker/broker.h"
 #include "broker/persist.h"
 #include "broker/reload.h"
@@ -199,7 +200,8 @@ static bool conn_backlogged(const struct conn *c) {
  * for, which the socket has at once. */
 static void conn_update_events(struct conn *c) {
     bool backlogged = conn_backlogged(c);
-    uint32_t ev = backlogged ? 0 : EV_READ;
+    /* A parked CONNECT (authpool.h) reads nothing until its verdict. */
+    uint32_t ev = backlogged || c->auth_id ? 0 : EV_READ;
     if (conn_plain(c)) {
         if (c->nsegs)
             ev |= EV_WRITE;
@@ -210,7 +212,7 @@ static void conn_update_events(struct conn *c) {
         if (c->nsegs && !(wants & STREAM_WANT_READ))
             ev |= EV_WRITE;
         ev |= wants;
-        if (!backlogged && stream_pending(c->st))
+        if (!backlogged && !c->auth_id && stream_pending(c->st))
             ev |= EV_WRITE;
     }
     ev_io_set(c->w->loop, &c->io, ev);
@@ -294,6 +296,7 @@ void conn_close(struct conn *c, const char *why) {
     if (c->state == CS_CLOSING)
         return;
     struct worker *w = c->w;
+    authpool_unpark(c); /* a password check in flight: its verdict is dropped */
     if (c->s) {
         const char *id = c->s->client_id;
         char u[128];
@@ -340,7 +343,8 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
     size_t off = 0;
     /* A refused login waiting for its delay, or a CONNACK waiting for the
      * store, reads nothing more. */
-    while (off < len && c->state != CS_CLOSING && !c->refuse_at && !c->connack_held) {
+    while (off < len && c->state != CS_CLOSING && !c->refuse_at && !c->connack_held &&
+           !c->auth_id) {
         struct mqtt_frame f;
         uint8_t reason = 0;
         uint32_t limit = (uint32_t)b->cfg->max_packet_size; /* 0 = protocol maximum */
@@ -399,8 +403,9 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
              * the bytes go with the connection. */
             if (c->state == CS_CLOSING)
                 return;
-            if (c->w != before) {
-                /* proto_packet left the CONNECT unconsumed for the owner. */
+            if (c->w != before || c->auth_id) {
+                /* proto_packet left the CONNECT unconsumed for the owner,
+                 * or for its second run once the password is checked. */
                 off -= f.total;
                 size_t rest = len - off;
                 if (data != c->in) {
@@ -417,6 +422,8 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
                     memmove(c->in, c->in + off, rest);
                     c->inlen = rest;
                 }
+                if (c->auth_id)
+                    conn_update_events(c); /* parked: stop reading */
                 return;
             }
         }
@@ -482,7 +489,7 @@ static void conn_read_some(struct conn *c) {
     /* Layers return a record or frame per read, so more rounds for the same bytes. */
     int max_rounds = plain ? 4 : 16;
     for (int rounds = 0; rounds < max_rounds && c->state != CS_CLOSING && c->w == w &&
-                         !c->refuse_at && !conn_backlogged(c);
+                         !c->refuse_at && !c->auth_id && !conn_backlogged(c);
          rounds++) {
         uint8_t *dst;
         size_t room;
@@ -741,6 +748,15 @@ static void adopt(struct worker *w, struct conn *c) {
         conn_update_events(c);
 }
 
+/* The password check of a parked CONNECT is done: run it again with the
+ * verdict, then what the client sent after it, then read again. */
+static void auth_resume(struct worker *w, struct conn *c) {
+    if (c->inlen)
+        conn_handle_input(c, c->in, c->inlen);
+    if (c->state != CS_CLOSING && c->w == w)
+        conn_update_events(c);
+}
+
 static void on_inbox(struct ev_loop *loop, void *data) {
     (void)loop;
     struct worker *w = data;
@@ -757,6 +773,12 @@ static void on_inbox(struct ev_loop *loop, void *data) {
             session_unref(it->s);
         } else if (it->kind == IT_ACK) {
             persist_ack_arrived(w, it); /* frees it */
+            it = next;
+            continue;
+        } else if (it->kind == IT_AUTH) {
+            struct conn *c = authpool_verdict(w, it); /* frees it */
+            if (c)
+                auth_resume(w, c);
             it = next;
             continue;
         } else {
@@ -811,7 +833,8 @@ static void on_tick(struct ev_loop *loop, void *data) {
         if (c->state == CS_NEW && c->refuse_at) {
             if (now >= c->refuse_at)
                 proto_refuse_due(c); /* failed login: its delay is over */
-        } else if (c->state == CS_NEW) {
+        } else if (c->state == CS_NEW && !c->auth_id) {
+            /* A parked CONNECT did arrive: it waits for the pool, bounded by its queue. */
             if (timeout > 0 && now - c->last_rx >= (int64_t)timeout * 1000)
                 conn_close(c, conn_pending_handshake(c));
         } else if (c->state == CS_CONNECTED && c->keep_alive) {
@@ -919,6 +942,8 @@ void worker_free(struct worker *w) {
         } else if (it->kind == IT_ACK) {
             free(it->abuf);
             session_unref(it->s);
+        } else if (it->kind == IT_AUTH) {
+            /* a verdict for a connection closed at shutdown */
         } else {
             struct conn *c = it->c;
             if (c->counted)

@@ -12,8 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "broker/authpool.h"
 #include "broker/broker.h"
 #include "broker/security.h"
 
@@ -56,18 +58,42 @@ static void env_start(struct env *e, const char *conf_extra) {
     e->b.cfg = &e->cfg;
     assert_int_equal(security_init(&e->b), 0);
     e->w.b = &e->b;
+    /* The worker's inbox, where the password pool answers. */
+    pthread_mutex_init(&e->w.inbox_lock, NULL);
+    e->w.loop = ev_loop_new();
+    assert_non_null(e->w.loop);
+    assert_int_equal(authpool_start(&e->b), 0);
     security_worker_update(&e->w);
     for (size_t i = 0; i < e->cfg.n_listeners && i < 2; i++)
         e->ls[i].cfg = &e->cfg.listeners[i];
 }
 
 static void env_stop(struct env *e) {
+    authpool_stop(&e->b);
+    ev_loop_free(e->w.loop);
+    pthread_mutex_destroy(&e->w.inbox_lock);
     security_worker_release(&e->w);
     security_free(&e->b);
     hato_config_free(&e->cfg);
     unlink(e->pw);
     unlink(e->acl);
     rmdir(e->dir);
+}
+
+/* The one item the password pool posts to the worker's inbox (polled, 10 s at most). */
+static struct item *inbox_wait(struct env *e) {
+    struct item *it = NULL;
+    for (int i = 0; i < 10000 && !it; i++) {
+        pthread_mutex_lock(&e->w.inbox_lock);
+        it = e->w.inbox_head;
+        e->w.inbox_head = e->w.inbox_tail = NULL;
+        pthread_mutex_unlock(&e->w.inbox_lock);
+        if (!it)
+            nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    assert_non_null(it);
+    assert_null(it->next);
+    return it;
 }
 
 static enum sec_auth login(struct env *e, int li, const char *user, const char *pass, bool tls) {
@@ -79,6 +105,17 @@ static enum sec_auth login(struct env *e, int li, const char *user, const char *
         p.connect.password = (struct mqtt_str){(const uint8_t *)pass, (uint32_t)strlen(pass)};
     }
     enum sec_auth r = security_authenticate(&c, &p);
+    if (r == SEC_AUTH_PENDING) {
+        /* Parked; the verdict comes to the worker's inbox. */
+        assert_true(c.auth_id != 0);
+        struct item *it = inbox_wait(e);
+        assert_int_equal(it->kind, IT_AUTH);
+        assert_ptr_equal(authpool_verdict(&e->w, it), &c);
+        assert_int_equal(c.auth_id, 0);
+        /* The CONNECT's second run gets the verdict. */
+        r = security_authenticate(&c, &p);
+        assert_int_not_equal(r, SEC_AUTH_PENDING);
+    }
     free(c.username);
     return r;
 }
@@ -94,6 +131,27 @@ static void test_login_decisions(void **st) {
     assert_int_equal(login(&e, 0, NULL, NULL, false), SEC_AUTH_NOT_AUTHORISED);
     /* A user name from the TLS layer (use_identity_as_username) needs no password. */
     assert_int_equal(login(&e, 0, "CN-device-7", NULL, true), SEC_AUTH_OK);
+    env_stop(&e);
+}
+
+/* A connection closed while its password is checked (conn_close unparks it):
+ * the verdict finds nobody and is dropped. */
+static void test_verdict_for_closed_connection(void **st) {
+    (void)st;
+    struct env e;
+    env_start(&e, "password_file %s\n");
+    struct conn c = {.w = &e.w, .ls = &e.ls[0], .username = strdup("alice")};
+    struct mqtt_packet p = {.type = MQTT_CONNECT};
+    p.connect.has_password = true;
+    p.connect.password = (struct mqtt_str){(const uint8_t *)"apw", 3};
+    assert_int_equal(security_authenticate(&c, &p), SEC_AUTH_PENDING);
+    assert_ptr_equal(e.w.parked, &c);
+    authpool_unpark(&c);
+    assert_null(e.w.parked);
+    struct item *it = inbox_wait(&e);
+    assert_null(authpool_verdict(&e.w, it)); /* frees it */
+    assert_int_equal(c.auth_done, AUTH_DONE_NONE);
+    free(c.username);
     env_stop(&e);
 }
 
@@ -175,9 +233,13 @@ static void test_printable(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_login_decisions),      cmocka_unit_test(test_acl_scope_and_reload),
-        cmocka_unit_test(test_no_acl_is_one_branch), cmocka_unit_test(test_per_listener_scopes),
-        cmocka_unit_test(test_fail_delay),           cmocka_unit_test(test_printable),
+        cmocka_unit_test(test_login_decisions),
+        cmocka_unit_test(test_acl_scope_and_reload),
+        cmocka_unit_test(test_no_acl_is_one_branch),
+        cmocka_unit_test(test_per_listener_scopes),
+        cmocka_unit_test(test_fail_delay),
+        cmocka_unit_test(test_printable),
+        cmocka_unit_test(test_verdict_for_closed_connection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
