@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from conftest import free_port
+from conftest import RUN_AS, free_port
 from mqttraw import (PINGRESP, PUBACK, PUBLISH, connected_client, pingreq, publish,
                      recv_publish, subscribe_ok, unix_client, v5_client)
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.hato_only("Mosquitto 2.0 reloads only some settings on 
 def rewrite(b, text):
     """Replace the broker's config file: its first listener stays, then text."""
     with open(b.config_path, "w") as f:
-        f.write(f"listener {b.port} 127.0.0.1\nallow_anonymous true\n" + text)
+        f.write(f"listener {b.port} 127.0.0.1\nallow_anonymous true\n" + RUN_AS + text)
 
 
 def reload(b, text, ok=True):
@@ -93,7 +93,8 @@ def test_bad_config_keeps_running_config_and_logs_file_line(broker_factory):
     extra = free_port()
     lines = reload(b, f"listener {extra} 127.0.0.1\nmessage_size_limit 10\nno_such_directive 1\n",
                    ok=False)
-    want = f"{b.config_path}:5: unknown directive 'no_such_directive'"
+    line = 5 + RUN_AS.count("\n")  # after the two header lines, the user line, two more
+    want = f"{b.config_path}:{line}: unknown directive 'no_such_directive'"
     assert any(want in l and "keeping the running configuration" in l for l in lines), lines
     assert refused(extra)  # nothing of the bad file applied: no listener ...
     c, _ = v5_client(b, "big")

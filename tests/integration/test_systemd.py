@@ -125,6 +125,8 @@ def test_reload_sends_reloading_with_monotonic_usec_then_ready(notified, notify)
 def test_failed_reload_still_ends_with_ready(notified, notify):
     b = notified()
     notify.wait("READY", "1")
+    with open(b.config_path) as f:
+        bad_line = len(f.read().splitlines()) + 1
     with open(b.config_path, "a") as f:
         f.write("no_such_directive 1\n")
     mark = notify.mark()
@@ -132,7 +134,7 @@ def test_failed_reload_still_ends_with_ready(notified, notify):
     i, _ = notify.wait("RELOADING", "1", since=mark)
     _, ready = notify.wait("READY", "1", since=i + 1)
     assert "failed" in ready.get("STATUS", ""), ready
-    b.wait_log(r"reload failed: .*:3: unknown directive 'no_such_directive'")
+    b.wait_log(rf"reload failed: .*:{bad_line}: unknown directive 'no_such_directive'")
 
 
 def test_watchdog_pings_at_half_the_interval(notified, notify):
