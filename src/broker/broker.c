@@ -327,6 +327,8 @@ void broker_free(struct broker *b) {
         for (int i = 0; i < b->nworkers; i++)
             worker_free(&b->workers[i]);
         free(b->workers);
+        b->workers = NULL; /* broker_publish_internal refuses from here on */
+        b->nworkers = 0;
     }
     if (b->subs)
         sub_tree_free(b->subs);
