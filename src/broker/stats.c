@@ -8,6 +8,7 @@
 #include <malloc.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -32,6 +33,11 @@ struct stats {
     uint64_t prev[STATS_LOAD_N];
     double load[STATS_LOAD_N][3];
     uint64_t clients_max, heap_max;
+    /* Per worker: busy fraction of the last update interval, and the loop's busy
+     * nanoseconds at that update (ev_busy_ns). */
+    size_t nbusy;
+    double *busy;
+    uint64_t *busy_prev;
     /* Store commits: one writer thread observes (off the message path). */
     atomic_ulong commit_counts[STATS_HISTO_MAX + 1];
     atomic_ulong commit_ns;
@@ -49,6 +55,8 @@ void stats_free(struct stats *st) {
     if (!st)
         return;
     pthread_mutex_destroy(&st->lock);
+    free(st->busy);
+    free(st->busy_prev);
     free(st);
 }
 
@@ -125,6 +133,27 @@ void stats_tick(struct broker *b, int64_t now_ms) {
         return;
     }
     load_totals(b, tot);
+    size_t nw = b->nworkers > 0 ? (size_t)b->nworkers : 0;
+    if (!st->busy && nw) {
+        st->busy = calloc(nw, sizeof(*st->busy));
+        st->busy_prev = calloc(nw, sizeof(*st->busy_prev));
+        if (st->busy && st->busy_prev) {
+            st->nbusy = nw;
+        } else {
+            free(st->busy);
+            free(st->busy_prev);
+            st->busy = NULL;
+            st->busy_prev = NULL;
+        }
+    }
+    for (size_t i = 0; i < st->nbusy; i++) {
+        uint64_t ns = ev_busy_ns(b->workers[i].loop);
+        if (st->last_ms && now_ms > st->last_ms) {
+            double f = (double)(ns - st->busy_prev[i]) / ((double)(now_ms - st->last_ms) * 1e6);
+            st->busy[i] = f < 0 ? 0 : f > 1 ? 1 : f;
+        }
+        st->busy_prev[i] = ns;
+    }
     if (st->last_ms) {
         double dt = (double)(now_ms - st->last_ms) / 1000.0;
         for (int k = 0; k < STATS_LOAD_N; k++)
@@ -247,6 +276,8 @@ int stats_snapshot(struct broker *b, struct stats_snapshot *out) {
         out->clients_maximum = st->clients_max;
         out->heap_maximum = st->heap_max;
         memcpy(out->load, st->load, sizeof(out->load));
+        for (size_t i = 0; i < nw && i < st->nbusy; i++)
+            out->workers[i].busy = st->busy[i];
         pthread_mutex_unlock(&st->lock);
     } else {
         histo_fill(&out->store_commit_seconds, commit_bounds, NCOMMIT,

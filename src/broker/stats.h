@@ -61,7 +61,7 @@ struct stats_worker {
     uint64_t clients;       /* connected clients owned by it */
     uint64_t msgs_received; /* PUBLISH packets in */
     uint64_t msgs_sent;     /* PUBLISH packets out */
-    double busy;            /* fraction of the last interval spent outside epoll_wait, 0..1 */
+    double busy; /* fraction of the last second (stats_tick) spent outside epoll_wait, 0..1 */
 };
 
 struct stats_listener {

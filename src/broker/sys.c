@@ -178,6 +178,8 @@ static void publish_all(struct worker *w) {
         put_u(w, topic, s.workers[i].msgs_received);
         snprintf(topic, sizeof(topic), "$SYS/broker/hato/worker/%zu/publish/messages/sent", i);
         put_u(w, topic, s.workers[i].msgs_sent);
+        snprintf(topic, sizeof(topic), "$SYS/broker/hato/worker/%zu/busy", i);
+        put_f(w, topic, s.workers[i].busy);
     }
     for (size_t i = 0; i < s.nlisteners; i++) {
         snprintf(topic, sizeof(topic), "$SYS/broker/hato/listener/%zu/connections", i);

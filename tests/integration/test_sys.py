@@ -42,7 +42,7 @@ def value_format(topic):
         return r"^(mosquitto|hato) version \S+$"
     if topic == "$SYS/broker/uptime":
         return r"^\d+ seconds$"
-    if topic.startswith("$SYS/broker/load/"):
+    if topic.startswith("$SYS/broker/load/") or topic.endswith("/busy"):
         return LOAD
     if topic == "$SYS/broker/hato/store/commit/seconds/average":
         return r"^\d+\.\d{6}$"
