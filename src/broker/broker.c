@@ -63,12 +63,18 @@ struct ws_server_opts *broker_ws_opts(struct broker *b, const struct hato_config
     return o;
 }
 
+/* Counters of one listener, shared by its sockets (IPv4 and IPv6). */
+struct lsock_counts {
+    atomic_int nconns; /* first: lsock.nconns is also the allocation */
+    atomic_ulong accepted;
+};
+
 /* The sockets of one listener being opened, appended to a set. */
 struct lsvec {
     struct lsock ***v;
     size_t *n;
-    atomic_int *nconns; /* shared by the listener's sockets */
-    bool owned;         /* nconns handed to the first socket (which frees it) */
+    struct lsock_counts *counts; /* shared by the listener's sockets */
+    bool owned;                  /* counts handed to the first socket (which frees it) */
 };
 
 static int add_lsock(struct broker *b, struct lsvec *vec, int fd, const struct hato_listener *l) {
@@ -79,9 +85,9 @@ static int add_lsock(struct broker *b, struct lsvec *vec, int fd, const struct h
     struct lsock *ls = calloc(1, sizeof(*ls));
     if (ls)
         ls->ios = calloc((size_t)b->nworkers, sizeof(struct ev_io));
-    if (!vec->nconns && ls)
-        vec->nconns = calloc(1, sizeof(*vec->nconns));
-    if (!ls || !ls->ios || !vec->nconns) {
+    if (!vec->counts && ls)
+        vec->counts = calloc(1, sizeof(*vec->counts));
+    if (!ls || !ls->ios || !vec->counts) {
         if (ls)
             free(ls->ios);
         free(ls);
@@ -91,7 +97,8 @@ static int add_lsock(struct broker *b, struct lsvec *vec, int fd, const struct h
     vec->owned = true;
     ls->fd = fd;
     atomic_init(&ls->cfg, l);
-    ls->nconns = vec->nconns;
+    ls->nconns = &vec->counts->nconns;
+    ls->accepted = &vec->counts->accepted;
     ls->b = b;
     ls->conf_port = l->port;
     for (int k = 0; k < b->nworkers; k++)
@@ -213,7 +220,7 @@ int broker_open_listener(struct broker *b, const struct hato_config *cfg, struct
         while (*n > first)
             broker_free_lsock((*v)[--*n]);
         if (!vec.owned)
-            free(vec.nconns);
+            free(vec.counts);
     }
     return r;
 }
@@ -229,7 +236,7 @@ void broker_free_lsock(struct lsock *ls) {
             unlink(l->unix_path);
     }
     if (ls->owner)
-        free(ls->nconns);
+        free(ls->nconns); /* the first member of its struct lsock_counts */
     free(ls->ios);
     free(ls);
 }
@@ -241,7 +248,8 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
     b->subs = sub_tree_new(session_available);
     b->retain = retain_new();
     pthread_mutex_init(&b->ls_lock, NULL);
-    if (!b->subs || !b->retain || reload_init(b) < 0)
+    b->stats = stats_new();
+    if (!b->subs || !b->retain || !b->stats || reload_init(b) < 0)
         return -1;
     /* Certificates, keys, password and ACL files first: a bad file stops
      * start-up before any socket is opened. */
@@ -252,9 +260,11 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
         return -1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     b->nworkers = cfg->threads > 0 ? cfg->threads : (ncpu > 0 ? (int)ncpu : 1);
-    b->workers = calloc((size_t)b->nworkers, sizeof(*b->workers));
+    /* Aligned: each worker's statistics sit on cache lines of their own (broker.h). */
+    b->workers = aligned_alloc(_Alignof(struct worker), (size_t)b->nworkers * sizeof(*b->workers));
     if (!b->workers)
         return -1;
+    memset(b->workers, 0, (size_t)b->nworkers * sizeof(*b->workers));
     for (int i = 0; i < b->nworkers; i++)
         if (worker_init(&b->workers[i], b, i) < 0)
             return -1;
@@ -343,6 +353,8 @@ void broker_free(struct broker *b) {
         for (int i = 0; i < b->nworkers; i++)
             worker_free(&b->workers[i]);
         free(b->workers);
+        b->workers = NULL; /* broker_publish_internal refuses from here on */
+        b->nworkers = 0;
     }
     /* After the workers: connections they still held point to their socket. */
     for (size_t i = 0; i < b->nlsocks; i++)
@@ -358,4 +370,5 @@ void broker_free(struct broker *b) {
     tls_free(b);
     reload_free(b); /* retired configs and sockets, after everything that pointed into them */
     pthread_mutex_destroy(&b->ls_lock);
+    stats_free(b->stats);
 }

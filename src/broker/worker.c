@@ -113,6 +113,8 @@ int conn_send(struct conn *c, const struct mqtt_packet *p) {
     size_t n = mqtt_encode(stack, sizeof(stack), c->version, p);
     if (!n)
         return -1;
+    if (c->state != CS_CLOSING)
+        stat_inc(&c->w->sc.pkts_out);
     if (n <= sizeof(stack))
         return conn_write(c, stack, n);
     if (c->state == CS_CLOSING)
@@ -243,6 +245,7 @@ static int conn_flush(struct conn *c) {
         }
         if (w == 0)
             break;
+        stat_add(&c->w->sc.bytes_out, (unsigned long)w);
         conn_out_consumed(c, (size_t)w);
     }
     if (!conn_plain(c) && stream_flush(c->st) < 0)
@@ -395,6 +398,7 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
             return;
         }
         off += f.total;
+        stat_inc(&c->w->sc.pkts_in);
         c->last_rx = ev_now(c->w->loop);
         struct worker *before = c->w;
         proto_packet(c, &p, raw, f.total);
@@ -526,6 +530,7 @@ static void conn_read_some(struct conn *c) {
             conn_stack_failed(c, true);
             return;
         }
+        stat_add(&w->sc.bytes_in, (unsigned long)r);
         if (c->si.via && !c->via_logged)
             conn_log_via(c);
         if (c->si.upgraded && !c->ws_logged) {
@@ -643,6 +648,8 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             return;
         }
         const struct hato_listener *lcfg = ls->cfg; /* one load: a reload may replace it */
+        stat_inc(&w->sc.sockets);
+        atomic_fetch_add_explicit(ls->accepted, 1, memory_order_relaxed);
         char peer[STREAM_PEER_MAX] = "?";
         if (ss.ss_family == AF_UNIX)
             snprintf(peer, sizeof(peer), "%s", lcfg->unix_path ? lcfg->unix_path : "unix");
@@ -781,6 +788,8 @@ static void on_inbox(struct ev_loop *loop, void *data) {
                 auth_resume(w, c);
             it = next;
             continue;
+        } else if (it->kind == IT_PUBLISH) {
+            route_internal(w, it->d.m);
         } else {
             adopt(w, it->c);
         }
@@ -845,9 +854,12 @@ static void on_tick(struct ev_loop *loop, void *data) {
     }
     session_timers(w, now);
     tls_tick(w);
-    /* One worker purges expired retained messages (the others only skip them). */
-    if (w->id == 0)
+    /* One worker purges expired retained messages (the others only skip them),
+     * and keeps the load averages and $SYS. */
+    if (w->id == 0) {
         retain_expire(w->b->retain, msg_now_ms());
+        sys_tick(w, now);
+    }
 }
 
 static void on_after(struct ev_loop *loop, void *data) {
@@ -887,8 +899,16 @@ static void worker_close_all(struct worker *w) {
     on_after(w->loop, w);
 }
 
+static _Thread_local struct worker *current_worker;
+
+struct worker *broker_current_worker(void) {
+    return current_worker;
+}
+
 static void *worker_main(void *arg) {
     struct worker *w = arg;
+    current_worker = w;
+    msg_tally_thread(&w->sc.live_msgs, &w->sc.live_bytes);
     ev_run(w->loop);
     worker_close_all(w);
     return NULL;
@@ -931,9 +951,8 @@ static void end_session(void *ctx, void *val) {
     session_unref(s);
 }
 
-void worker_free(struct worker *w) {
-    /* Undelivered items. */
-    struct item *it = w->inbox_head;
+/* Free a chain of undelivered items. */
+static void items_free(struct item *it) {
     while (it) {
         struct item *n = it->next;
         if (it->kind == IT_DELIVER) {
@@ -944,6 +963,8 @@ void worker_free(struct worker *w) {
             session_unref(it->s);
         } else if (it->kind == IT_AUTH) {
             /* a verdict for a connection closed at shutdown */
+        } else if (it->kind == IT_PUBLISH) {
+            deliv_clear(&it->d);
         } else {
             struct conn *c = it->c;
             if (c->counted)
@@ -953,6 +974,15 @@ void worker_free(struct worker *w) {
         free(it);
         it = n;
     }
+}
+
+void worker_free(struct worker *w) {
+    /* Undelivered items: the inbox, and what was collected after the last hand-over
+     * (a broker-made message published during the final turn). */
+    items_free(w->inbox_head);
+    w->inbox_head = w->inbox_tail = NULL;
+    for (int i = 0; w->out_head && i < w->b->nworkers; i++)
+        items_free(w->out_head[i]);
     while (w->timed) {
         struct session *s = w->timed;
         w->timed = s->timer_next;
@@ -970,6 +1000,7 @@ void worker_free(struct worker *w) {
     free(w->subid_scratch);
     security_worker_release(w);
     free(w->wls);
+    sys_free(w);
     ev_loop_free(w->loop);
     pthread_mutex_destroy(&w->inbox_lock);
 }

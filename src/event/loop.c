@@ -17,6 +17,8 @@ struct ev_loop {
     atomic_bool stop;
     atomic_bool wake_pending;
     int64_t now;
+    int64_t woke_ns;       /* when the last epoll_wait returned, 0 = not yet */
+    atomic_ullong busy_ns; /* written by the loop's thread only */
     unsigned tick_ms;
     int64_t next_tick;
     ev_fn tick_fn, after_fn, wake_fn;
@@ -137,17 +139,34 @@ int64_t ev_now(struct ev_loop *loop) {
     return loop->now;
 }
 
+static int64_t clock_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+uint64_t ev_busy_ns(struct ev_loop *loop) {
+    return atomic_load_explicit(&loop->busy_ns, memory_order_relaxed);
+}
+
 void ev_run_once(struct ev_loop *loop, int timeout_ms) {
     struct epoll_event evs[EV_BATCH];
+    int64_t t = clock_ns();
+    if (loop->woke_ns) /* the work of the previous turn; plain load + store, one writer */
+        atomic_store_explicit(&loop->busy_ns,
+                              atomic_load_explicit(&loop->busy_ns, memory_order_relaxed) +
+                                  (unsigned long long)(t - loop->woke_ns),
+                              memory_order_relaxed);
     if (loop->tick_fn) {
-        int64_t left = loop->next_tick - ev_clock_ms();
+        int64_t left = loop->next_tick - t / 1000000;
         if (left < 0)
             left = 0;
         if (timeout_ms < 0 || left < timeout_ms)
             timeout_ms = (int)left;
     }
     int n = epoll_wait(loop->epfd, evs, EV_BATCH, timeout_ms);
-    loop->now = ev_clock_ms();
+    loop->woke_ns = clock_ns();
+    loop->now = loop->woke_ns / 1000000;
     for (int i = 0; i < n; i++) {
         struct ev_io *io = evs[i].data.ptr;
         uint32_t e = evs[i].events;

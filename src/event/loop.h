@@ -63,5 +63,8 @@ void ev_run_once(struct ev_loop *loop, int timeout_ms);
 int64_t ev_now(struct ev_loop *loop);
 /* Monotonic time now (not cached). */
 int64_t ev_clock_ms(void);
+/* Nanoseconds the loop spent outside epoll_wait since it was made (handling
+ * events, ticks, end-of-turn work). Any thread; a little late. */
+uint64_t ev_busy_ns(struct ev_loop *loop);
 
 #endif
