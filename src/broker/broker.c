@@ -200,6 +200,8 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
         int r = l->unix_path ? open_unix(b, l) : open_tcp(b, l);
         if (r < 0)
             return -1;
+        for (size_t k = first; k < b->nlsocks; k++)
+            b->lsocks[k].metrics = strcmp(l->protocol, "metrics") == 0;
         if (strcmp(l->protocol, "websockets") == 0) {
             struct ws_server_opts *o = ws_opts_new(cfg, l);
             if (!o)
@@ -263,6 +265,7 @@ int broker_run(struct broker *b) {
             return 1;
         }
     }
+    atomic_store(&b->serving, true);
     log_notice("hato version %s running (%d worker thread%s).", HATO_VERSION, b->nworkers,
                b->nworkers == 1 ? "" : "s");
 #ifdef HATO_HAVE_SYSTEMD
@@ -297,6 +300,7 @@ int broker_run(struct broker *b) {
 #ifdef HATO_HAVE_SYSTEMD
     sd_notify(0, "STOPPING=1");
 #endif
+    atomic_store(&b->serving, false);
     log_notice("hato version %s terminating.", HATO_VERSION);
     atomic_store(&b->stopping, true);
     for (int i = 0; i < b->nworkers; i++)

@@ -48,6 +48,8 @@ struct lsock {
     struct ev_io *ios;  /* one per worker (EPOLLEXCLUSIVE) */
     /* WebSocket listeners: the layer's settings (broker.c, from the config). */
     struct ws_server_opts *ws;
+    /* `protocol metrics`: HTTP /metrics and /healthz (metrics.c), not MQTT. */
+    bool metrics;
 };
 
 /* One message as a session delivers it (queued or in flight). */
@@ -167,6 +169,8 @@ struct conn {
     bool dropping;     /* over max_output_buffer: QoS 0 dropped (logged once) */
     bool via_logged;   /* the address from a PROXY header / X-Forwarded-For was logged */
     bool ws_logged;    /* the WebSocket upgrade was logged */
+    /* Close once the output is written (an HTTP response, metrics.c). */
+    bool close_when_sent;
     /* username was set from the TLS client certificate or PSK identity
      * (use_identity_as_username / use_subject_as_username): CONNECT's user
      * name does not replace it and no password is checked for it. */
@@ -301,6 +305,8 @@ struct broker {
     size_t nlsocks;
     atomic_int *lconns; /* per configured listener, for max_connections */
     atomic_bool stopping;
+    /* Every worker runs and no stop was asked: /healthz answers 200. */
+    atomic_bool serving;
     atomic_ulong id_counter;   /* for assigned client ids */
     struct security *security; /* password files, ACLs, login failures (security.c) */
     int64_t started;
