@@ -5,7 +5,7 @@
 set -e
 want="cmake make gcc pkg-config libssl-dev liblmdb-dev libsystemd-dev libcjson-dev libargon2-dev libwslay-dev"
 if [ "$1" = "test" ]; then
-    want="$want clang libcmocka-dev python3 python3-pytest python3-pytest-xdist python3-pytest-timeout python3-paho-mqtt mosquitto mosquitto-clients openssl haproxy chromium"
+    want="$want clang libcmocka-dev python3 python3-pytest python3-pytest-xdist python3-pytest-timeout python3-paho-mqtt mosquitto mosquitto-clients openssl haproxy chromium prometheus"
 fi
 missing=""
 for p in $want; do
