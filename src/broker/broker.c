@@ -74,6 +74,7 @@ static int add_lsock(struct broker *b, int fd, const struct hato_listener *l) {
     ls->fd = fd;
     ls->cfg = l;
     ls->nconns = &b->lconns[li];
+    ls->accepted = &b->laccepted[li];
     return 0;
 }
 
@@ -173,7 +174,9 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
     b->subs = sub_tree_new(session_available);
     b->retain = retain_new();
     b->lconns = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*b->lconns));
-    if (!b->subs || !b->retain || !b->lconns)
+    b->laccepted = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*b->laccepted));
+    b->stats = stats_new();
+    if (!b->subs || !b->retain || !b->lconns || !b->laccepted || !b->stats)
         return -1;
     /* Certificates, keys, password and ACL files first: a bad file stops
      * start-up before any socket is opened. */
@@ -323,6 +326,7 @@ void broker_free(struct broker *b) {
     }
     free(b->lsocks);
     free(b->lconns);
+    free(b->laccepted);
     if (b->workers) {
         for (int i = 0; i < b->nworkers; i++)
             worker_free(&b->workers[i]);
@@ -334,4 +338,5 @@ void broker_free(struct broker *b) {
         retain_free(b->retain);
     security_free(b);
     tls_free(b);
+    stats_free(b->stats);
 }
