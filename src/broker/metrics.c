@@ -224,6 +224,8 @@ static void render(struct mbuf *b, const struct stats_snapshot *s, int64_t start
           s->retained_count);
     gauge(b, "hato_subscriptions", "Subscriptions ($SYS subscriptions/count).",
           s->subscriptions_count);
+    gauge(b, "hato_shared_subscriptions", "Shared subscriptions ($SYS shared_subscriptions/count).",
+          s->shared_subscriptions_count);
     gauge(b, "hato_store_messages", "Messages in the store ($SYS store/messages/count).",
           s->store_messages_count);
     gauge(b, "hato_store_messages_bytes",
