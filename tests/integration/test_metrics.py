@@ -406,3 +406,21 @@ def test_scraped_by_prometheus(broker_factory, tmp_path):
         assert metric and metric[0]["metric"]["version"], metric
     finally:
         prom.terminate()
+
+
+def test_reload_of_the_password_file_applies_to_the_next_request(broker_factory, tmp_path):
+    """Verified credentials are remembered per worker (a scrape every few seconds must not
+    cost a hash each time) only until the password file is reloaded."""
+    import signal
+    pw = pw_file(tmp_path)
+    b = metrics_broker(broker_factory, extra=f"password_file {pw}\n",
+                       listener_extra="metrics_auth true\n")
+    for _ in range(6):  # on every worker, most likely: each remembers its last success
+        assert get(b.mport, "/metrics", auth=("prom", "scrape-secret"))[0] == 200
+    mosquitto_passwd("-b", pw, "prom", "new-secret")
+    mark = b.mark()
+    b.signal(signal.SIGHUP)
+    b.wait_log(r"Reloaded password and ACL files", start=mark)
+    for _ in range(6):
+        assert get(b.mport, "/metrics", auth=("prom", "scrape-secret"))[0] == 401
+    assert get(b.mport, "/metrics", auth=("prom", "new-secret"))[0] == 200
