@@ -187,9 +187,11 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
         return -1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     b->nworkers = cfg->threads > 0 ? cfg->threads : (ncpu > 0 ? (int)ncpu : 1);
-    b->workers = calloc((size_t)b->nworkers, sizeof(*b->workers));
+    /* Aligned: each worker's statistics sit on cache lines of their own (broker.h). */
+    b->workers = aligned_alloc(_Alignof(struct worker), (size_t)b->nworkers * sizeof(*b->workers));
     if (!b->workers)
         return -1;
+    memset(b->workers, 0, (size_t)b->nworkers * sizeof(*b->workers));
     for (int i = 0; i < b->nworkers; i++)
         if (worker_init(&b->workers[i], b, i) < 0)
             return -1;
@@ -331,6 +333,8 @@ void broker_free(struct broker *b) {
         for (int i = 0; i < b->nworkers; i++)
             worker_free(&b->workers[i]);
         free(b->workers);
+        b->workers = NULL; /* broker_publish_internal refuses from here on */
+        b->nworkers = 0;
     }
     if (b->subs)
         sub_tree_free(b->subs);

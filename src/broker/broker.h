@@ -275,8 +275,10 @@ struct worker {
     /* Statistics, read by other threads without locks (approximate). */
     atomic_ulong msgs_in, msgs_out, dropped; /* written by the owner only: stat_inc */
     atomic_uint nclients;
-    struct stats_counters sc; /* the rest of its statistics (stats.h) */
-    struct sys_state *sys;    /* $SYS publication state (sys.c), worker 0 only */
+    /* The rest of its statistics (stats.h), on cache lines of their own: the
+     * owner writes them on the message path, other threads only read. */
+    _Alignas(64) struct stats_counters sc;
+    struct sys_state *sys; /* $SYS publication state (sys.c), worker 0 only */
 };
 
 struct pending_deliv {

@@ -2,7 +2,7 @@
  * $SYS topics, as Mosquitto 2.0 publishes them, plus hato's own under
  * $SYS/broker/hato/. Worker 0's tick publishes every sys_interval seconds
  * (read from the current config each time); only values that changed since
- * their last publication go out (uptime always does), all retained, QoS 0.
+ * their last publication go out (uptime always does), all retained, QoS 2.
  * With sys_interval 0 only the version is published, once. The numbers come
  * from one stats snapshot (stats.c), the same the metrics endpoint reads.
  * See docs/sys.md.
@@ -15,6 +15,9 @@
 #include "base/log.h"
 #include "base/strmap.h"
 #include "broker/broker.h"
+
+/* Mosquitto publishes $SYS at QoS 2: a subscriber gets its subscription's QoS. */
+#define SYS_QOS 2
 
 struct sys_state {
     int64_t next_ms;    /* monotonic ms of the next publication, 0 = at once */
@@ -29,7 +32,8 @@ struct sys_value {
 
 int broker_publish_internal(struct broker *b, const char *topic, const void *payload, size_t len,
                             int qos, bool retain) {
-    if (!b->workers || b->nworkers < 1 || qos < 0 || qos > 2)
+    /* Before worker 0 has its loop (early start-up) or after the workers are gone: dropped. */
+    if (!b->workers || b->nworkers < 1 || !b->workers[0].loop || qos < 0 || qos > 2)
         return -1;
     struct msg *m =
         msg_new(topic, strlen(topic), payload, len, (uint8_t)qos, retain, NULL, 0, NULL);
@@ -73,7 +77,7 @@ static void put(struct worker *w, const char *topic, const char *val, bool force
     struct sys_value *v = strmap_get(&ss->last, topic, tl);
     if (v && !force && strcmp(v->val, val) == 0)
         return;
-    if (broker_publish_internal(w->b, topic, val, vl, 0, true) < 0)
+    if (broker_publish_internal(w->b, topic, val, vl, SYS_QOS, true) < 0)
         return; /* tried again next time: the value is not recorded */
     if (v && strlen(v->val) >= vl) {
         memcpy(v->val, val, vl + 1);
