@@ -208,6 +208,8 @@ int broker_open_listener(struct broker *b, const struct hato_config *cfg, struct
     size_t first = *n;
     struct lsvec vec = {v, n, NULL, false};
     int r = l->unix_path ? open_unix(b, &vec, l) : open_tcp(b, &vec, l);
+    for (size_t k = first; r == 0 && k < *n; k++)
+        (*v)[k]->metrics = strcmp(l->protocol, "metrics") == 0;
     if (r == 0 && strcmp(l->protocol, "websockets") == 0) {
         struct ws_server_opts *o = broker_ws_opts(b, cfg, l);
         if (!o)
@@ -312,6 +314,7 @@ int broker_run(struct broker *b) {
             return 1;
         }
     }
+    atomic_store(&b->serving, true);
     log_notice("hato version %s running (%d worker thread%s).", HATO_VERSION, b->nworkers,
                b->nworkers == 1 ? "" : "s");
     notify_ready(b); /* every listener is open and every worker runs */
@@ -336,6 +339,7 @@ int broker_run(struct broker *b) {
         }
     }
     notify_stopping();
+    atomic_store(&b->serving, false);
     log_notice("hato version %s terminating.", HATO_VERSION);
     atomic_store(&b->stopping, true);
     for (int i = 0; i < b->nworkers; i++)

@@ -60,6 +60,8 @@ struct lsock {
     int conf_port; /* the port as configured (0 = ephemeral): its identity across reloads */
     bool owner;    /* first socket of its listener: owns nconns */
     bool retired;  /* removed by a reload: not listening any more */
+    /* `protocol metrics`: HTTP /metrics and /healthz (metrics.c), not MQTT. */
+    bool metrics;
 };
 
 /* One message as a session delivers it (queued or in flight). */
@@ -182,6 +184,8 @@ struct conn {
     bool dropping;     /* over max_output_buffer: QoS 0 dropped (logged once) */
     bool via_logged;   /* the address from a PROXY header / X-Forwarded-For was logged */
     bool ws_logged;    /* the WebSocket upgrade was logged */
+    /* Close once the output is written (an HTTP response, metrics.c). */
+    bool close_when_sent;
     /* username was set from the TLS client certificate or PSK identity
      * (use_identity_as_username / use_subject_as_username): CONNECT's user
      * name does not replace it and no password is checked for it. */
@@ -348,6 +352,8 @@ struct broker {
     struct reload_state *reload; /* reload.c: retired configs and sockets, the config path */
     struct stats *stats;         /* load averages, maxima, store commit histogram (stats.c) */
     atomic_bool stopping;
+    /* Every worker runs and no stop was asked: /healthz answers 200. */
+    atomic_bool serving;
     atomic_ulong id_counter;   /* for assigned client ids */
     struct security *security; /* password files, ACLs, login failures (security.c) */
     int64_t started;

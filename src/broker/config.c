@@ -495,7 +495,7 @@ struct key {
 #define OBSOLETE(n)                                                                                \
     { n, SC_NONE, K_OBSOLETE, 0, 0, 0, 0, NULL, NULL }
 
-static const char *const protocols[] = {"mqtt", "websockets", NULL};
+static const char *const protocols[] = {"mqtt", "websockets", "metrics", NULL};
 /* TLS 1.1 and older are refused (a config error with its line). */
 static const char *const tls_versions[] = {"tlsv1.3", "tlsv1.2", NULL};
 static const char *const keyforms[] = {"pem", "engine", NULL};
@@ -539,6 +539,7 @@ static const struct key keys[] = {
     FN("enable_proxy_protocol", h_proxy),
     L_BOOL("proxy_protocol_v2_require_tls", proxy_protocol_v2_require_tls),
     L_STR("http_dir", http_dir),
+    L_BOOL("metrics_auth", metrics_auth),
     FN("websockets_origin", h_ws_origin),
     FN("websockets_trusted_proxy", h_ws_trusted),
     /* TLS, per listener: stored. */
@@ -1429,6 +1430,38 @@ static int fill_string(char **dst, const char *def) {
     return 0;
 }
 
+/*
+ * A `protocol metrics` listener (hato's Prometheus endpoint): loopback unless
+ * an address or interface is given, since metrics tell a lot about a broker;
+ * metrics_auth only there, and only with a password file to check against.
+ * 0, or -1 with err set.
+ */
+static int finish_metrics_listener(const struct hato_config *cfg, struct hato_listener *l,
+                                   char *err, size_t errlen) {
+    bool metrics = strcmp(l->protocol, "metrics") == 0;
+    if (!metrics) {
+        if (l->metrics_auth) {
+            set_err(err, errlen,
+                    "%s:%d: listener %d: metrics_auth applies to metrics listeners only (add "
+                    "'protocol metrics')",
+                    l->file, l->line, l->port);
+            return -1;
+        }
+        return 0;
+    }
+    if (l->metrics_auth && !(cfg->per_listener_settings ? l->password_file : cfg->password_file)) {
+        set_err(err, errlen, "%s:%d: listener %d: metrics_auth true needs a password_file", l->file,
+                l->line, l->port);
+        return -1;
+    }
+    if (!l->bind_address && !l->unix_path && !l->bind_interface &&
+        !(l->bind_address = strdup(l->socket_domain == AF_INET6 ? "::1" : "127.0.0.1"))) {
+        set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 int hato_config_finish(struct hato_config *cfg, char *err, size_t errlen) {
     if (cfg->finished) {
         set_err(err, errlen, "configuration already finished");
@@ -1513,6 +1546,8 @@ int hato_config_finish(struct hato_config *cfg, char *err, size_t errlen) {
                     l->file, l->line, l->port, ws_only);
             return -1;
         }
+        if (finish_metrics_listener(cfg, l, err, errlen) < 0)
+            return -1;
         if (l->http_dir) {
             struct stat st;
             const char *why = stat(l->http_dir, &st) < 0 ? strerror(errno)

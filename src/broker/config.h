@@ -75,7 +75,7 @@ struct hato_listener {
     char *bind_interface;       /* SO_BINDTODEVICE */
     char *mount_point;          /* no wildcards */
     int max_connections;        /* -1 = unlimited */
-    char *protocol;             /* "mqtt" (default) or "websockets" */
+    char *protocol;             /* "mqtt" (default), "websockets", "metrics" */
     int max_qos;                /* 0..2, default 2 */
     int max_topic_alias;        /* aliases a v5 client may use towards us, default 10 */
     int max_topic_alias_broker; /* aliases we may use towards a client, default 10 */
@@ -90,6 +90,9 @@ struct hato_listener {
      * ADDR/BITS) whose X-Forwarded-For names the client. Checked by finish. */
     char **websockets_trusted_proxies;
     size_t n_websockets_trusted_proxies;
+    /* metrics_auth (hato): a `protocol metrics` listener (HTTP /metrics,
+     * metrics.c) asks for basic auth against the password file. */
+    bool metrics_auth;
 
     /* TLS (stored for the TLS module; see hato_listener_wants_tls). */
     char *cafile;

@@ -359,6 +359,13 @@ enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p)
     return anonymous_ok ? SEC_AUTH_OK : SEC_AUTH_NOT_AUTHORISED;
 }
 
+bool security_check_password(struct worker *w, const struct hato_listener *l, const char *user,
+                             size_t ulen, const char *password, size_t plen) {
+    security_worker_adopt(w);
+    const struct sec_scope *sc = w->sec ? scope_of(w->sec, w->b->cfg, l) : NULL;
+    return sc && sc->pw && auth_passwd_check(sc->pw, user, ulen, password, plen);
+}
+
 bool security_acl(struct worker *w, const struct hato_listener *l, const char *user,
                   const char *client_id, const char *topic, size_t tlen, int access) {
     if (!w->sec || !w->sec->any_acl)

@@ -77,6 +77,12 @@ enum sec_auth {
  * verdict is back, the same CONNECT runs again and gets it from here. */
 enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p);
 
+/* HTTP basic auth of a metrics listener (metrics.c): do user and password
+ * match the password file in effect for listener l, in the worker's
+ * snapshot? False when no password file applies. */
+bool security_check_password(struct worker *w, const struct hato_listener *l, const char *user,
+                             size_t ulen, const char *password, size_t plen);
+
 /* Record a login failure from the address of peer ("ip:port", "[ip6]:port"
  * or a socket path); returns how many ms to wait before answering it. */
 int64_t security_fail_delay(struct broker *b, const char *peer);

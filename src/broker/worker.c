@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "broker/authpool.h"
 #include "broker/broker.h"
+#include "broker/metrics.h"
 #include "broker/persist.h"
 #include "broker/reload.h"
 #include "broker/security.h"
@@ -248,10 +249,15 @@ static int conn_flush(struct conn *c) {
         stat_add(&c->w->sc.bytes_out, (unsigned long)w);
         conn_out_consumed(c, (size_t)w);
     }
-    if (!conn_plain(c) && stream_flush(c->st) < 0)
+    int kept = conn_plain(c) ? 0 : stream_flush(c->st);
+    if (kept < 0)
         return -1;
     if (!c->nsegs)
         conn_out_done(c);
+    if (c->close_when_sent && !c->nsegs && kept == 0) {
+        conn_close(c, NULL);
+        return 0;
+    }
     conn_update_events(c);
     return 0;
 }
@@ -318,6 +324,7 @@ void conn_close(struct conn *c, const char *why) {
     }
     /* Last words (a DISCONNECT) go out before the close, then the layers'
      * own (TLS close_notify, WebSocket close frame), never waiting. */
+    c->close_when_sent = false; /* closing now: that flush must not close again */
     if (c->nsegs)
         conn_flush(c);
     c->state = CS_CLOSING;
@@ -344,6 +351,10 @@ void conn_close(struct conn *c, const char *why) {
 void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
     struct broker *b = c->w->b;
     size_t off = 0;
+    if (__builtin_expect(c->state == CS_NEW, 0) && c->ls->metrics) {
+        metrics_input(c, data, len); /* HTTP, not MQTT */
+        return;
+    }
     /* A refused login waiting for its delay, or a CONNACK waiting for the
      * store, reads nothing more. */
     while (off < len && c->state != CS_CLOSING && !c->refuse_at && !c->connack_held &&
@@ -692,7 +703,10 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             conn_close(c, "epoll failed");
             continue;
         }
-        log_notice("New connection from %s on port %d.", peer, lcfg->port);
+        if (ls->metrics)
+            log_debug("New metrics connection from %s on port %d.", peer, lcfg->port);
+        else
+            log_notice("New connection from %s on port %d.", peer, lcfg->port);
     }
 }
 
@@ -804,6 +818,8 @@ static void on_inbox(struct ev_loop *loop, void *data) {
 
 /* What a connection that sent no CONNECT in time was still waiting for. */
 static const char *conn_pending_handshake(const struct conn *c) {
+    if (c->ls->metrics)
+        return "no HTTP request in time";
     if (!conn_plain(c)) {
         struct stream *p = stream_find(c->st, &proxy_stream_ops);
         if (p && !proxy_stream_done(p))

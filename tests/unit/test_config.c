@@ -661,7 +661,7 @@ static void test_errors(void **state) {
          "hato.conf:1: listener: unexpected 'extra' after the value"},
         {"port 0\n", "hato.conf:1: port: expected an integer 1..65535, got '0'"},
         {"listener 1883\nprotocol test\n",
-         "hato.conf:2: protocol: expected one of mqtt, websockets, got 'test'"},
+         "hato.conf:2: protocol: expected one of mqtt, websockets, metrics, got 'test'"},
         {"listener 1883\nsocket_domain ipv5\n",
          "hato.conf:2: socket_domain: expected one of ipv4, ipv6, got 'ipv5'"},
         {"listener 1883\nmount_point test/+/\n",
@@ -875,6 +875,49 @@ static void test_include_dir(void **state) {
     rm_tree();
 }
 
+/* protocol metrics: loopback unless told otherwise; metrics_auth checked. */
+static void test_metrics_listener(void **state) {
+    (void)state;
+    struct hato_config c;
+    parse_finish_ok(&c, "listener 1883\n"
+                        "listener 9090\nprotocol metrics\n"
+                        "listener 9091 0.0.0.0\nprotocol metrics\n"
+                        "listener 9092\nprotocol metrics\nsocket_domain ipv6\n"
+                        "listener 9093\nprotocol metrics\nbind_interface lo\n");
+    assert_int_equal(c.n_listeners, 5);
+    assert_null(c.listeners[0].bind_address); /* MQTT: every address, as before */
+    assert_string_equal(c.listeners[1].protocol, "metrics");
+    assert_string_equal(c.listeners[1].bind_address, "127.0.0.1");
+    assert_string_equal(c.listeners[2].bind_address, "0.0.0.0");
+    assert_string_equal(c.listeners[3].bind_address, "::1");
+    assert_null(c.listeners[4].bind_address);
+    assert_false(c.listeners[1].metrics_auth);
+    hato_config_free(&c);
+
+    parse_finish_ok(&c, "password_file /p\nlistener 9090\nprotocol metrics\nmetrics_auth true\n");
+    assert_true(c.listeners[0].metrics_auth);
+    hato_config_free(&c);
+    parse_finish_ok(&c, "per_listener_settings true\nlistener 9090\nprotocol metrics\n"
+                        "metrics_auth true\npassword_file /p\n");
+    assert_true(c.listeners[0].metrics_auth);
+    hato_config_free(&c);
+
+    expect_finish_error("listener 1883\nmetrics_auth true\n",
+                        "hato.conf:1: listener 1883: metrics_auth applies to metrics listeners "
+                        "only (add 'protocol metrics')");
+    expect_finish_error("listener 9090\nprotocol metrics\nmetrics_auth true\n",
+                        "hato.conf:1: listener 9090: metrics_auth true needs a password_file");
+    expect_finish_error("per_listener_settings true\npassword_file /p\nlistener 9090\n"
+                        "protocol metrics\nmetrics_auth true\n",
+                        "hato.conf:3: listener 9090: metrics_auth true needs a password_file");
+    expect_finish_error("listener 9090\nprotocol metrics\nhttp_dir /tmp\n",
+                        "hato.conf:1: listener 9090: http_dir applies to WebSocket listeners only "
+                        "(add 'protocol websockets')");
+    expect_error("listener 9090\nprotocol prometheus\n",
+                 "hato.conf:2: protocol: expected one of mqtt, websockets, metrics, got "
+                 "'prometheus'");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),         cmocka_unit_test(test_local_only),
@@ -882,7 +925,7 @@ int main(void) {
         cmocka_unit_test(test_tls_and_security), cmocka_unit_test(test_globals),
         cmocka_unit_test(test_logging),          cmocka_unit_test(test_durations),
         cmocka_unit_test(test_errors),           cmocka_unit_test(test_syntax),
-        cmocka_unit_test(test_include_dir),
+        cmocka_unit_test(test_include_dir),      cmocka_unit_test(test_metrics_listener),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
