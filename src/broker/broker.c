@@ -275,6 +275,7 @@ int broker_run(struct broker *b) {
         if (sig == SIGINT || sig == SIGTERM)
             break;
         if (sig == SIGHUP) {
+            hato_log_reopen(); /* logrotate's postrotate: a new file by the same name */
             log_notice("Reloading certificates, password and ACL files (SIGHUP).");
             tls_reload(b);
             security_reload(b);

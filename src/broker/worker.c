@@ -764,6 +764,7 @@ static void on_inbox(struct ev_loop *loop, void *data) {
         free(it);
         it = next;
     }
+    logtopic_drain(w); /* log_dest topic: worker 0 is woken for it */
     if (atomic_load(&w->b->stopping))
         ev_stop(w->loop);
 }
@@ -824,6 +825,7 @@ static void on_tick(struct ev_loop *loop, void *data) {
     /* One worker purges expired retained messages (the others only skip them). */
     if (w->id == 0)
         retain_expire(w->b->retain, msg_now_ms());
+    logtopic_drain(w);
 }
 
 static void on_after(struct ev_loop *loop, void *data) {
@@ -886,6 +888,7 @@ int worker_init(struct worker *w, struct broker *b, int id) {
     ev_set_wake(w->loop, on_inbox, w);
     ev_set_after(w->loop, on_after, w);
     ev_set_tick(w->loop, 250, on_tick, w);
+    logtopic_attach(w);
     security_worker_update(w); /* the snapshot loaded at start-up */
     return 0;
 }
@@ -907,6 +910,7 @@ static void end_session(void *ctx, void *val) {
 }
 
 void worker_free(struct worker *w) {
+    logtopic_detach(w);
     /* Undelivered items. */
     struct item *it = w->inbox_head;
     while (it) {
