@@ -296,10 +296,11 @@ void conn_close(struct conn *c, const char *why) {
     if (c->s) {
         const char *id = c->s->client_id;
         char u[128];
+        const char *user = c->username ? security_printable(c->username, u, sizeof(u)) : NULL;
         if (why)
-            log_notice("Client %s [%s] (user '%s') disconnected: %s.", id, c->si.peer,
-                       c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>",
-                       why);
+            log_client(LOG_NOTICE | LOG_CONN, id, user, c->si.peer,
+                       "Client %s [%s] (user '%s') disconnected: %s.", id, c->si.peer,
+                       user ? user : "<anonymous>", why);
         struct session *s = c->s;
         c->s = NULL;
         s->conn = NULL;
@@ -307,7 +308,8 @@ void conn_close(struct conn *c, const char *why) {
         atomic_fetch_sub(&w->nclients, 1);
         session_detach(s, c->will_pending);
     } else if (why) {
-        log_notice("Connection from %s closed: %s.", c->si.peer, why);
+        log_client(LOG_NOTICE | LOG_CONN, NULL, NULL, c->si.peer, "Connection from %s closed: %s.",
+                   c->si.peer, why);
     }
     /* Last words (a DISCONNECT) go out before the close, then the layers'
      * own (TLS close_notify, WebSocket close frame), never waiting. */
@@ -456,7 +458,9 @@ static const char *stream_why(const struct conn *c, const char *dflt) {
 static void conn_stack_failed(struct conn *c, bool eof) {
     struct stream *tls = stream_find(c->st, &tls_stream_ops);
     if (tls && !c->si.tls_done) {
-        log_notice("TLS handshake failed with client %s on port %d: %s", c->si.peer,
+        /* A warning: a refused certificate is a failed login. */
+        log_client(LOG_WARNING, NULL, NULL, c->si.peer,
+                   "TLS handshake failed with client %s on port %d: %s", c->si.peer,
                    c->ls->cfg->port,
                    stream_why(c, "connection closed by the client during the handshake"));
         conn_close(c, NULL);
@@ -472,7 +476,8 @@ static void conn_stack_failed(struct conn *c, bool eof) {
 /* A PROXY header or a trusted X-Forwarded-For gave the client's address. */
 static void conn_log_via(struct conn *c) {
     c->via_logged = true;
-    log_notice("Connection from %s is client %s (address from the %s).", c->si.via, c->si.peer,
+    log_client(LOG_NOTICE | LOG_CONN, NULL, NULL, c->si.peer,
+               "Connection from %s is client %s (address from the %s).", c->si.via, c->si.peer,
                stream_find(c->st, &proxy_stream_ops) ? "PROXY header" : "X-Forwarded-For header");
 }
 
@@ -645,7 +650,8 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
         int n = atomic_fetch_add(ls->nconns, 1) + 1;
         if (ls->cfg->max_connections >= 0 && n > ls->cfg->max_connections) {
             atomic_fetch_sub(ls->nconns, 1);
-            log_notice("Refused connection from %s: max_connections (%d) reached.", peer,
+            log_client(LOG_NOTICE, NULL, NULL, peer,
+                       "Refused connection from %s: max_connections (%d) reached.", peer,
                        ls->cfg->max_connections);
             close(fd);
             continue;
@@ -678,7 +684,8 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             conn_close(c, "epoll failed");
             continue;
         }
-        log_notice("New connection from %s on port %d.", peer, ls->cfg->port);
+        log_client(LOG_NOTICE | LOG_CONN, NULL, NULL, peer, "New connection from %s on port %d.",
+                   peer, ls->cfg->port);
     }
 }
 
