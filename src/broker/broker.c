@@ -74,6 +74,7 @@ static int add_lsock(struct broker *b, int fd, const struct hato_listener *l) {
     ls->fd = fd;
     ls->cfg = l;
     ls->nconns = &b->lconns[li];
+    ls->accepted = &b->laccepted[li];
     return 0;
 }
 
@@ -173,7 +174,9 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
     b->subs = sub_tree_new(session_available);
     b->retain = retain_new();
     b->lconns = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*b->lconns));
-    if (!b->subs || !b->retain || !b->lconns)
+    b->laccepted = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*b->laccepted));
+    b->stats = stats_new();
+    if (!b->subs || !b->retain || !b->lconns || !b->laccepted || !b->stats)
         return -1;
     /* Certificates, keys, password and ACL files first: a bad file stops
      * start-up before any socket is opened. */
@@ -184,9 +187,11 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
         return -1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     b->nworkers = cfg->threads > 0 ? cfg->threads : (ncpu > 0 ? (int)ncpu : 1);
-    b->workers = calloc((size_t)b->nworkers, sizeof(*b->workers));
+    /* Aligned: each worker's statistics sit on cache lines of their own (broker.h). */
+    b->workers = aligned_alloc(_Alignof(struct worker), (size_t)b->nworkers * sizeof(*b->workers));
     if (!b->workers)
         return -1;
+    memset(b->workers, 0, (size_t)b->nworkers * sizeof(*b->workers));
     for (int i = 0; i < b->nworkers; i++)
         if (worker_init(&b->workers[i], b, i) < 0)
             return -1;
@@ -320,10 +325,13 @@ void broker_free(struct broker *b) {
     }
     free(b->lsocks);
     free(b->lconns);
+    free(b->laccepted);
     if (b->workers) {
         for (int i = 0; i < b->nworkers; i++)
             worker_free(&b->workers[i]);
         free(b->workers);
+        b->workers = NULL; /* broker_publish_internal refuses from here on */
+        b->nworkers = 0;
     }
     if (b->subs)
         sub_tree_free(b->subs);
@@ -331,4 +339,5 @@ void broker_free(struct broker *b) {
         retain_free(b->retain);
     security_free(b);
     tls_free(b);
+    stats_free(b->stats);
 }

@@ -29,6 +29,7 @@
 #include "broker/config.h"
 #include "broker/msg.h"
 #include "broker/retain.h"
+#include "broker/stats.h"
 #include "broker/subtree.h"
 #include "event/loop.h"
 #include "store/store.h"
@@ -44,8 +45,9 @@ struct session;
 struct lsock {
     int fd;
     const struct hato_listener *cfg;
-    atomic_int *nconns; /* open connections of its listener (shared by its sockets) */
-    struct ev_io *ios;  /* one per worker (EPOLLEXCLUSIVE) */
+    atomic_int *nconns;     /* open connections of its listener (shared by its sockets) */
+    atomic_ulong *accepted; /* connections its listener accepted since start (stats) */
+    struct ev_io *ios;      /* one per worker (EPOLLEXCLUSIVE) */
     /* WebSocket listeners: the layer's settings (broker.c, from the config). */
     struct ws_server_opts *ws;
 };
@@ -206,7 +208,7 @@ struct conn {
 };
 
 /* Cross-thread work item. */
-enum item_kind { IT_DELIVER, IT_ADOPT, IT_ACK };
+enum item_kind { IT_DELIVER, IT_ADOPT, IT_ACK, IT_PUBLISH /* d.m: broker_publish_internal */ };
 struct item {
     struct item *next;
     enum item_kind kind;
@@ -269,6 +271,10 @@ struct worker {
     /* Statistics, read by other threads without locks (approximate). */
     atomic_ulong msgs_in, msgs_out, dropped; /* written by the owner only: stat_inc */
     atomic_uint nclients;
+    /* The rest of its statistics (stats.h), on cache lines of their own: the
+     * owner writes them on the message path, other threads only read. */
+    _Alignas(64) struct stats_counters sc;
+    struct sys_state *sys; /* $SYS publication state (sys.c), worker 0 only */
 };
 
 struct pending_deliv {
@@ -299,7 +305,9 @@ struct broker {
     struct worker *workers;
     struct lsock *lsocks;
     size_t nlsocks;
-    atomic_int *lconns; /* per configured listener, for max_connections */
+    atomic_int *lconns;      /* per configured listener, for max_connections */
+    atomic_ulong *laccepted; /* per configured listener: accepted since start (stats) */
+    struct stats *stats;     /* load averages, maxima, store commit histogram (stats.c) */
     atomic_bool stopping;
     atomic_ulong id_counter;   /* for assigned client ids */
     struct security *security; /* password files, ACLs, login failures (security.c) */
@@ -400,10 +408,33 @@ int session_in_pid_add(struct session *s, uint16_t pid);
 size_t route_publish(struct worker *w, struct msg *m);
 /* Publish a will (or any broker-made message): retain handling included. */
 void route_will(struct worker *w, struct msg *m);
+/* Route a broker-made message (an IT_PUBLISH item): retained as flagged, $SYS
+ * retained messages kept out of the store (as Mosquitto). Takes m's reference. */
+void route_internal(struct worker *w, struct msg *m);
 /* Flush the items collected for other workers (end of turn). */
 void route_flush(struct worker *w);
 /* Hand one delivery to its session (here, or through its worker's inbox); takes the
  * session reference and the delivery. */
 void route_dispatch(struct worker *w, struct session *s, struct deliv *d);
+
+/* sys.c */
+/*
+ * Publish a message made by the broker ($SYS topics, `log_dest topic`):
+ * QoS 0..2, retained or not, routed to every matching subscription with the
+ * ACLs applied (MQTT 3 clients see it like any PUBLISH). Callable from any
+ * thread at any point, even inside routing: the message is queued as an
+ * item (to the calling worker, handed over at the end of its turn, or to
+ * worker 0 from other threads) and routed from that worker's inbox, so
+ * messages of one thread keep their order. 0, or -1 (out of memory, bad
+ * length, or no worker running). payload is copied.
+ */
+int broker_publish_internal(struct broker *b, const char *topic, const void *payload, size_t len,
+                            int qos, bool retain);
+/* The worker the calling thread runs, NULL on other threads. */
+struct worker *broker_current_worker(void);
+/* Worker 0's tick: load averages, then $SYS every sys_interval seconds
+ * (read from b->cfg on every call, so a reloaded config applies). */
+void sys_tick(struct worker *w, int64_t now_ms);
+void sys_free(struct worker *w);
 
 #endif

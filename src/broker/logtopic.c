@@ -4,15 +4,17 @@
  * and publishes every line to Mosquitto's $SYS/broker/log/<letter> topic
  * as a broker message (QoS 2, not retained, as Mosquitto does).
  *
- * No recursion: while worker 0 publishes, its own log lines (a full
- * queue, a dropped message) are written to the other destinations only.
+ * No recursion: lines logged by the drain itself go to the other
+ * destinations only (the thread is muted). Routing a log message happens
+ * later, from worker 0's inbox (broker_publish_internal); what it may log
+ * (a subscriber's queue is full) is logged once per episode, so a log
+ * message cannot keep producing new ones. The queue is bounded
+ * (LOG_TOPIC_MAX lines; more are dropped and counted).
  */
 #include "base/log.h"
 #include "broker/broker.h"
-#include "broker/msg.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 static void wake_worker(void *ctx) {
     ev_wake(ctx);
@@ -37,13 +39,8 @@ void logtopic_drain(struct worker *w) {
     log_topic_mute_thread(true);
     while (q) {
         struct log_queued *next = q->next;
-        const char *topic = log_level_topic(q->level);
-        struct msg *m = msg_new(topic, strlen(topic), (const uint8_t *)q->text, q->len, 2, false,
-                                NULL, 0, NULL);
-        if (m) {
-            route_will(w, m);
-            msg_unref(m);
-        }
+        /* Routed from worker 0's inbox at the end of this turn, in order. */
+        broker_publish_internal(w->b, log_level_topic(q->level), q->text, q->len, 2, false);
         free(q);
         q = next;
     }

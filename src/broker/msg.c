@@ -4,6 +4,34 @@
 #include <string.h>
 #include <time.h>
 
+static _Thread_local atomic_llong *tally_count, *tally_bytes;
+static atomic_llong other_count, other_bytes;
+
+void msg_tally_thread(atomic_llong *count, atomic_llong *bytes) {
+    tally_count = count;
+    tally_bytes = bytes;
+}
+
+void msg_tally_other(long long *count, long long *bytes) {
+    *count = atomic_load_explicit(&other_count, memory_order_relaxed);
+    *bytes = atomic_load_explicit(&other_bytes, memory_order_relaxed);
+}
+
+/* Plain load and store on the thread's own counters: no locked instruction. */
+static void tally(long long n, long long bytes) {
+    if (tally_count) {
+        atomic_store_explicit(tally_count,
+                              atomic_load_explicit(tally_count, memory_order_relaxed) + n,
+                              memory_order_relaxed);
+        atomic_store_explicit(tally_bytes,
+                              atomic_load_explicit(tally_bytes, memory_order_relaxed) + bytes,
+                              memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&other_count, n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&other_bytes, bytes, memory_order_relaxed);
+    }
+}
+
 int64_t msg_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -60,6 +88,7 @@ struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload,
     if (payload_len)
         memcpy(cur, payload, payload_len);
     cur += payload_len;
+    tally(1, (long long)payload_len);
     if (props) {
         m->props.present = props->present & forward;
         m->props.payload_format = props->payload_format;
@@ -79,8 +108,10 @@ struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload,
 }
 
 void msg_unref(struct msg *m) {
-    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
+    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
+        tally(-1, -(long long)m->payload_len);
         free(m);
+    }
 }
 
 int64_t msg_remaining_expiry(const struct msg *m, int64_t now_ms) {

@@ -52,6 +52,15 @@ static inline struct msg *msg_ref(struct msg *m) {
 /* Drop a reference; the last one frees the message. NULL is accepted. */
 void msg_unref(struct msg *m);
 
+/*
+ * Messages alive, for $SYS store/messages/{count,bytes}: each thread counts
+ * what it makes and frees in the counters it registered (a worker's own,
+ * written only by it); threads that registered none share one atomic pair.
+ */
+void msg_tally_thread(atomic_llong *count, atomic_llong *bytes);
+/* The shared pair (threads without counters of their own). */
+void msg_tally_other(long long *count, long long *bytes);
+
 /* Current CLOCK_REALTIME in milliseconds. */
 int64_t msg_now_ms(void);
 

@@ -418,7 +418,8 @@ void persist_ack_arrived(struct worker *w, struct item *it) {
         } else if (it->send_pid) {
             session_send_inflight(s, it->send_pid);
         } else {
-            conn_write(c, it->abuf, it->alen);
+            if (conn_write(c, it->abuf, it->alen) == 0)
+                stat_inc(&c->w->sc.pkts_out);
             if (it->connack) {
                 c->connack_held = false;
                 if (it->present)
@@ -795,6 +796,10 @@ int persist_restore(struct broker *b) {
     return rc == 0 ? 0 : -1;
 }
 
+static void commit_done(void *ctx, double seconds) {
+    stats_commit_observe(ctx, seconds);
+}
+
 int persist_start(struct broker *b) {
     if (!on(b))
         return 0;
@@ -803,6 +808,8 @@ int persist_start(struct broker *b) {
         log_error("Error: cannot open the persistence store again after daemonizing: %s.", err);
         return -1;
     }
+    /* Every completed commit feeds the store commit histogram ($SYS, metrics). */
+    store_set_commit_hook(b->store, commit_done, b->stats);
     if (store_start(b->store, release, b) < 0) {
         log_error("Error: cannot start the store writer thread.");
         return -1;

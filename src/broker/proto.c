@@ -423,6 +423,7 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     c->receive_max_out =
         v5 && (props->present & PROP(RECEIVE_MAXIMUM)) ? props->receive_maximum : 0;
     atomic_fetch_add(&w->nclients, 1);
+    stat_inc(&w->sc.connections);
 
     struct mqtt_packet ack = {.type = MQTT_CONNACK, .reason = 0};
     ack.connack.session_present = present && c->version != MQTT_V31; /* 3.1 has no such flag */
@@ -576,6 +577,8 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
     uint16_t pid = p->packet_id;
     const uint8_t *topic = p->publish.topic.p;
     size_t tlen = p->publish.topic.len;
+    stat_inc(&c->w->msgs_in);
+    stat_add(&c->w->sc.pub_bytes_in, p->publish.payload.len);
 
     if (c->version == MQTT_V5 && (p->props.present & PROP(TOPIC_ALIAS))) {
         uint16_t alias = p->props.topic_alias;

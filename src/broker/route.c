@@ -201,8 +201,16 @@ size_t route_publish(struct worker *w, struct msg *m) {
             route_dispatch(w, w->pend[k].s, &w->pend[k].d);
         w->npend = 0;
     }
-    stat_inc(&w->msgs_in);
     return delivered;
+}
+
+void route_internal(struct worker *w, struct msg *m) {
+    bool sys = m->topic_len >= 5 && memcmp(m->topic, "$SYS/", 5) == 0;
+    /* $SYS values are made again on start: not worth a store write each. */
+    if (m->retain && retain_set(w->b->retain, m) == 0 && !sys)
+        persist_retain(w, m);
+    route_publish(w, m);
+    msg_unref(m);
 }
 
 void route_will(struct worker *w, struct msg *m) {

@@ -39,6 +39,7 @@ struct session *session_new(struct worker *w, const char *id, size_t len) {
         free(s);
         return NULL;
     }
+    stat_inc(&w->sc.nsessions);
     return s;
 }
 
@@ -206,8 +207,10 @@ void session_end(struct session *s) {
     drop_queues(s);
     msg_unref(s->will);
     s->will = NULL;
-    if (strmap_get(&s->w->sessions, s->client_id, s->id_len) == s)
+    if (strmap_get(&s->w->sessions, s->client_id, s->id_len) == s) {
         strmap_del(&s->w->sessions, s->client_id, s->id_len);
+        stat_add(&s->w->sc.nsessions, (unsigned long)-1);
+    }
     session_unref(s);
 }
 
@@ -219,6 +222,7 @@ void session_timers(struct worker *w, int64_t now) {
             publish_will(s);
         if (!s->dead && !s->conn && s->expire_at && now >= s->expire_at) {
             log_info("Session of client %s expired.", s->client_id);
+            stat_inc(&w->sc.expired);
             session_end(s);
         }
         bool pending = !s->dead && !s->conn && (s->will_at || s->expire_at);
@@ -371,6 +375,13 @@ static int send_publish_plain(struct conn *c, const struct deliv *d, bool dup, c
     return 0;
 }
 
+/* One PUBLISH went out (statistics of the owning worker). */
+static void count_sent(struct session *s, const struct msg *m) {
+    stat_inc(&s->w->msgs_out);
+    stat_inc(&s->w->sc.pkts_out);
+    stat_add(&s->w->sc.pub_bytes_out, m->payload_len);
+}
+
 static int send_publish(struct session *s, const struct deliv *d, bool dup) {
     struct conn *c = s->conn;
     struct msg *m = d->m;
@@ -388,7 +399,9 @@ static int send_publish(struct session *s, const struct deliv *d, bool dup) {
         int r = send_publish_plain(c, d, dup, topic, tlen);
         if (r != 2) {
             if (r == 0)
-                stat_inc(&s->w->msgs_out);
+                count_sent(s, m);
+            else if (r == 1)
+                stats_drop(s->w, STATS_DROP_TOO_LARGE);
             return r;
         }
     }
@@ -415,8 +428,10 @@ static int send_publish(struct session *s, const struct deliv *d, bool dup) {
     size_t n = mqtt_encode_publish_head(head, sizeof(head), c->version, &p);
     if (!n)
         return -1;
-    if (c->max_packet_out && n + m->payload_len > c->max_packet_out)
+    if (c->max_packet_out && n + m->payload_len > c->max_packet_out) {
+        stats_drop(s->w, STATS_DROP_TOO_LARGE);
         return 1;
+    }
     if (n <= sizeof(head)) {
         if (conn_write(c, head, n) < 0)
             return -1;
@@ -432,7 +447,7 @@ static int send_publish(struct session *s, const struct deliv *d, bool dup) {
     }
     if (conn_write_payload(c, m) < 0)
         return -1;
-    stat_inc(&s->w->msgs_out);
+    count_sent(s, m);
     return 0;
 }
 
@@ -465,7 +480,7 @@ static int queue_push(struct session *s, struct deliv *d) {
                        "messages for it (max_queued_messages, max_queued_bytes).",
                        s->client_id, s->qlen, s->qbytes);
         s->queue_full = true;
-        stat_inc(&s->w->dropped);
+        stats_drop(s->w, STATS_DROP_QUEUE_FULL);
         return -1;
     }
     /* The episode ends when the queue is down to half (a queue hovering at
@@ -578,7 +593,7 @@ static void send_qos0(struct session *s, const struct deliv *d) {
                        "QoS 0 messages for it (max_output_buffer).",
                        s->client_id, (long long)output_limit(cfg));
         c->dropping = true;
-        stat_inc(&s->w->dropped);
+        stats_drop(s->w, STATS_DROP_OUTPUT_FULL);
         return;
     }
     /* Episode over when the output is down to half the limit. */
@@ -587,19 +602,35 @@ static void send_qos0(struct session *s, const struct deliv *d) {
     send_publish(s, d, false);
 }
 
+/* Not for this session (any more): ended, expired, or not readable by it (counted). */
+static bool undeliverable(struct session *s, const struct deliv *d) {
+    if (s->dead)
+        return true;
+    if (expired(d->m)) {
+        stats_drop(s->w, STATS_DROP_EXPIRED);
+        return true;
+    }
+    if (!security_may_read(s->w, s, d->m->topic, d->m->topic_len)) {
+        stats_drop(s->w, STATS_DROP_ACL);
+        return true;
+    }
+    return false;
+}
+
 bool session_send_qos0(struct session *s, const struct deliv *d) {
     if (!online(s))
         return false;
-    if (!s->dead && !expired(d->m) && security_may_read(s->w, s, d->m->topic, d->m->topic_len))
+    if (!undeliverable(s, d))
         send_qos0(s, d);
     return true;
 }
 
 void session_deliver(struct session *s, struct deliv *d) {
-    if (s->dead || expired(d->m) || !security_may_read(s->w, s, d->m->topic, d->m->topic_len)) {
+    if (undeliverable(s, d)) {
         deliv_drop(s, d);
         return;
     }
+    stats_qdepth_sample(&s->w->sc, s->qlen);
     struct broker *b = s->w->b;
     if (b->store)
         persist_deliv_new(s, d);
@@ -615,6 +646,7 @@ void session_deliver(struct session *s, struct deliv *d) {
             return;
         }
     } else if (d->qos == 0 && !b->cfg->queue_qos0_messages) {
+        stats_drop(s->w, STATS_DROP_QOS0_OFFLINE);
         deliv_drop(s, d);
         return;
     }
@@ -630,7 +662,7 @@ void session_pump(struct session *s) {
         struct deliv *head = &s->queue[s->qhead];
         if (head->qos > 0 && s->ninflight >= win)
             break;
-        if (expired(head->m) || !security_may_read(s->w, s, head->m->topic, head->m->topic_len)) {
+        if (undeliverable(s, head)) {
             /* expired, or no longer readable (ACL reloaded) */
             s->qbytes -= head->m->payload_len;
             deliv_drop(s, head);

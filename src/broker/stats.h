@@ -11,10 +11,13 @@
 #ifndef HATO_BROKER_STATS_H
 #define HATO_BROKER_STATS_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct broker;
+struct stats;
 
 /* Load averages, as Mosquitto's $SYS/broker/load/...: rates per minute
  * averaged over 1, 5 and 15 minutes. */
@@ -79,7 +82,8 @@ struct stats_snapshot {
     uint64_t pub_bytes_received, pub_bytes_sent;
     uint64_t bytes_received, bytes_sent;
     uint64_t sockets_accepted, connections_accepted;
-    uint64_t retained_count, subscriptions_count;
+    uint64_t retained_count, subscriptions_count; /* subscriptions: shared members included */
+    uint64_t shared_subscriptions_count;
     uint64_t store_messages_count, store_messages_bytes;
     uint64_t heap_current, heap_maximum; /* bytes, from the allocator */
     double load[STATS_LOAD_N][3];        /* [kind][0: 1 min, 1: 5 min, 2: 15 min] */
@@ -91,6 +95,54 @@ struct stats_snapshot {
     size_t nlisteners;
     struct stats_listener *listeners; /* one per configured listener */
 };
+
+/*
+ * What one worker counts (struct worker's `sc`). Written only by the owning
+ * worker with stat_inc/stat_add (relaxed load + store: no locked
+ * instruction), read by any thread with relaxed loads. Gauges marked so go
+ * up and down; the rest only grow.
+ */
+#define STATS_QDEPTH_SAMPLE 16 /* one delivery in this many samples its queue depth */
+struct stats_counters {
+    atomic_ulong pkts_in, pkts_out;   /* MQTT packets of every type */
+    atomic_ulong bytes_in, bytes_out; /* MQTT bytes (under TLS / WebSocket: before framing) */
+    atomic_ulong pub_bytes_in, pub_bytes_out; /* PUBLISH payload bytes */
+    atomic_ulong sockets;                     /* connections accepted by this worker */
+    atomic_ulong connections;                 /* CONNECTs accepted (CONNACK 0) on this worker */
+    atomic_ulong expired;                     /* sessions ended by their expiry interval */
+    atomic_ulong nsessions;                   /* gauge: sessions in this worker's registry */
+    atomic_ulong dropped[STATS_DROP_N];
+    /* Messages alive (struct msg) counted by the thread that made or freed
+     * them (msg.c): the sum over workers is right, one worker's may be negative. */
+    atomic_llong live_msgs, live_bytes;
+    /* Queue depth histogram (bounds: stats_qdepth_bounds), sampled. */
+    atomic_ulong qd_counts[STATS_HISTO_MAX + 1], qd_sum;
+    unsigned qd_tick; /* owner only */
+};
+
+static inline void stat_add(atomic_ulong *c, unsigned long n) {
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+/* The broker-wide part (load averages, maxima, the store commit histogram). */
+struct stats *stats_new(void);
+void stats_free(struct stats *st);
+/* Advance the load averages: called from one thread (worker 0's tick) about
+ * once a second or more rarely; now_ms is monotonic. Updates when at least
+ * 1 s passed since the last update. */
+void stats_tick(struct broker *b, int64_t now_ms);
+/* One store commit took `seconds` (the store writer's thread). */
+void stats_commit_observe(struct stats *st, double seconds);
+/* Sample a session queue depth at delivery (owning worker only; cheap). */
+void stats_qdepth_sample(struct stats_counters *sc, uint32_t depth);
+/* Count a dropped delivery (owning worker only). */
+struct worker;
+void stats_drop(struct worker *w, enum stats_drop why);
+
+/* The load average arithmetic (exposed for the unit test): one EMA step of
+ * a per-minute rate. `cur` holds [1 min, 5 min, 15 min]; delta events in dt_s seconds. */
+void stats_load_step(double cur[3], double delta, double dt_s);
 
 /* Fill *out (allocates workers/listeners). 0, or -1 out of memory. Any thread. */
 int stats_snapshot(struct broker *b, struct stats_snapshot *out);

@@ -361,7 +361,8 @@ struct sub_tree {
     uint64_t seed;
     struct sub_node *root;
     atomic_size_t count;
-    size_t nodes; /* besides the root; changed under the write lock */
+    atomic_size_t shared_count; /* of count, the shared members */
+    size_t nodes;               /* besides the root; changed under the write lock */
 };
 
 static struct sub_node *node_new(struct sub_node *parent, const char *name, size_t len,
@@ -419,6 +420,7 @@ struct sub_tree *sub_tree_new(sub_avail_fn avail) {
     t->avail = avail;
     t->seed = sub_level_seed();
     atomic_init(&t->count, 0);
+    atomic_init(&t->shared_count, 0);
     return t;
 }
 
@@ -621,8 +623,11 @@ int sub_tree_add(struct sub_tree *t, const char *filter, size_t len, void *owner
         }
         if (r < 0)
             prune(t, n);
-        else if (r == 1)
+        else if (r == 1) {
             atomic_fetch_add_explicit(&t->count, 1, memory_order_relaxed);
+            if (group)
+                atomic_fetch_add_explicit(&t->shared_count, 1, memory_order_relaxed);
+        }
     }
     pthread_rwlock_unlock(&t->lock);
     return r;
@@ -648,8 +653,11 @@ int sub_tree_remove(struct sub_tree *t, const char *filter, size_t len, void *ow
         } else {
             r = set_del(&n->subs, owner);
         }
-        if (r)
+        if (r) {
             atomic_fetch_sub_explicit(&t->count, 1, memory_order_relaxed);
+            if (group)
+                atomic_fetch_sub_explicit(&t->shared_count, 1, memory_order_relaxed);
+        }
         prune(t, n);
     }
     pthread_rwlock_unlock(&t->lock);
@@ -765,6 +773,10 @@ done:
 
 size_t sub_tree_count(struct sub_tree *t) {
     return atomic_load_explicit(&t->count, memory_order_relaxed);
+}
+
+size_t sub_tree_shared_count(struct sub_tree *t) {
+    return atomic_load_explicit(&t->shared_count, memory_order_relaxed);
 }
 
 size_t sub_tree_node_count(struct sub_tree *t) {

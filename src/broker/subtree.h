@@ -79,6 +79,8 @@ void sub_tree_match(struct sub_tree *t, const char *topic, size_t len, sub_match
 
 /* Number of subscriptions (shared members included), for $SYS and metrics. */
 size_t sub_tree_count(struct sub_tree *t);
+/* Of those, the members of shared subscriptions ($share/...). */
+size_t sub_tree_shared_count(struct sub_tree *t);
 /* Number of trie nodes besides the root (0 for an empty tree): tests and debugging. */
 size_t sub_tree_node_count(struct sub_tree *t);
 

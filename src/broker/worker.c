@@ -111,6 +111,8 @@ int conn_send(struct conn *c, const struct mqtt_packet *p) {
     size_t n = mqtt_encode(stack, sizeof(stack), c->version, p);
     if (!n)
         return -1;
+    if (c->state != CS_CLOSING)
+        stat_inc(&c->w->sc.pkts_out);
     if (n <= sizeof(stack))
         return conn_write(c, stack, n);
     if (c->state == CS_CLOSING)
@@ -240,6 +242,7 @@ static int conn_flush(struct conn *c) {
         }
         if (w == 0)
             break;
+        stat_add(&c->w->sc.bytes_out, (unsigned long)w);
         conn_out_consumed(c, (size_t)w);
     }
     if (!conn_plain(c) && stream_flush(c->st) < 0)
@@ -392,6 +395,7 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
             return;
         }
         off += f.total;
+        stat_inc(&c->w->sc.pkts_in);
         c->last_rx = ev_now(c->w->loop);
         struct worker *before = c->w;
         proto_packet(c, &p, raw, f.total);
@@ -524,6 +528,7 @@ static void conn_read_some(struct conn *c) {
             conn_stack_failed(c, true);
             return;
         }
+        stat_add(&w->sc.bytes_in, (unsigned long)r);
         if (c->si.via && !c->via_logged)
             conn_log_via(c);
         if (c->si.upgraded && !c->ws_logged) {
@@ -642,6 +647,9 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             }
             return;
         }
+        stat_inc(&w->sc.sockets);
+        if (ls->accepted)
+            atomic_fetch_add_explicit(ls->accepted, 1, memory_order_relaxed);
         char peer[STREAM_PEER_MAX] = "?";
         if (ss.ss_family == AF_UNIX)
             snprintf(peer, sizeof(peer), "%s", ls->cfg->unix_path ? ls->cfg->unix_path : "unix");
@@ -765,6 +773,8 @@ static void on_inbox(struct ev_loop *loop, void *data) {
             persist_ack_arrived(w, it); /* frees it */
             it = next;
             continue;
+        } else if (it->kind == IT_PUBLISH) {
+            route_internal(w, it->d.m);
         } else {
             adopt(w, it->c);
         }
@@ -829,9 +839,12 @@ static void on_tick(struct ev_loop *loop, void *data) {
     }
     session_timers(w, now);
     tls_tick(w);
-    /* One worker purges expired retained messages (the others only skip them). */
-    if (w->id == 0)
+    /* One worker purges expired retained messages (the others only skip them),
+     * and keeps the load averages and $SYS. */
+    if (w->id == 0) {
         retain_expire(w->b->retain, msg_now_ms());
+        sys_tick(w, now);
+    }
     logtopic_drain(w);
 }
 
@@ -872,8 +885,16 @@ static void worker_close_all(struct worker *w) {
     on_after(w->loop, w);
 }
 
+static _Thread_local struct worker *current_worker;
+
+struct worker *broker_current_worker(void) {
+    return current_worker;
+}
+
 static void *worker_main(void *arg) {
     struct worker *w = arg;
+    current_worker = w;
+    msg_tally_thread(&w->sc.live_msgs, &w->sc.live_bytes);
     ev_run(w->loop);
     worker_close_all(w);
     return NULL;
@@ -928,6 +949,8 @@ void worker_free(struct worker *w) {
         } else if (it->kind == IT_ACK) {
             free(it->abuf);
             session_unref(it->s);
+        } else if (it->kind == IT_PUBLISH) {
+            deliv_clear(&it->d);
         } else {
             struct conn *c = it->c;
             if (c->counted)
@@ -953,6 +976,7 @@ void worker_free(struct worker *w) {
     free(w->pend);
     free(w->subid_scratch);
     security_worker_release(w);
+    sys_free(w);
     ev_loop_free(w->loop);
     pthread_mutex_destroy(&w->inbox_lock);
 }

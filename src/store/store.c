@@ -70,6 +70,8 @@ struct store {
     bool stop;
     store_release_fn release;
     void *release_ctx;
+    store_commit_fn on_commit;
+    void *commit_ctx;
 
     /* STORE_SYNC_ALWAYS: the syncer thread (see writer()). */
     pthread_t syncer;
@@ -345,11 +347,18 @@ static void run_batch(struct store *st, struct store_op *ops) {
         else
             writes = true;
     }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = writes ? commit_ops(st, ops) : 0;
     atomic_fetch_add(&st->ops, n);
     if (writes) {
         if (rc == 0) {
             atomic_fetch_add(&st->commits, 1);
+            if (st->on_commit) {
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                st->on_commit(st->commit_ctx, (double)(t1.tv_sec - t0.tv_sec) +
+                                                  (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+            }
         } else {
             atomic_fetch_add(&st->failed, 1);
             log_error("Error: store commit failed in %s: %s; %zu acknowledgement%s withheld.",
@@ -585,6 +594,11 @@ void store_id_seen(struct store *st, uint64_t seen) {
     uint64_t cur = atomic_load(&st->next_id);
     while (cur <= seen && !atomic_compare_exchange_weak(&st->next_id, &cur, seen + 1))
         ;
+}
+
+void store_set_commit_hook(struct store *st, store_commit_fn fn, void *ctx) {
+    st->on_commit = fn;
+    st->commit_ctx = ctx;
 }
 
 void store_get_stats(struct store *st, struct store_stats *out) {

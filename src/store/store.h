@@ -105,5 +105,9 @@ struct store_stats {
     uint64_t commits, failed, ops, syncs;
 };
 void store_get_stats(struct store *st, struct store_stats *out);
+/* Called on the writer's thread after each successful commit with its duration
+ * (transaction and data sync), for latency statistics. Set before store_start. */
+typedef void (*store_commit_fn)(void *ctx, double seconds);
+void store_set_commit_hook(struct store *st, store_commit_fn fn, void *ctx);
 
 #endif
