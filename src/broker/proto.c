@@ -670,9 +670,10 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         /* MQTT 5 is told (0x87); MQTT 3 has no way to say it: the message
          * is dropped and acknowledged as usual (what Mosquitto does). */
         char u[128];
-        log_notice(
-            "Denied PUBLISH from %s [%s] (user '%s') to '%s': ACL.", s->client_id, c->si.peer,
-            c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>", m->topic);
+        const char *user = c->username ? security_printable(c->username, u, sizeof(u)) : NULL;
+        log_client(LOG_NOTICE, s->client_id, user, c->si.peer,
+                   "Denied PUBLISH from %s [%s] (user '%s') to '%s': ACL.", s->client_id,
+                   c->si.peer, user ? user : "<anonymous>", m->topic);
         msg_unref(m);
         bool v5 = c->version == MQTT_V5;
         uint8_t rc = v5 ? MQTT_RC_NOT_AUTHORIZED : 0;
@@ -800,10 +801,11 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
             bool ok = af && acl_ok(c, af, alen, AUTH_ACL_SUBSCRIBE);
             if (!ok) {
                 char u[128];
-                log_notice(
-                    "Denied SUBSCRIBE from %s [%s] (user '%s') to '%s': ACL.", s->client_id,
-                    c->si.peer,
-                    c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>", f);
+                const char *user =
+                    c->username ? security_printable(c->username, u, sizeof(u)) : NULL;
+                log_client(LOG_NOTICE, s->client_id, user, c->si.peer,
+                           "Denied SUBSCRIBE from %s [%s] (user '%s') to '%s': ACL.", s->client_id,
+                           c->si.peer, user ? user : "<anonymous>", f);
             }
             free(af);
             if (!ok) {
