@@ -8,6 +8,7 @@ run as root, the broker runs in a private mount namespace (unshare -m) where the
 socket is bind-mounted over /dev/log; otherwise the syslog test is skipped.
 """
 
+import fcntl
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -166,12 +168,25 @@ class SyslogSink:
 def syslog_broker(tmp_path):
     """start(config) -> (broker process, SyslogSink) with the broker's /dev/log being
     the sink. See the module's docstring for how."""
-    started = []
+    started, locks = [], []
 
     def start(config):
         port = free_port()
         conf = write(tmp_path / "syslog.conf", f"listener {port} 127.0.0.1\nallow_anonymous true\n"
                                                "log_dest stderr\nlog_dest syslog\n" + config)
+        # One test at a time decides about /dev/log and may own it (pytest -n runs
+        # tests in parallel): whether it exists cannot change under us.
+        lock = open(os.path.join(tempfile.gettempdir(), "hato-test-dev-log.lock"), "w")
+        locks.append(lock)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail("another test held /dev/log for 60 s")
+                time.sleep(0.05)
         if not os.path.exists("/dev/log"):
             try:
                 sink = SyslogSink("/dev/log")
@@ -196,6 +211,8 @@ def syslog_broker(tmp_path):
         rc, _ = p.terminate()
         sink.close()
         assert rc == 0, p.log
+    for lock in locks:
+        lock.close()  # releases the flock
 
 
 @pytest.mark.hato_only("hato's syslog ident and reasons")
