@@ -939,9 +939,28 @@ static void handle_disconnect(struct conn *c, struct mqtt_packet *p) {
     conn_close(c, "client disconnected");
 }
 
+/* log_type debug: every packet received, in Mosquitto's words. */
+static void log_received(const struct conn *c, const struct mqtt_packet *p) {
+    const char *id = c->s ? c->s->client_id : NULL, *who = id ? id : c->si.peer;
+    if (p->type == MQTT_PUBLISH)
+        log_client(LOG_DEBUG, id, NULL, c->si.peer,
+                   "Received PUBLISH from %s (d%d, q%d, r%d, m%u, '%.*s', ... (%u bytes))", who,
+                   p->publish.dup, p->publish.qos, p->publish.retain, p->packet_id,
+                   (int)p->publish.topic.len, (const char *)p->publish.topic.p,
+                   p->publish.payload.len);
+    else if (p->type >= MQTT_PUBACK && p->type <= MQTT_PUBCOMP)
+        log_client(LOG_DEBUG, id, NULL, c->si.peer, "Received %s from %s (Mid: %u, RC:%u)",
+                   mqtt_type_name(p->type), who, p->packet_id, p->reason);
+    else
+        log_client(LOG_DEBUG, id, NULL, c->si.peer, "Received %s from %s", mqtt_type_name(p->type),
+                   who);
+}
+
 void proto_packet(struct conn *c, struct mqtt_packet *p, const uint8_t *raw, size_t rawlen) {
     (void)raw;
     (void)rawlen;
+    if (log_enabled(LOG_DEBUG))
+        log_received(c, p);
     if (p->type == MQTT_CONNECT) {
         handle_connect(c, p);
         return;

@@ -106,7 +106,23 @@ int conn_write_payload(struct conn *c, struct msg *m) {
     return 0;
 }
 
+/* log_type debug: every packet sent (PUBLISH: session.c), in Mosquitto's words. */
+static void conn_log_sending(const struct conn *c, const struct mqtt_packet *p) {
+    const char *id = c->s ? c->s->client_id : NULL, *who = id ? id : c->si.peer;
+    if (p->type == MQTT_CONNACK)
+        log_client(LOG_DEBUG, id, NULL, c->si.peer, "Sending CONNACK to %s (%d, %u)", who,
+                   p->connack.session_present, p->reason);
+    else if (p->type >= MQTT_PUBACK && p->type <= MQTT_PUBCOMP)
+        log_client(LOG_DEBUG, id, NULL, c->si.peer, "Sending %s to %s (m%u, rc%u)",
+                   mqtt_type_name(p->type), who, p->packet_id, p->reason);
+    else
+        log_client(LOG_DEBUG, id, NULL, c->si.peer, "Sending %s to %s", mqtt_type_name(p->type),
+                   who);
+}
+
 int conn_send(struct conn *c, const struct mqtt_packet *p) {
+    if (log_enabled(LOG_DEBUG))
+        conn_log_sending(c, p);
     uint8_t stack[256];
     size_t n = mqtt_encode(stack, sizeof(stack), c->version, p);
     if (!n)

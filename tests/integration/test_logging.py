@@ -26,8 +26,8 @@ import pytest
 from authutil import FAST, mosquitto_passwd, write
 from conftest import HATO_BIN, REFERENCE, LoggedProcess, free_port
 from mqttraw import (CONNACK, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBACK, UNSUBACK, RawClient,
-                     ack, closed_by_broker, connected_client, recv_publish, subscribe,
-                     subscribe_ok, unsubscribe)
+                     PINGRESP, ack, closed_by_broker, connected_client, pingreq, publish_ok,
+                     recv_publish, subscribe, subscribe_ok, unsubscribe)
 from tlspki import TLSClient, pki  # noqa: F401 (pki is a fixture)
 
 WAIT = 10
@@ -304,6 +304,29 @@ def test_log_type_subscribe_and_unsubscribe_lines(broker_factory):
     c.close()
 
 
+def test_log_type_debug_traces_packets_as_mosquitto(broker_factory):
+    """log_type debug: one line per packet received and sent, in Mosquitto's words."""
+    b = broker_factory("log_type debug\nlog_type notice\n")
+    sub = connected_client(b, "subber")
+    subscribe_ok(sub, 1, [("dbg/t", 1)])
+    pub = connected_client(b, "pubber")
+    publish_ok(pub, "dbg/t", b"hello", qos=1, pid=7)
+    got = recv_publish(sub)
+    assert got.payload == b"hello"
+    sub.send(pingreq())
+    sub.expect(PINGRESP)
+    b.wait_log(r"Received SUBSCRIBE from subber$")
+    b.wait_log(r"Sending SUBACK to subber$")
+    b.wait_log(r"Received PUBLISH from pubber \(d0, q1, r0, m7, 'dbg/t', \.\.\. \(5 bytes\)\)$")
+    b.wait_log(r"Sending PUBLISH to subber \(d0, q1, r0, m\d+, 'dbg/t', \.\.\. \(5 bytes\)\)$")
+    b.wait_log(r"Sending PUBACK to pubber \(m7, rc0\)$")
+    b.wait_log(rf"Received PUBACK from subber \(Mid: {got.pid}, RC:0\)$")
+    b.wait_log(r"Received PINGREQ from subber$")
+    b.wait_log(r"Sending PINGRESP to subber$")
+    pub.close()
+    sub.close()
+
+
 @pytest.mark.hato_only("the fixture gives Mosquitto log_type all")
 def test_default_log_types_leave_out_subscriptions(broker_factory):
     b = broker_factory()
@@ -350,6 +373,8 @@ def test_log_dest_topic_publishes_to_sys_broker_log(broker_factory):
     while not ("N" in got and "M/subscribe" in got) and time.monotonic() < deadline:
         p = recv_qos2(watcher)
         text = p.payload.decode()
+        # Debug lines (one per packet, these included) are never published.
+        assert p.topic != "$SYS/broker/log/D", text
         if p.topic == "$SYS/broker/log/N" and "as seen-on-topic" in text:
             got["N"] = (p, text)
         if p.topic == "$SYS/broker/log/M/subscribe" and "sub-on-topic 1 some/filter" in text:
