@@ -166,13 +166,6 @@ int log_reopen(char *err, size_t errlen) {
     return 0;
 }
 
-int log_file_chown(uid_t uid, gid_t gid) {
-    pthread_rwlock_rdlock(&g_lock);
-    int rc = g.file_fd >= 0 ? fchown(g.file_fd, uid, gid) : 0;
-    pthread_rwlock_unlock(&g_lock);
-    return rc;
-}
-
 void log_shutdown(void) {
     pthread_rwlock_wrlock(&g_lock);
     if (g.file_fd >= 0)

@@ -19,7 +19,6 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <sys/types.h>
 
 enum log_level {
     LOG_ERR = 1 << 0,
@@ -67,9 +66,6 @@ int log_configure(const struct log_settings *s, char *err, size_t errlen);
  * 0 (also when there is no file), or -1 with the reason in err: the old
  * descriptor is kept. */
 int log_reopen(char *err, size_t errlen);
-
-/* Give the log file to uid:gid (privilege drop). 0, -1 with errno. */
-int log_file_chown(uid_t uid, gid_t gid);
 
 /* Close the file and syslog, drop the topic queue (exit). */
 void log_shutdown(void);
