@@ -327,6 +327,34 @@ def test_log_type_debug_traces_packets_as_mosquitto(broker_factory):
     sub.close()
 
 
+@pytest.mark.hato_only("runs hato's binary without the fixture (no start-up line to await)")
+def test_log_type_warning_only(tmp_path):
+    """log_type warning: warnings are written, notices (start-up, connections) are not."""
+    pw = tmp_path / "passwd"
+    mosquitto_passwd("-c", "-b", pw, "alice", "right")
+    port = free_port()
+    conf = write(tmp_path / "warn.conf", f"listener {port} 127.0.0.1\npassword_file {pw}\n"
+                                         "log_type warning\n" + FAST)
+    p = LoggedProcess([HATO_BIN, "-c", str(conf)])
+    try:
+        deadline = time.monotonic() + 15
+        while True:  # no line says it is ready: poll the port
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert p.proc.poll() is None and time.monotonic() < deadline, p.log
+                time.sleep(0.05)
+        c = RawClient(port)
+        assert c.connect("w-only", username="alice", password="wrong").reason == 5
+        c.close()
+        p.wait_log(r"^\d+: Client w-only \[127\.0\.0\.1:\d+\] refused: bad user name or password")
+    finally:
+        rc, _ = p.terminate()
+    assert rc == 0
+    assert "running" not in p.log and "New connection" not in p.log, p.log
+
+
 @pytest.mark.hato_only("the fixture gives Mosquitto log_type all")
 def test_default_log_types_leave_out_subscriptions(broker_factory):
     b = broker_factory()
