@@ -953,10 +953,8 @@ static void end_session(void *ctx, void *val) {
     session_unref(s);
 }
 
-void worker_free(struct worker *w) {
-    logtopic_detach(w);
-    /* Undelivered items. */
-    struct item *it = w->inbox_head;
+/* Free a chain of undelivered items. */
+static void items_free(struct item *it) {
     while (it) {
         struct item *n = it->next;
         if (it->kind == IT_DELIVER) {
@@ -976,6 +974,16 @@ void worker_free(struct worker *w) {
         free(it);
         it = n;
     }
+}
+
+void worker_free(struct worker *w) {
+    logtopic_detach(w);
+    /* Undelivered items: the inbox, and what was collected after the last hand-over
+     * (a broker-made message published during the final turn). */
+    items_free(w->inbox_head);
+    w->inbox_head = w->inbox_tail = NULL;
+    for (int i = 0; w->out_head && i < w->b->nworkers; i++)
+        items_free(w->out_head[i]);
     while (w->timed) {
         struct session *s = w->timed;
         w->timed = s->timer_next;
