@@ -324,6 +324,7 @@ int broker_run(struct broker *b) {
         if (sig == SIGINT || sig == SIGTERM)
             break;
         if (sig == SIGHUP) {
+            hato_log_reopen(); /* logrotate's postrotate, even when the new config is bad */
             broker_reload(b);
         } else if (sig == SIGUSR1) {
             unsigned long in = 0, out = 0, dropped = 0;

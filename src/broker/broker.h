@@ -374,8 +374,16 @@ static inline uint64_t output_limit(const struct hato_config *cfg) {
     return cfg->max_output_buffer > 0 ? (uint64_t)cfg->max_output_buffer : (uint64_t)1 << 30;
 }
 
-/* logconf.c */
-void hato_config_apply_logging(const struct hato_config *cfg);
+/* logconf.c: set the log module from the config (start-up, reload); -1
+ * after logging why (the log file cannot be opened: the old settings stay). */
+int hato_config_apply_logging(const struct hato_config *cfg);
+/* SIGHUP: reopen the log file by its name (logrotate); errors are logged. */
+void hato_log_reopen(void);
+
+/* logtopic.c: log_dest topic, drained and published by worker 0. */
+void logtopic_attach(struct worker *w);
+void logtopic_detach(struct worker *w);
+void logtopic_drain(struct worker *w);
 
 /* broker.c */
 int broker_init(struct broker *b, struct hato_config *cfg);

@@ -500,6 +500,7 @@ static const char *const protocols[] = {"mqtt", "websockets", "metrics", NULL};
 static const char *const tls_versions[] = {"tlsv1.3", "tlsv1.2", NULL};
 static const char *const keyforms[] = {"pem", "engine", NULL};
 static const char *const sync_modes[] = {"always", "batch", "none", NULL};
+static const char *const log_formats[] = {"text", "json", NULL};
 
 static int h_listener(struct parser *p, const struct key *k, char *value);
 static int h_port(struct parser *p, const struct key *k, char *value);
@@ -622,6 +623,7 @@ static const struct key keys[] = {
     /* hato's own. */
     G_INT("threads", threads, 0, 256),
     G_ENUM("persistence_sync", persistence_sync, sync_modes),
+    G_ENUM("log_format", log_format, log_formats),
     G_INT("max_subscriptions_per_client", max_subscriptions_per_client, 0, INT_MAX),
     G_INT("connect_timeout", connect_timeout, 1, 3600),
     G_INT("auth_fail_delay", auth_fail_delay, 0, 60000),
@@ -1025,6 +1027,12 @@ static int h_log_dest(struct parser *p, const struct key *k, char *value) {
               : strcmp(w, "dlt") == 0    ? HATO_LOG_DEST_DLT
                                          : 0;
     }
+    /* Mosquitto's dlt is GENIVI's Diagnostic Log and Trace daemon, only in
+     * builds made WITH_DLT; hato has no DLT client. Refused rather than
+     * accepted: a config whose only destination it is would log nothing. */
+    if (bit == HATO_LOG_DEST_DLT)
+        return fail(p, "log_dest: dlt (GENIVI Diagnostic Log and Trace) is not supported by hato; "
+                       "use syslog, file or stderr");
     /* The first log_dest replaces the default (stderr); "none" clears. */
     if (!cfg->log_dest_set)
         cfg->log_dest = 0;

@@ -191,6 +191,7 @@ struct hato_config {
     bool log_timestamp;         /* true */
     char *log_timestamp_format; /* strftime format, NULL = seconds since epoch */
     bool connection_messages;   /* true */
+    int log_format;             /* hato: 0 = text (Mosquitto's), 1 = json lines */
     int websockets_log_level; /* stored (libwebsockets' log mask in Mosquitto; see configuration.md)
                                */
     int websockets_headers_size; /* largest WebSocket/HTTP request head, 0 = 4096; 0..65535 */

@@ -1,15 +1,12 @@
 /* Apply the logging directives of the config to the log module. */
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <errno.h>
 
 #include "base/log.h"
+#include "broker/broker.h"
 #include "broker/config.h"
 
-void hato_config_apply_logging(const struct hato_config *cfg);
-
-void hato_config_apply_logging(const struct hato_config *cfg) {
+int hato_config_apply_logging(const struct hato_config *cfg) {
     static const struct {
         unsigned cfg, log;
     } map[] = {
@@ -21,30 +18,38 @@ void hato_config_apply_logging(const struct hato_config *cfg) {
         {HATO_LOG_UNSUBSCRIBE, LOG_UNSUBSCRIBE},
         {HATO_LOG_DEBUG, LOG_DEBUG},
         {HATO_LOG_WEBSOCKETS, LOG_WEBSOCKETS},
+        {HATO_LOG_INTERNAL, LOG_INTERNAL},
     };
-    unsigned mask = 0;
+    struct log_settings s;
+    log_settings_default(&s);
+    s.mask = 0;
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
         if (cfg->log_type & map[i].cfg)
-            mask |= map[i].log;
+            s.mask |= map[i].log;
     /* Mosquitto's websockets_log_level is libwebsockets' debug mask; hato
      * has no libwebsockets, and any level turns on its WebSocket messages. */
     if (cfg->websockets_log_level > 0)
-        mask |= LOG_WEBSOCKETS;
-    log_set_mask(mask);
-    log_set_timestamps(cfg->log_timestamp);
-    if (cfg->log_dest & HATO_LOG_DEST_STDERR)
-        log_set_fd(2);
-    else if (cfg->log_dest & HATO_LOG_DEST_STDOUT)
-        log_set_fd(1);
-    else if ((cfg->log_dest & HATO_LOG_DEST_FILE) && cfg->log_file) {
-        int fd = open(cfg->log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-        if (fd < 0)
-            log_error("Error: cannot open log file %s: %s", cfg->log_file, strerror(errno));
-        else
-            log_set_fd(fd);
-    } else if (cfg->log_dest & HATO_LOG_DEST_SYSLOG) {
-        log_set_fd(2); /* syslog output is not implemented yet: stderr (journald) */
-    } else {
-        log_set_fd(-1);
+        s.mask |= LOG_WEBSOCKETS;
+    s.to_stderr = cfg->log_dest & HATO_LOG_DEST_STDERR;
+    s.to_stdout = cfg->log_dest & HATO_LOG_DEST_STDOUT;
+    s.to_syslog = cfg->log_dest & HATO_LOG_DEST_SYSLOG;
+    s.to_topic = cfg->log_dest & HATO_LOG_DEST_TOPIC;
+    s.file = (cfg->log_dest & HATO_LOG_DEST_FILE) ? cfg->log_file : NULL;
+    s.syslog_facility = cfg->log_facility;
+    s.timestamps = cfg->log_timestamp;
+    s.timestamp_format = cfg->log_timestamp_format;
+    s.format = cfg->log_format == 1 ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT;
+    s.connection_messages = cfg->connection_messages;
+    char err[512];
+    if (log_configure(&s, err, sizeof(err)) < 0) {
+        log_error("Error: %s.", err);
+        return -1;
     }
+    return 0;
+}
+
+void hato_log_reopen(void) {
+    char err[512];
+    if (log_reopen(err, sizeof(err)) < 0)
+        log_error("Error: %s; logging to the old file.", err);
 }

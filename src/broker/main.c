@@ -116,7 +116,10 @@ int main(int argc, char **argv) {
         return 0;
     }
     privdrop_survey(&cfg); /* before the log file and the store are created */
-    hato_config_apply_logging(&cfg);
+    if (hato_config_apply_logging(&cfg) < 0) {
+        hato_config_free(&cfg);
+        return 1;
+    }
     for (size_t i = 0; i < cfg.n_warnings; i++)
         log_warn("Warning: %s", cfg.warnings[i]);
     if (verbose)
@@ -157,5 +160,6 @@ int main(int argc, char **argv) {
     if (cfg.pid_file)
         unlink(cfg.pid_file);
     hato_config_free(&cfg);
+    log_shutdown();
     return rc;
 }

@@ -75,14 +75,18 @@ static bool w_has_acl(struct conn *c) {
  * (proto_refuse_due), so the thread never waits.
  */
 static void refuse_login(struct conn *c, const char *id, size_t idlen, uint8_t v3, uint8_t v5,
-                         const char *why) {
+                         const char *why, const char *detail) {
     char u[128], i[128], idz[128];
     snprintf(idz, sizeof(idz), "%.*s", (int)idlen, id);
     int64_t delay = security_fail_delay(c->w->b, c->si.peer);
-    log_notice("Client %s [%s] refused: %s (user '%s'); answered after %lld ms.",
-               security_printable(idz, i, sizeof(i)), c->si.peer, why,
-               c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>",
-               (long long)delay);
+    const char *user = c->username ? security_printable(c->username, u, sizeof(u)) : NULL;
+    const char *cid = security_printable(idz, i, sizeof(i));
+    /* A warning, whatever connection_messages says: the line to grep for
+     * intrusions ("refused:"), with the precise reason after the user. */
+    log_client(LOG_WARNING, cid, user, c->si.peer,
+               "Client %s [%s] refused: %s (user '%s')%s%s; answered after %lld ms.", cid,
+               c->si.peer, why, user ? user : "<anonymous>", detail ? ", " : "",
+               detail ? detail : "", (long long)delay);
     if (delay <= 0) {
         connack_fail(c, v3, v5, why);
         return;
@@ -248,8 +252,11 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     }
     if ((hato_listener_wants_tls(tl) || tl->enable_proxy_protocol == 2) && by_identity &&
         !c->username_from_tls) {
-        log_notice("Client %.*s [%s] refused: no TLS identity for the user name.", (int)idlen, id,
-                   c->si.peer);
+        char idz[128], i[128];
+        snprintf(idz, sizeof(idz), "%.*s", (int)idlen, id);
+        const char *cid = security_printable(idz, i, sizeof(i));
+        log_client(LOG_WARNING, cid, NULL, c->si.peer,
+                   "Client %s [%s] refused: no TLS identity for the user name.", cid, c->si.peer);
         connack_fail(c, MQTT_CONNACK_BAD_CREDENTIALS, MQTT_RC_BAD_USERNAME_OR_PASSWORD,
                      "no TLS client identity");
         return;
@@ -267,19 +274,22 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     if (c->username && !c->username_from_tls && c->auth_done == AUTH_DONE_NONE &&
         security_fail_pending(c->w->b, c->si.peer)) {
         refuse_login(c, id, idlen, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_USERNAME_OR_PASSWORD,
-                     "address held back after failed logins");
+                     "address held back after failed logins", NULL);
         return;
     }
-    switch (security_authenticate(c, p)) {
+    enum sec_auth auth = security_authenticate(c, p);
+    switch (auth) {
     case SEC_AUTH_OK:
         break;
     case SEC_AUTH_BAD_CREDENTIALS:
+    case SEC_AUTH_UNKNOWN_USER:
+    case SEC_AUTH_NO_PASSWORD:
         refuse_login(c, id, idlen, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_USERNAME_OR_PASSWORD,
-                     "bad user name or password");
+                     "bad user name or password", security_auth_reason(auth));
         return;
     case SEC_AUTH_NOT_AUTHORISED:
         refuse_login(c, id, idlen, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
-                     "not authorised");
+                     "not authorised", security_auth_reason(auth));
         return;
     case SEC_AUTH_PENDING: {
         /* Parked: the pool's verdict runs this CONNECT again (authpool.h). */
@@ -348,8 +358,13 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         if (acl && !allowed) {
             char idz[128], i[128];
             snprintf(idz, sizeof(idz), "%.*s", (int)idlen, id);
-            log_notice("Client %s [%s] refused: will topic '%s' not writable by the ACL.",
-                       security_printable(idz, i, sizeof(i)), c->si.peer, will->topic);
+            char u[128];
+            const char *cid = security_printable(idz, i, sizeof(i));
+            const char *user = c->username ? security_printable(c->username, u, sizeof(u)) : NULL;
+            log_client(LOG_WARNING, cid, user, c->si.peer,
+                       "Client %s [%s] refused: not authorised (user '%s'), will topic '%s' not "
+                       "writable by the ACL.",
+                       cid, c->si.peer, user ? user : "<anonymous>", will->topic);
             msg_unref(will);
             connack_fail(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
                          "will topic not authorised");
@@ -362,7 +377,8 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     struct session *s = strmap_get(&w->sessions, id, idlen);
     if (s && s->conn) {
         struct conn *old = s->conn;
-        log_notice("Client %s already connected, closing old connection.", s->client_id);
+        log_client(LOG_NOTICE | LOG_CONN, s->client_id, old->username, old->si.peer,
+                   "Client %s already connected, closing old connection.", s->client_id);
         if (old->version == MQTT_V5) {
             struct mqtt_packet d = {.type = MQTT_DISCONNECT, .reason = MQTT_RC_SESSION_TAKEN_OVER};
             conn_send(old, &d); /* MQTT-3.1.4-3 */
@@ -474,7 +490,8 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     } else {
         conn_send(c, &ack);
     }
-    log_notice("New client connected from %s as %s (p%d, c%d, k%d%s%s%s).", c->si.peer,
+    log_client(LOG_NOTICE | LOG_CONN, s->client_id, c->username, c->si.peer,
+               "New client connected from %s as %s (p%d, c%d, k%d%s%s%s).", c->si.peer,
                s->client_id,
                c->version == MQTT_V31    ? 1
                : c->version == MQTT_V311 ? 2
@@ -670,9 +687,10 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         /* MQTT 5 is told (0x87); MQTT 3 has no way to say it: the message
          * is dropped and acknowledged as usual (what Mosquitto does). */
         char u[128];
-        log_notice(
-            "Denied PUBLISH from %s [%s] (user '%s') to '%s': ACL.", s->client_id, c->si.peer,
-            c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>", m->topic);
+        const char *user = c->username ? security_printable(c->username, u, sizeof(u)) : NULL;
+        log_client(LOG_NOTICE, s->client_id, user, c->si.peer,
+                   "Denied PUBLISH from %s [%s] (user '%s') to '%s': ACL.", s->client_id,
+                   c->si.peer, user ? user : "<anonymous>", m->topic);
         msg_unref(m);
         bool v5 = c->version == MQTT_V5;
         uint8_t rc = v5 ? MQTT_RC_NOT_AUTHORIZED : 0;
@@ -800,10 +818,11 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
             bool ok = af && acl_ok(c, af, alen, AUTH_ACL_SUBSCRIBE);
             if (!ok) {
                 char u[128];
-                log_notice(
-                    "Denied SUBSCRIBE from %s [%s] (user '%s') to '%s': ACL.", s->client_id,
-                    c->si.peer,
-                    c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>", f);
+                const char *user =
+                    c->username ? security_printable(c->username, u, sizeof(u)) : NULL;
+                log_client(LOG_NOTICE, s->client_id, user, c->si.peer,
+                           "Denied SUBSCRIBE from %s [%s] (user '%s') to '%s': ACL.", s->client_id,
+                           c->si.peer, user ? user : "<anonymous>", f);
             }
             free(af);
             if (!ok) {
@@ -832,7 +851,9 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
             rc[i++] = v5 ? MQTT_RC_UNSPECIFIED : 0x80;
             continue;
         }
-        log_msg(LOG_SUBSCRIBE, "%s %d %s", s->client_id, o.qos, f);
+        /* Mosquitto's line: "CLIENT QOS FILTER". */
+        log_client(LOG_SUBSCRIBE, s->client_id, c->username, c->si.peer, "%s %d %s", s->client_id,
+                   o.qos, f);
         rc[i] = o.qos;
         /* Retained messages: never for shared subscriptions; retain
          * handling 1 only for a new subscription, 2 never (MQTT-3.3.1-9..11). */
@@ -900,7 +921,8 @@ static void handle_unsubscribe(struct conn *c, struct mqtt_packet *p) {
         char *full = full_filter(c, &f, &flen, &shared, &inner);
         int r = full ? session_sub_remove(s, full, flen) : 0;
         if (full)
-            log_msg(LOG_UNSUBSCRIBE, "%s %s", s->client_id, full);
+            log_client(LOG_UNSUBSCRIBE, s->client_id, c->username, c->si.peer, "%s %s",
+                       s->client_id, full);
         free(full);
         rc[i++] = r == 1 ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
     }
@@ -934,9 +956,28 @@ static void handle_disconnect(struct conn *c, struct mqtt_packet *p) {
     conn_close(c, "client disconnected");
 }
 
+/* log_type debug: every packet received, in Mosquitto's words. */
+static void log_received(const struct conn *c, const struct mqtt_packet *p) {
+    const char *id = c->s ? c->s->client_id : NULL, *who = id ? id : c->si.peer;
+    if (p->type == MQTT_PUBLISH)
+        log_client(LOG_DEBUG, id, NULL, c->si.peer,
+                   "Received PUBLISH from %s (d%d, q%d, r%d, m%u, '%.*s', ... (%u bytes))", who,
+                   p->publish.dup, p->publish.qos, p->publish.retain, p->packet_id,
+                   (int)p->publish.topic.len, (const char *)p->publish.topic.p,
+                   p->publish.payload.len);
+    else if (p->type >= MQTT_PUBACK && p->type <= MQTT_PUBCOMP)
+        log_client(LOG_DEBUG, id, NULL, c->si.peer, "Received %s from %s (Mid: %u, RC:%u)",
+                   mqtt_type_name(p->type), who, p->packet_id, p->reason);
+    else
+        log_client(LOG_DEBUG, id, NULL, c->si.peer, "Received %s from %s", mqtt_type_name(p->type),
+                   who);
+}
+
 void proto_packet(struct conn *c, struct mqtt_packet *p, const uint8_t *raw, size_t rawlen) {
     (void)raw;
     (void)rawlen;
+    if (log_enabled(LOG_DEBUG))
+        log_received(c, p);
     if (p->type == MQTT_CONNECT) {
         handle_connect(c, p);
         return;

@@ -270,9 +270,10 @@ static void recheck_clients(struct worker *w) {
         if (!sc || !sc->pw || auth_passwd_has_user(sc->pw, c->username, strlen(c->username)))
             continue;
         char u[128];
-        log_notice("Client %s [%s] user '%s' is no longer in the password file: disconnecting.",
-                   c->s ? c->s->client_id : "?", c->si.peer,
-                   security_printable(c->username, u, sizeof(u)));
+        const char *user = security_printable(c->username, u, sizeof(u));
+        log_client(LOG_NOTICE, c->s ? c->s->client_id : NULL, user, c->si.peer,
+                   "Client %s [%s] user '%s' is no longer in the password file: disconnecting.",
+                   c->s ? c->s->client_id : "?", c->si.peer, user);
         proto_fail(c, MQTT_RC_NOT_AUTHORIZED, "user removed from the password file");
     }
 }
@@ -324,14 +325,21 @@ enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p)
         return SEC_AUTH_OK; /* the certificate (or PSK identity) is the credential */
     const struct sec_scope *sc = w->sec ? scope_of(w->sec, w->b->cfg, l) : NULL;
     if (c->username && sc && sc->pw) {
+        /* Known or not, a password is verified (against a dummy hash for
+         * an unknown user): the time taken tells nothing. The difference
+         * is for the log only. */
+        size_t ulen = strlen(c->username);
+        bool known = auth_passwd_has_user(sc->pw, c->username, ulen);
         if (!p->connect.has_password)
-            return SEC_AUTH_BAD_CREDENTIALS;
+            return known ? SEC_AUTH_NO_PASSWORD : SEC_AUTH_UNKNOWN_USER;
         /* The verdict of the pool, when it was reached with the files in use
          * now (a reload meanwhile: checked again). */
         uint8_t done = c->auth_done;
         c->auth_done = AUTH_DONE_NONE;
         if (done != AUTH_DONE_NONE && c->auth_gen == w->sec_gen)
-            return done == AUTH_DONE_OK ? SEC_AUTH_OK : SEC_AUTH_BAD_CREDENTIALS;
+            return done == AUTH_DONE_OK ? SEC_AUTH_OK
+                   : known              ? SEC_AUTH_BAD_CREDENTIALS
+                                        : SEC_AUTH_UNKNOWN_USER;
         /* Known and unknown users alike go to the pool (an unknown one is
          * checked against a dummy hash there): the answer takes as long. */
         struct job_hold *h = calloc(1, sizeof(*h));
@@ -345,9 +353,8 @@ enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p)
         }
         h->snap = w->sec;
         atomic_fetch_add(&h->snap->refs, 1);
-        if (authpool_submit(c, sc->pw, c->username, strlen(c->username),
-                            (const char *)p->connect.password.p, p->connect.password.len,
-                            job_release, h) < 0) {
+        if (authpool_submit(c, sc->pw, c->username, ulen, (const char *)p->connect.password.p,
+                            p->connect.password.len, job_release, h) < 0) {
             job_release(h);
             return SEC_AUTH_BUSY;
         }
@@ -364,6 +371,25 @@ bool security_check_password(struct worker *w, const struct hato_listener *l, co
     security_worker_adopt(w);
     const struct sec_scope *sc = w->sec ? scope_of(w->sec, w->b->cfg, l) : NULL;
     return sc && sc->pw && auth_passwd_check(sc->pw, user, ulen, password, plen);
+}
+
+const char *security_auth_reason(enum sec_auth r) {
+    switch (r) {
+    case SEC_AUTH_BAD_CREDENTIALS:
+        return "wrong password";
+    case SEC_AUTH_UNKNOWN_USER:
+        return "unknown user";
+    case SEC_AUTH_NO_PASSWORD:
+        return "no password given";
+    case SEC_AUTH_NOT_AUTHORISED:
+        return "anonymous clients not allowed";
+    case SEC_AUTH_BUSY:
+        return "too many password checks waiting";
+    case SEC_AUTH_OK:
+    case SEC_AUTH_PENDING:
+        break;
+    }
+    return NULL;
 }
 
 bool security_acl(struct worker *w, const struct hato_listener *l, const char *user,

@@ -65,11 +65,18 @@ void security_worker_release(struct worker *w);
 
 enum sec_auth {
     SEC_AUTH_OK = 0,
-    SEC_AUTH_BAD_CREDENTIALS, /* wrong or missing password, unknown user */
+    SEC_AUTH_BAD_CREDENTIALS, /* wrong password */
     SEC_AUTH_NOT_AUTHORISED,  /* anonymous (or unverifiable) and not allowed */
     SEC_AUTH_PENDING,         /* the password is being checked: the connection is parked */
     SEC_AUTH_BUSY,            /* a check is needed but the pool's queue is full */
+    SEC_AUTH_UNKNOWN_USER,    /* user name not in the password file */
+    SEC_AUTH_NO_PASSWORD,     /* user name without a password */
 };
+
+/* The reason of a refusal for the log ("wrong password", "unknown user",
+ * ...); NULL for SEC_AUTH_OK. The client is only told "bad user name or
+ * password" or "not authorised". */
+const char *security_auth_reason(enum sec_auth r);
 
 /* Authenticate a CONNECT on its owning worker. c->username is already set
  * (from CONNECT or TLS). A password is never verified here: the check goes

@@ -395,6 +395,10 @@ static int send_publish(struct session *s, const struct deliv *d, bool dup) {
             tlen -= ml;
         }
     }
+    if (log_enabled(LOG_DEBUG)) /* log_type debug, Mosquitto's words */
+        log_client(LOG_DEBUG, s->client_id, NULL, c->si.peer,
+                   "Sending PUBLISH to %s (d%d, q%d, r%d, m%u, '%.*s', ... (%u bytes))",
+                   s->client_id, dup, d->qos, d->retain, d->pid, (int)tlen, topic, m->payload_len);
     if (c->version != MQTT_V5 || (!m->props.present && !m->expiry_at && !d->nsub)) {
         int r = send_publish_plain(c, d, dup, topic, tlen);
         if (r != 2) {

@@ -109,7 +109,23 @@ int conn_write_payload(struct conn *c, struct msg *m) {
     return 0;
 }
 
+/* log_type debug: every packet sent (PUBLISH: session.c), in Mosquitto's words. */
+static void conn_log_sending(const struct conn *c, const struct mqtt_packet *p) {
+    const char *id = c->s ? c->s->client_id : NULL, *who = id ? id : c->si.peer;
+    if (p->type == MQTT_CONNACK)
+        log_client(LOG_DEBUG, id, NULL, c->si.peer, "Sending CONNACK to %s (%d, %u)", who,
+                   p->connack.session_present, p->reason);
+    else if (p->type >= MQTT_PUBACK && p->type <= MQTT_PUBCOMP)
+        log_client(LOG_DEBUG, id, NULL, c->si.peer, "Sending %s to %s (m%u, rc%u)",
+                   mqtt_type_name(p->type), who, p->packet_id, p->reason);
+    else
+        log_client(LOG_DEBUG, id, NULL, c->si.peer, "Sending %s to %s", mqtt_type_name(p->type),
+                   who);
+}
+
 int conn_send(struct conn *c, const struct mqtt_packet *p) {
+    if (log_enabled(LOG_DEBUG))
+        conn_log_sending(c, p);
     uint8_t stack[256];
     size_t n = mqtt_encode(stack, sizeof(stack), c->version, p);
     if (!n)
@@ -309,10 +325,11 @@ void conn_close(struct conn *c, const char *why) {
     if (c->s) {
         const char *id = c->s->client_id;
         char u[128];
+        const char *user = c->username ? security_printable(c->username, u, sizeof(u)) : NULL;
         if (why)
-            log_notice("Client %s [%s] (user '%s') disconnected: %s.", id, c->si.peer,
-                       c->username ? security_printable(c->username, u, sizeof(u)) : "<anonymous>",
-                       why);
+            log_client(LOG_NOTICE | LOG_CONN, id, user, c->si.peer,
+                       "Client %s [%s] (user '%s') disconnected: %s.", id, c->si.peer,
+                       user ? user : "<anonymous>", why);
         struct session *s = c->s;
         c->s = NULL;
         s->conn = NULL;
@@ -320,7 +337,8 @@ void conn_close(struct conn *c, const char *why) {
         atomic_fetch_sub(&w->nclients, 1);
         session_detach(s, c->will_pending);
     } else if (why) {
-        log_notice("Connection from %s closed: %s.", c->si.peer, why);
+        log_client(LOG_NOTICE | LOG_CONN, NULL, NULL, c->si.peer, "Connection from %s closed: %s.",
+                   c->si.peer, why);
     }
     /* Last words (a DISCONNECT) go out before the close, then the layers'
      * own (TLS close_notify, WebSocket close frame), never waiting. */
@@ -479,7 +497,9 @@ static const char *stream_why(const struct conn *c, const char *dflt) {
 static void conn_stack_failed(struct conn *c, bool eof) {
     struct stream *tls = stream_find(c->st, &tls_stream_ops);
     if (tls && !c->si.tls_done) {
-        log_notice("TLS handshake failed with client %s on port %d: %s", c->si.peer, c->lcfg->port,
+        /* A warning: a refused certificate is a failed login. */
+        log_client(LOG_WARNING, NULL, NULL, c->si.peer,
+                   "TLS handshake failed with client %s on port %d: %s", c->si.peer, c->lcfg->port,
                    stream_why(c, "connection closed by the client during the handshake"));
         conn_close(c, NULL);
         return;
@@ -494,7 +514,8 @@ static void conn_stack_failed(struct conn *c, bool eof) {
 /* A PROXY header or a trusted X-Forwarded-For gave the client's address. */
 static void conn_log_via(struct conn *c) {
     c->via_logged = true;
-    log_notice("Connection from %s is client %s (address from the %s).", c->si.via, c->si.peer,
+    log_client(LOG_NOTICE | LOG_CONN, NULL, NULL, c->si.peer,
+               "Connection from %s is client %s (address from the %s).", c->si.via, c->si.peer,
                stream_find(c->st, &proxy_stream_ops) ? "PROXY header" : "X-Forwarded-For header");
 }
 
@@ -669,7 +690,8 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
         int n = atomic_fetch_add(ls->nconns, 1) + 1;
         if (lcfg->max_connections >= 0 && n > lcfg->max_connections) {
             atomic_fetch_sub(ls->nconns, 1);
-            log_notice("Refused connection from %s: max_connections (%d) reached.", peer,
+            log_client(LOG_NOTICE, NULL, NULL, peer,
+                       "Refused connection from %s: max_connections (%d) reached.", peer,
                        lcfg->max_connections);
             close(fd);
             continue;
@@ -706,7 +728,8 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
         if (ls->metrics)
             log_debug("New metrics connection from %s on port %d.", peer, lcfg->port);
         else
-            log_notice("New connection from %s on port %d.", peer, lcfg->port);
+            log_client(LOG_NOTICE | LOG_CONN, NULL, NULL, peer,
+                       "New connection from %s on port %d.", peer, lcfg->port);
     }
 }
 
@@ -810,6 +833,7 @@ static void on_inbox(struct ev_loop *loop, void *data) {
         free(it);
         it = next;
     }
+    logtopic_drain(w); /* log_dest topic: worker 0 is woken for it */
     if (atomic_load(&w->b->stopping))
         ev_stop(w->loop);
 }
@@ -876,6 +900,7 @@ static void on_tick(struct ev_loop *loop, void *data) {
         retain_expire(w->b->retain, msg_now_ms());
         sys_tick(w, now);
     }
+    logtopic_drain(w);
 }
 
 static void on_after(struct ev_loop *loop, void *data) {
@@ -948,6 +973,7 @@ int worker_init(struct worker *w, struct broker *b, int id) {
     ev_set_tick(w->loop, 250, on_tick, w);
     atomic_store(&w->last_tick_ms, ev_clock_ms()); /* the watchdog's grace until the first tick */
     security_worker_update(w);                     /* the snapshot loaded at start-up */
+    logtopic_attach(w);
     return 0;
 }
 
@@ -993,6 +1019,7 @@ static void items_free(struct item *it) {
 }
 
 void worker_free(struct worker *w) {
+    logtopic_detach(w);
     /* Undelivered items: the inbox, and what was collected after the last hand-over
      * (a broker-made message published during the final turn). */
     items_free(w->inbox_head);

@@ -126,9 +126,17 @@ static void test_login_decisions(void **st) {
     env_start(&e, "password_file %s\nacl_file %s\n");
     assert_int_equal(login(&e, 0, "alice", "apw", false), SEC_AUTH_OK);
     assert_int_equal(login(&e, 0, "alice", "bad", false), SEC_AUTH_BAD_CREDENTIALS);
-    assert_int_equal(login(&e, 0, "alice", NULL, false), SEC_AUTH_BAD_CREDENTIALS);
-    assert_int_equal(login(&e, 0, "bob", "apw", false), SEC_AUTH_BAD_CREDENTIALS);
+    assert_int_equal(login(&e, 0, "alice", NULL, false), SEC_AUTH_NO_PASSWORD);
+    assert_int_equal(login(&e, 0, "bob", "apw", false), SEC_AUTH_UNKNOWN_USER);
+    assert_int_equal(login(&e, 0, "bob", NULL, false), SEC_AUTH_UNKNOWN_USER);
     assert_int_equal(login(&e, 0, NULL, NULL, false), SEC_AUTH_NOT_AUTHORISED);
+    /* The log's reasons (the client is told less). */
+    assert_string_equal(security_auth_reason(SEC_AUTH_BAD_CREDENTIALS), "wrong password");
+    assert_string_equal(security_auth_reason(SEC_AUTH_UNKNOWN_USER), "unknown user");
+    assert_string_equal(security_auth_reason(SEC_AUTH_NO_PASSWORD), "no password given");
+    assert_string_equal(security_auth_reason(SEC_AUTH_NOT_AUTHORISED),
+                        "anonymous clients not allowed");
+    assert_null(security_auth_reason(SEC_AUTH_OK));
     /* A user name from the TLS layer (use_identity_as_username) needs no password. */
     assert_int_equal(login(&e, 0, "CN-device-7", NULL, true), SEC_AUTH_OK);
     env_stop(&e);

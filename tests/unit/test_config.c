@@ -548,6 +548,9 @@ static void test_logging(void **state) {
     assert_int_equal(c.log_type, HATO_LOG_ERR | HATO_LOG_WARNING | HATO_LOG_SUBSCRIBE);
     hato_config_free(&c);
 
+    parse_ok(&c, "log_format json\n");
+    assert_int_equal(c.log_format, 1);
+    hato_config_free(&c);
     parse_ok(&c, "log_dest topic\nlog_dest none\nlog_type all\n");
     assert_int_equal(c.log_dest, 0);
     assert_int_equal(c.log_type, HATO_LOG_ALL);
@@ -566,6 +569,11 @@ static void test_logging(void **state) {
                  "hato.conf:1: log_dest: file needs a path (log_dest file /var/log/hato.log)");
     expect_error("log_dest printer\n", "hato.conf:1: log_dest: expected one of stderr, stdout, "
                                        "syslog, topic, file, dlt, none, got 'printer'");
+    expect_error("log_dest dlt\n",
+                 "hato.conf:1: log_dest: dlt (GENIVI Diagnostic Log and Trace) is not supported by "
+                 "hato; use syslog, file or stderr");
+    expect_error("log_format yaml\n", "hato.conf:1: log_format: expected one of text, json, got "
+                                      "'yaml'");
     expect_error("log_type loud\n",
                  "hato.conf:1: log_type: expected one of error, warning, notice, information, "
                  "subscribe, unsubscribe, websockets, debug, internal, all, none, got 'loud'");
