@@ -148,7 +148,7 @@ static void test_verdict_for_closed_connection(void **st) {
     (void)st;
     struct env e;
     env_start(&e, "password_file %s\n");
-    struct conn c = {.w = &e.w, .ls = &e.ls[0], .username = strdup("alice")};
+    struct conn c = {.w = &e.w, .ls = &e.ls[0], .lcfg = e.ls[0].cfg, .username = strdup("alice")};
     struct mqtt_packet p = {.type = MQTT_CONNECT};
     p.connect.has_password = true;
     p.connect.password = (struct mqtt_str){(const uint8_t *)"apw", 3};
