@@ -898,4 +898,10 @@ void store_get_stats(struct store *st, struct store_stats *out) {
     memset(out, 0, sizeof *out);
 }
 
+void store_set_commit_hook(struct store *st, store_commit_fn fn, void *ctx) {
+    (void)st;
+    (void)fn;
+    (void)ctx;
+}
+
 #endif /* HATO_WITH_PERSISTENCE */
