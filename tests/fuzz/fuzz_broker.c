@@ -107,6 +107,7 @@ static void open_conn(struct rig *r) {
     tcp_stream_init(&c->tcp, sv[0], &c->si);
     c->st = &c->tcp;
     c->ls = &r->ls;
+    c->lcfg = r->ls.cfg; /* as on_accept: the settings it was accepted with */
     c->state = CS_NEW;
     c->last_rx = ev_now(r->w[0].loop);
     strcpy(c->si.peer, "fuzz");
