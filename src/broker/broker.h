@@ -200,7 +200,8 @@ struct conn {
     /* Failed login waiting for its slowdown delay (security.c): monotonic
      * ms at which the refusing CONNACK goes out, 0 = none. */
     int64_t refuse_at;
-    char *assigned_id; /* client id we assigned (empty id in CONNECT) */
+    char *assigned_id;   /* client id we assigned (empty id in CONNECT) */
+    bool id_is_username; /* assigned_id is the user name (use_username_as_clientid) */
     /* Password check in the pool (authpool.h): parked while auth_id is not 0
      * (on w->parked through auth_next); then auth_done holds the verdict for
      * the CONNECT's second run, valid for the security generation auth_gen. */

@@ -158,7 +158,32 @@ static void handle_connect(struct conn *c, struct mqtt_packet *p) {
     c->version = p->connect.version;
     const uint8_t *id = p->connect.client_id.p;
     size_t idlen = p->connect.client_id.len;
-    if (idlen == 0) {
+    const struct hato_listener *l = lcfg(c);
+    if (l->use_username_as_clientid && !c->assigned_id) {
+        /* Mosquitto's use_username_as_clientid: the user name (from CONNECT,
+         * or the TLS identity where that is the name) is the client id, so
+         * one user has one session; no user name, no connection. */
+        bool by_identity = l->use_identity_as_username || l->use_subject_as_username;
+        const char *tls_name = by_identity ? c->si.identity : NULL;
+        if (tls_name)
+            c->assigned_id = strdup(tls_name);
+        else if (p->connect.has_username && !by_identity)
+            c->assigned_id = strndup((const char *)p->connect.username.p, p->connect.username.len);
+        else {
+            connack_fail(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
+                         "use_username_as_clientid and no user name");
+            return;
+        }
+        if (!c->assigned_id) {
+            conn_close(c, "out of memory");
+            return;
+        }
+        c->id_is_username = true;
+    }
+    if (c->assigned_id) {
+        id = (const uint8_t *)c->assigned_id;
+        idlen = strlen(c->assigned_id);
+    } else if (idlen == 0) {
         if (!c->assigned_id) {
             bool ok = lcfg(c)->allow_zero_length_clientid > 0 &&
                       (c->version == MQTT_V5 || (c->version == MQTT_V311 && p->connect.clean));
@@ -227,7 +252,7 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
                      "client id does not start with clientid_prefixes");
         return;
     }
-    if (c->version == MQTT_V31 && idlen > 23) {
+    if (c->version == MQTT_V31 && idlen > 23 && !c->id_is_username) {
         connack_fail(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_NOT_VALID,
                      "MQTT 3.1 client id longer than 23 bytes");
         return;
@@ -461,7 +486,7 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
             ap->present |= PROP(MAXIMUM_PACKET_SIZE);
             ap->maximum_packet_size = cfg->max_packet_size;
         }
-        if (c->assigned_id) {
+        if (c->assigned_id && !c->id_is_username) {
             ap->present |= PROP(ASSIGNED_CLIENT_ID); /* MQTT-3.2.2-16 */
             ap->assigned_client_id = (struct mqtt_str){(const uint8_t *)c->assigned_id,
                                                        (uint32_t)strlen(c->assigned_id)};
