@@ -609,6 +609,17 @@ static void send_ack(struct conn *c, uint8_t type, uint16_t pid, uint8_t reason)
     persist_send_ack(c, &a);
 }
 
+/* Topics a client may not publish to, whatever the ACL says (as Mosquitto,
+ * which compares the first four characters with "$SYS"): $SYS... is the
+ * broker's own (a client must not feed its statistics or its log), and
+ * $share/... names a shared subscription, not a topic. */
+static bool reserved_topic(const uint8_t *topic, size_t len) {
+    static const char sys[] = "$SYS", share[] = "$share/";
+    if (len >= 4 && memcmp(topic, sys, 4) == 0) /* "$SYSTEM/x" too, as Mosquitto */
+        return true;
+    return len >= sizeof(share) - 1 && memcmp(topic, share, sizeof(share) - 1) == 0;
+}
+
 static void handle_publish(struct conn *c, struct mqtt_packet *p) {
     struct broker *b = c->w->b;
     const struct hato_config *cfg = b->cfg;
@@ -708,14 +719,15 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
         return;
     }
-    if (!acl_ok(c, m->topic, m->topic_len, AUTH_ACL_WRITE)) {
+    bool reserved = reserved_topic(topic, tlen);
+    if (reserved || !acl_ok(c, m->topic, m->topic_len, AUTH_ACL_WRITE)) {
         /* MQTT 5 is told (0x87); MQTT 3 has no way to say it: the message
          * is dropped and acknowledged as usual (what Mosquitto does). */
         char u[128];
         const char *user = c->username ? security_printable(c->username, u, sizeof(u)) : NULL;
         log_client(LOG_NOTICE, s->client_id, user, c->si.peer,
-                   "Denied PUBLISH from %s [%s] (user '%s') to '%s': ACL.", s->client_id,
-                   c->si.peer, user ? user : "<anonymous>", m->topic);
+                   "Denied PUBLISH from %s [%s] (user '%s') to '%s': %s.", s->client_id, c->si.peer,
+                   user ? user : "<anonymous>", m->topic, reserved ? "reserved topic" : "ACL");
         msg_unref(m);
         bool v5 = c->version == MQTT_V5;
         uint8_t rc = v5 ? MQTT_RC_NOT_AUTHORIZED : 0;
