@@ -117,6 +117,16 @@ static void counter(struct mbuf *b, const char *name, const char *help, uint64_t
 
 /* A histogram from the snapshot's per-bucket counts: cumulative buckets,
  * +Inf, _sum and _count. */
+/* One sample of a per-listener family: NAME{listener="...",protocol="..."} V. */
+static void listener_sample(struct mbuf *b, const char *name, const struct stats_listener *l,
+                            uint64_t v) {
+    mb_printf(b, "%s{listener=\"", name);
+    mb_label(b, l->name);
+    mb_printf(b, "\",protocol=\"");
+    mb_label(b, l->protocol ? l->protocol : "mqtt");
+    mb_printf(b, "\"} %" PRIu64 "\n", v);
+}
+
 static void histogram(struct mbuf *b, const char *name, const char *help,
                       const struct stats_histo *h) {
     family(b, name, "histogram", help);
@@ -251,21 +261,13 @@ static void render(struct mbuf *b, const struct stats_snapshot *s, int64_t start
               "Depth of a session's queue when a message is delivered to it.", &s->queue_depth);
 
     family(b, "hato_listener_connections", "gauge", "Connections open now, per listener.");
-    for (size_t i = 0; i < s->nlisteners; i++) {
-        mb_printf(b, "hato_listener_connections{listener=\"");
-        mb_label(b, s->listeners[i].name);
-        mb_printf(b, "\",protocol=\"");
-        mb_label(b, s->listeners[i].protocol ? s->listeners[i].protocol : "mqtt");
-        mb_printf(b, "\"} %" PRIu64 "\n", s->listeners[i].connections);
-    }
+    for (size_t i = 0; i < s->nlisteners; i++)
+        listener_sample(b, "hato_listener_connections", &s->listeners[i],
+                        s->listeners[i].connections);
     family(b, "hato_listener_accepted_total", "counter", "Connections accepted, per listener.");
-    for (size_t i = 0; i < s->nlisteners; i++) {
-        mb_printf(b, "hato_listener_accepted_total{listener=\"");
-        mb_label(b, s->listeners[i].name);
-        mb_printf(b, "\",protocol=\"");
-        mb_label(b, s->listeners[i].protocol ? s->listeners[i].protocol : "mqtt");
-        mb_printf(b, "\"} %" PRIu64 "\n", s->listeners[i].accepted);
-    }
+    for (size_t i = 0; i < s->nlisteners; i++)
+        listener_sample(b, "hato_listener_accepted_total", &s->listeners[i],
+                        s->listeners[i].accepted);
 
     family(b, "hato_worker_clients", "gauge", "Connected clients owned by each worker thread.");
     for (size_t i = 0; i < s->nworkers; i++)
