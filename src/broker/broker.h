@@ -26,7 +26,7 @@
 #include <sys/socket.h>
 
 #include "base/strmap.h"
-#include "broker/config.h"
+#include "config/config.h"
 #include "broker/msg.h"
 #include "broker/retain.h"
 #include "broker/stats.h"

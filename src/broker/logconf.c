@@ -4,7 +4,7 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
-#include "broker/config.h"
+#include "config/config.h"
 
 int hato_config_apply_logging(const struct hato_config *cfg) {
     static const struct {

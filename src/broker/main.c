@@ -10,7 +10,7 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
-#include "broker/features.h"
+#include "config/features.h"
 #include "broker/privdrop.h"
 #include "broker/reload.h"
 #include "broker/tls.h"

@@ -22,7 +22,7 @@
 #ifndef HATO_BROKER_PRIVDROP_H
 #define HATO_BROKER_PRIVDROP_H
 
-#include "broker/config.h"
+#include "config/config.h"
 
 /* Note which of the files hato may create exist already. Call before the
  * log file and the store are opened. */

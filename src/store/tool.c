@@ -15,7 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "broker/config.h"
+#include "config/config.h"
 #include "store/record.h"
 #include "store/store.h"
 

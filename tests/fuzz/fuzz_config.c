@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "base/log.h"
-#include "broker/config.h"
+#include "config/config.h"
 
 #define CHECK(c)                                                                                   \
     do {                                                                                           \

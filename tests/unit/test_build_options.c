@@ -14,8 +14,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "broker/config.h"
-#include "broker/features.h"
+#include "config/config.h"
+#include "config/features.h"
 
 /* Parse text; NULL when accepted, else the error (static buffer). */
 static const char *parse(const char *text) {

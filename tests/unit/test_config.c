@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "broker/config.h"
+#include "config/config.h"
 
 static char err[1024];
 

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "broker/config.h"
+#include "config/config.h"
 
 static int parse(struct hato_config *cfg, const char *text, char *err, size_t len) {
     hato_config_init(cfg);

@@ -16,8 +16,8 @@
  * hato_config_free), or NULL. `file` pointers in listeners point into the
  * config's own list of file names and live as long as the config.
  */
-#ifndef HATO_BROKER_CONFIG_H
-#define HATO_BROKER_CONFIG_H
+#ifndef HATO_CONFIG_CONFIG_H
+#define HATO_CONFIG_CONFIG_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -5,8 +5,8 @@
  * own handler. Lines are "KEY VALUE"; the value is the rest of the line,
  * trimmed. Any doubt stops the load with "FILE:LINE: reason".
  */
-#include "broker/config.h"
-#include "broker/features.h"
+#include "config/config.h"
+#include "config/features.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>

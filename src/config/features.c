@@ -4,7 +4,7 @@
  * as Mosquitto refuses TLS options when built without TLS, rather than
  * being accepted and silently ignored.
  */
-#include "broker/features.h"
+#include "config/features.h"
 
 #include <stdbool.h>
 #include <stddef.h>

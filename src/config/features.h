@@ -3,8 +3,8 @@
  * WITH_TLS_PSK, WITH_EC, WITH_WEBSOCKETS, WITH_SYSTEMD, WITH_PERSISTENCE
  * (docs/building.md), seen by the config reader and `hato -h`.
  */
-#ifndef HATO_BROKER_FEATURES_H
-#define HATO_BROKER_FEATURES_H
+#ifndef HATO_CONFIG_FEATURES_H
+#define HATO_CONFIG_FEATURES_H
 
 /* NULL when this build can honour `name value`; otherwise why not, e.g.
  * "hato was built without TLS (WITH_TLS=OFF)". The config reader puts
