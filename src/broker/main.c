@@ -19,14 +19,16 @@ static void usage(FILE *f) {
     fprintf(f,
             "hato version %s\n\n"
             "hato is an MQTT 5.0/3.1.1/3.1 broker.\n\n"
-            "Usage: hato [-c config_file] [-d] [-h] [-p port] [-v] [--test-config]\n\n"
+            "Usage: hato [-c config_file] [-d] [-h] [-p port] [-v] [--test-config]\n"
+            "            [--list-directives]\n\n"
             " -c : read configuration from a file (mosquitto.conf syntax).\n"
             "      With no file: listen on loopback port 1883 only, anonymous allowed.\n"
             " -d : put the broker into the background after starting.\n"
             " -h : display this help.\n"
             " -p : start the broker listening on the specified port (0 = any free port).\n"
             " -v : verbose mode - enable all logging types.\n"
-            " --test-config : check the configuration file and exit.\n\n"
+            " --test-config : check the configuration file and exit.\n"
+            " --list-directives : print every directive hato reads (Markdown) and exit.\n\n"
             "Built with: %s.\n"
             "See hato(8) and hato.conf(5).\n",
             HATO_VERSION, hato_features());
@@ -78,6 +80,9 @@ int main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--test-config")) {
             test_config = true;
+        } else if (!strcmp(a, "--list-directives")) {
+            hato_directives_print(stdout);
+            return 0;
         } else {
             fprintf(stderr, "Error: unknown option '%s'.\n", a);
             usage(stderr);
@@ -111,6 +116,8 @@ int main(int argc, char **argv) {
             hato_config_free(&cfg);
             return 1;
         }
+        for (size_t i = 0; i < cfg.n_warnings; i++)
+            printf("Warning: %s\n", cfg.warnings[i]);
         printf("Configuration file is OK.\n");
         hato_config_free(&cfg);
         return 0;

@@ -255,33 +255,11 @@ void reload_tick(struct broker *b) {
 
 /* ---- directives that need a restart ---------------------------------------------------- */
 
-static void keep_str(char **now, char *const *was, const char *name) {
-    if (same_str(*now, *was))
-        return;
-    log_warn("Warning: %s changed: needs a restart (keeping '%s').", name, *was ? *was : "");
-    free(*now);
-    *now = *was ? strdup(*was) : NULL;
-}
-
-#define KEEP_VAL(field, name)                                                                      \
-    do {                                                                                           \
-        if (n->field != old->field) {                                                              \
-            log_warn("Warning: " name " changed: needs a restart.");                               \
-            n->field = old->field;                                                                 \
-        }                                                                                          \
-    } while (0)
-
-/* Give n the running values of what cannot change live, each change logged. */
-static void keep_restart_only(struct hato_config *n, const struct hato_config *old) {
-    KEEP_VAL(persistence, "persistence");
-    KEEP_VAL(persistence_sync, "persistence_sync");
-    KEEP_VAL(autosave_interval, "autosave_interval");
-    KEEP_VAL(autosave_on_changes, "autosave_on_changes");
-    KEEP_VAL(threads, "threads");
-    keep_str(&n->persistence_location, &old->persistence_location, "persistence_location");
-    keep_str(&n->persistence_file, &old->persistence_file, "persistence_file");
-    keep_str(&n->user, &old->user, "user");
-    keep_str(&n->pid_file, &old->pid_file, "pid_file");
+/* The rows of the directive table marked restart keep their running value
+ * (hato_config_keep_restart); each change is logged here. */
+static void restart_needed(const char *name, const char *running, void *arg) {
+    (void)arg;
+    log_warn("Warning: %s changed: needs a restart (keeping '%s').", name, running);
 }
 
 /* ---- the reload ---------------------------------------------------------------------- */
@@ -345,7 +323,10 @@ void broker_reload(struct broker *b) {
     }
     for (size_t i = 0; i < n->n_warnings; i++)
         log_warn("Warning: %s", n->warnings[i]);
-    keep_restart_only(n, old);
+    if (hato_config_keep_restart(n, old, restart_needed, NULL) < 0) {
+        fail(n, "out of memory");
+        return;
+    }
 
     /* An ephemeral port (-p 0, listener 0) stays the one bound. */
     for (size_t i = 0; i < n->n_listeners; i++) {

@@ -423,11 +423,30 @@ static bool utf8_valid(const unsigned char *s, size_t n) {
 
 /* ---- the directive table ------------------------------------------------ */
 
+/*
+ * One row per directive: everything hato knows about it. The parser,
+ * `hato --list-directives`, the reload (which directives keep their running
+ * value) and the check of docs/configuration.md (tests/integration/
+ * test_config_table.py) all read this table, so adding a directive is
+ * adding a row, e.g.
+ *
+ *   G_INT("max_keepalive", max_keepalive, 0, 65535, DOC("longest keep-alive ...")),
+ *
+ * and, optionally after the value arguments: RESTART (SIGHUP keeps the
+ * running value), IDENT (part of a listener's identity), STORED (accepted,
+ * no effect yet: a warning when used), ACCEPTED (accepted, nothing to do),
+ * REFUSED (start-up stops), DEF("text") (the default, when it is not the
+ * value hato_config_init leaves in the field), TYPE("text") (for FN rows),
+ * IN(SC_...) (the scope of an FN row). Reload defaults: listener options
+ * apply to new connections, everything else live.
+ */
 enum scope {
+    SC_NONE,     /* FN row without IN(): shown as global */
     SC_GLOBAL,   /* field of hato_config */
     SC_LISTENER, /* field of the current listener (or the default one) */
     SC_SECURITY, /* global, or the listener's when per_listener_settings */
-    SC_NONE,     /* handler does everything */
+    SC_BRIDGE,   /* bridge option: refused */
+    SC_PLUGIN,   /* plugin loading: refused */
 };
 
 enum kind {
@@ -444,6 +463,24 @@ enum kind {
     K_OBSOLETE, /* removed in Mosquitto 2.0: warning, ignored */
 };
 
+/* Row status (docs/configuration.md's status column). */
+enum status {
+    ST_IMPLEMENTED, /* parsed and acted on */
+    ST_STORED,      /* parsed, no effect yet: a warning when used */
+    ST_ACCEPTED,    /* parsed, nothing to do in hato (autosave_*) */
+    ST_REFUSED,     /* start-up stops */
+    ST_OBSOLETE,    /* removed in Mosquitto 2.0: warning */
+};
+
+/* Reload class of a row; RL_DEFAULT resolves by scope (key_reload). */
+enum reload_row {
+    RL_DEFAULT, /* listener options: new connections; everything else: live */
+    RL_LIVE,
+    RL_NEW_CONN,
+    RL_IDENT,   /* part of a listener's identity: a change reopens it */
+    RL_RESTART, /* SIGHUP keeps the running value */
+};
+
 struct key;
 typedef int (*key_fn)(struct parser *p, const struct key *k, char *value);
 
@@ -456,44 +493,83 @@ struct key {
     int64_t min, max;
     const char *const *choices;
     key_fn fn;
+    unsigned char reload; /* enum reload_row */
+    unsigned char status; /* enum status */
+    const char *def;      /* default as text; NULL = the initialised field's value */
+    const char *type;     /* value as text for FN rows; NULL = from kind */
+    const char *doc;      /* one line for --list-directives */
 };
+
+/* Row options (after the value arguments of the row macros). */
+#define DOC(text) .doc = (text)
+#define DEF(text) .def = (text)
+#define TYPE(text) .type = (text)
+#define IN(sc) .scope = (sc)
+#define RESTART .reload = RL_RESTART
+#define IDENT .reload = RL_IDENT
+#define LIVE .reload = RL_LIVE
+#define NEW_CONN .reload = RL_NEW_CONN
+#define STORED .status = ST_STORED
+#define ACCEPTED .status = ST_ACCEPTED
+#define REFUSED .status = ST_REFUSED
 
 #define CO(f) offsetof(struct hato_config, f)
 #define LO(f) offsetof(struct hato_listener, f)
-#define G_BOOL(n, f)                                                                               \
-    { n, SC_GLOBAL, K_BOOL, CO(f), 0, 0, 0, NULL, NULL }
-#define G_INT(n, f, lo, hi)                                                                        \
-    { n, SC_GLOBAL, K_INT, CO(f), 0, lo, hi, NULL, NULL }
-#define G_I64(n, f, lo, hi)                                                                        \
-    { n, SC_GLOBAL, K_I64, CO(f), 0, lo, hi, NULL, NULL }
-#define G_STR(n, f)                                                                                \
-    { n, SC_GLOBAL, K_STR, CO(f), 0, 0, 0, NULL, NULL }
-#define G_ENUM(n, f, c)                                                                            \
-    { n, SC_GLOBAL, K_ENUM_INT, CO(f), 0, 0, 0, c, NULL }
-#define L_BOOL(n, f)                                                                               \
-    { n, SC_LISTENER, K_BOOL, 0, LO(f), 0, 0, NULL, NULL }
-#define L_TRI(n, f)                                                                                \
-    { n, SC_LISTENER, K_TRI, 0, LO(f), 0, 0, NULL, NULL }
-#define L_INT(n, f, lo, hi)                                                                        \
-    { n, SC_LISTENER, K_INT, 0, LO(f), lo, hi, NULL, NULL }
-#define L_STR(n, f)                                                                                \
-    { n, SC_LISTENER, K_STR, 0, LO(f), 0, 0, NULL, NULL }
-#define L_ENUM(n, f, c)                                                                            \
-    { n, SC_LISTENER, K_ENUM_STR, 0, LO(f), 0, 0, c, NULL }
-#define S_STR(n, f)                                                                                \
-    { n, SC_SECURITY, K_STR, CO(f), LO(f), 0, 0, NULL, NULL }
-#define S_TRI(n, f)                                                                                \
-    { n, SC_SECURITY, K_TRI, CO(f), LO(f), 0, 0, NULL, NULL }
-#define S_BOOL(n, f)                                                                               \
-    { n, SC_SECURITY, K_BOOL, CO(f), LO(f), 0, 0, NULL, NULL }
-#define FN(n, fn)                                                                                  \
-    { n, SC_NONE, K_FN, 0, 0, 0, 0, NULL, fn }
+#define G_BOOL(n, f, ...)                                                                          \
+    { .name = n, .scope = SC_GLOBAL, .kind = K_BOOL, .goff = CO(f), __VA_ARGS__ }
+#define G_INT(n, f, lo, hi, ...)                                                                   \
+    {                                                                                              \
+        .name = n, .scope = SC_GLOBAL, .kind = K_INT, .goff = CO(f), .min = lo, .max = hi,         \
+        __VA_ARGS__                                                                                \
+    }
+#define G_I64(n, f, lo, hi, ...)                                                                   \
+    {                                                                                              \
+        .name = n, .scope = SC_GLOBAL, .kind = K_I64, .goff = CO(f), .min = lo, .max = hi,         \
+        __VA_ARGS__                                                                                \
+    }
+#define G_STR(n, f, ...)                                                                           \
+    { .name = n, .scope = SC_GLOBAL, .kind = K_STR, .goff = CO(f), __VA_ARGS__ }
+#define G_ENUM(n, f, c, ...)                                                                       \
+    { .name = n, .scope = SC_GLOBAL, .kind = K_ENUM_INT, .goff = CO(f), .choices = c, __VA_ARGS__ }
+#define L_BOOL(n, f, ...)                                                                          \
+    { .name = n, .scope = SC_LISTENER, .kind = K_BOOL, .loff = LO(f), __VA_ARGS__ }
+#define L_TRI(n, f, ...)                                                                           \
+    { .name = n, .scope = SC_LISTENER, .kind = K_TRI, .loff = LO(f), __VA_ARGS__ }
+#define L_INT(n, f, lo, hi, ...)                                                                   \
+    {                                                                                              \
+        .name = n, .scope = SC_LISTENER, .kind = K_INT, .loff = LO(f), .min = lo, .max = hi,       \
+        __VA_ARGS__                                                                                \
+    }
+#define L_STR(n, f, ...)                                                                           \
+    { .name = n, .scope = SC_LISTENER, .kind = K_STR, .loff = LO(f), __VA_ARGS__ }
+#define L_ENUM(n, f, c, ...)                                                                       \
+    {                                                                                              \
+        .name = n, .scope = SC_LISTENER, .kind = K_ENUM_STR, .loff = LO(f), .choices = c,          \
+        __VA_ARGS__                                                                                \
+    }
+#define S_STR(n, f, ...)                                                                           \
+    { .name = n, .scope = SC_SECURITY, .kind = K_STR, .goff = CO(f), .loff = LO(f), __VA_ARGS__ }
+#define S_TRI(n, f, ...)                                                                           \
+    { .name = n, .scope = SC_SECURITY, .kind = K_TRI, .goff = CO(f), .loff = LO(f), __VA_ARGS__ }
+#define S_BOOL(n, f, ...)                                                                          \
+    { .name = n, .scope = SC_SECURITY, .kind = K_BOOL, .goff = CO(f), .loff = LO(f), __VA_ARGS__ }
+#define FN(n, h, ...)                                                                              \
+    { .name = n, .kind = K_FN, .fn = h, __VA_ARGS__ }
 #define BRIDGE(n)                                                                                  \
-    { n, SC_NONE, K_BRIDGE, 0, 0, 0, 0, NULL, NULL }
+    {                                                                                              \
+        .name = n, .scope = SC_BRIDGE, .kind = K_BRIDGE, .status = ST_REFUSED,                     \
+        .doc = "bridge option: start-up stops (bridges are not supported yet)"                     \
+    }
 #define PLUGIN(n)                                                                                  \
-    { n, SC_NONE, K_PLUGIN, 0, 0, 0, 0, NULL, NULL }
+    {                                                                                              \
+        .name = n, .scope = SC_PLUGIN, .kind = K_PLUGIN, .status = ST_REFUSED,                     \
+        .doc = "plugin loading: start-up stops (plugins are not supported)"                        \
+    }
 #define OBSOLETE(n)                                                                                \
-    { n, SC_NONE, K_OBSOLETE, 0, 0, 0, 0, NULL, NULL }
+    {                                                                                              \
+        .name = n, .scope = SC_GLOBAL, .kind = K_OBSOLETE, .status = ST_OBSOLETE,                  \
+        .doc = "removed in Mosquitto 2.0: a warning, no effect"                                    \
+    }
 
 static const char *const protocols[] = {"mqtt", "websockets", "metrics", NULL};
 /* TLS 1.1 and older are refused (a config error with its line). */
@@ -523,118 +599,191 @@ static int h_proxy(struct parser *p, const struct key *k, char *value);
 
 static const struct key keys[] = {
     /* Listeners. */
-    FN("listener", h_listener),
-    FN("port", h_port),
-    FN("bind_address", h_bind_address),
-    FN("socket_domain", h_socket_domain),
-    L_STR("bind_interface", bind_interface),
-    FN("mount_point", h_mount_point),
-    L_INT("max_connections", max_connections, -1, INT_MAX),
-    L_ENUM("protocol", protocol, protocols),
-    L_INT("max_qos", max_qos, 0, 2),
-    L_INT("maximum_qos", max_qos, 0, 2),
-    L_INT("max_topic_alias", max_topic_alias, 0, 65535),
-    L_INT("max_topic_alias_broker", max_topic_alias_broker, 0, 65535),
-    L_BOOL("use_username_as_clientid", use_username_as_clientid),
-    FN("accept_protocol_versions", h_accept_versions),
-    FN("enable_proxy_protocol", h_proxy),
-    L_BOOL("proxy_protocol_v2_require_tls", proxy_protocol_v2_require_tls),
-    L_STR("http_dir", http_dir),
-    L_BOOL("metrics_auth", metrics_auth),
-    FN("websockets_origin", h_ws_origin),
-    FN("websockets_trusted_proxy", h_ws_trusted),
-    /* TLS, per listener: stored. */
-    L_STR("cafile", cafile),
-    L_STR("capath", capath),
-    L_STR("certfile", certfile),
-    L_STR("keyfile", keyfile),
-    L_ENUM("tls_version", tls_version, tls_versions),
-    L_STR("ciphers", ciphers),
-    L_STR("ciphers_tls1.3", ciphers_tls13),
-    L_STR("crlfile", crlfile),
-    L_STR("dhparamfile", dhparamfile),
-    L_STR("psk_hint", psk_hint),
-    L_STR("tls_engine", tls_engine),
-    L_STR("tls_engine_kpass_sha1", tls_engine_kpass_sha1),
-    L_ENUM("tls_keyform", tls_keyform, keyforms),
-    L_BOOL("require_certificate", require_certificate),
-    L_BOOL("use_identity_as_username", use_identity_as_username),
-    L_BOOL("use_subject_as_username", use_subject_as_username),
-    L_BOOL("disable_client_cert_date_checks", disable_client_cert_date_checks),
+    FN("listener", h_listener, IN(SC_LISTENER), IDENT, TYPE("PORT [ADDRESS] or 0 PATH"),
+       DEF("none"),
+       DOC("starts a listener on PORT (all addresses, or ADDRESS; 0 PATH: a Unix socket)")),
+    FN("port", h_port, IN(SC_LISTENER), IDENT, TYPE("integer 1..65535"), DEF("1883"),
+       DOC("the default listener's port (deprecated in Mosquitto)")),
+    FN("bind_address", h_bind_address, IN(SC_LISTENER), IDENT, TYPE("host or IP"), DEF("all"),
+       DOC("the default listener's address (deprecated in Mosquitto)")),
+    FN("socket_domain", h_socket_domain, IN(SC_LISTENER), IDENT, TYPE("ipv4|ipv6"), DEF("both"),
+       DOC("address family of the listener (AF_INET or AF_INET6 only)")),
+    L_STR("bind_interface", bind_interface, IDENT,
+          DOC("bind the listener to a network interface (SO_BINDTODEVICE)")),
+    FN("mount_point", h_mount_point, IN(SC_LISTENER), TYPE("topic prefix, no + or #"), DEF("none"),
+       DOC("prefix put before every topic of the listener's clients")),
+    L_INT("max_connections", max_connections, -1, INT_MAX,
+          DOC("most connections open at once on the listener; -1 = unlimited")),
+    L_ENUM("protocol", protocol, protocols, IDENT,
+           DOC("what the listener speaks: MQTT, MQTT over WebSocket, or HTTP /metrics (hato)")),
+    L_INT("max_qos", max_qos, 0, 2, DOC("highest QoS granted and accepted on the listener")),
+    L_INT("maximum_qos", max_qos, 0, 2, DOC("alias of max_qos")),
+    L_INT("max_topic_alias", max_topic_alias, 0, 65535,
+          DOC("topic aliases an MQTT 5 client may use towards the broker")),
+    L_INT("max_topic_alias_broker", max_topic_alias_broker, 0, 65535, STORED,
+          DOC("topic aliases the broker may use towards a client")),
+    L_BOOL("use_username_as_clientid", use_username_as_clientid,
+           DOC("the user name replaces the client id")),
+    FN("accept_protocol_versions", h_accept_versions, IN(SC_LISTENER), TYPE("list of 3, 4, 5"),
+       DEF("3, 4, 5"), DOC("MQTT protocol levels accepted on the listener")),
+    FN("enable_proxy_protocol", h_proxy, IN(SC_LISTENER), TYPE("integer 1..2"), DEF("off"),
+       DOC("every connection starts with a PROXY protocol header of that version")),
+    L_BOOL("proxy_protocol_v2_require_tls", proxy_protocol_v2_require_tls,
+           DOC("a PROXY v2 header must say the client used TLS to the proxy")),
+    L_STR("http_dir", http_dir, DOC("files served to plain HTTP GET/HEAD on a WebSocket listener")),
+    L_BOOL("metrics_auth", metrics_auth,
+           DOC("a metrics listener asks for HTTP basic auth against the password file (hato)")),
+    FN("websockets_origin", h_ws_origin, IN(SC_LISTENER), TYPE("string, may repeat"), DEF("any"),
+       DOC("Origin values a WebSocket upgrade may carry")),
+    FN("websockets_trusted_proxy", h_ws_trusted, IN(SC_LISTENER), TYPE("ADDR[/BITS], may repeat"),
+       DEF("none"), DOC("proxies whose X-Forwarded-For names the WebSocket client (hato)")),
+    /* TLS, per listener. */
+    L_STR("cafile", cafile, DOC("CA certificates for client certificates")),
+    L_STR("capath", capath, DOC("directory of CA certificates for client certificates")),
+    L_STR("certfile", certfile, DOC("the listener's certificate chain (PEM)")),
+    L_STR("keyfile", keyfile, DOC("the listener's private key (PEM, not encrypted)")),
+    L_ENUM("tls_version", tls_version, tls_versions, DEF("tlsv1.2"),
+           DOC("lowest TLS version accepted")),
+    L_STR("ciphers", ciphers, DOC("TLS 1.2 cipher list (OpenSSL syntax)")),
+    L_STR("ciphers_tls1.3", ciphers_tls13, DOC("TLS 1.3 cipher suites (OpenSSL syntax)")),
+    L_STR("crlfile", crlfile, DOC("certificate revocation list (PEM) for client certificates")),
+    L_STR("dhparamfile", dhparamfile, DOC("Diffie-Hellman parameters (PEM)")),
+    L_STR("psk_hint", psk_hint, DOC("TLS-PSK hint; turns on PSK with psk_file")),
+    L_STR("tls_engine", tls_engine, REFUSED, DOC("OpenSSL engine: start-up stops (no engines)")),
+    L_STR("tls_engine_kpass_sha1", tls_engine_kpass_sha1, REFUSED,
+          DOC("engine key password: start-up stops (no engines)")),
+    L_ENUM("tls_keyform", tls_keyform, keyforms, REFUSED, DEF("pem"),
+           DOC("key form pem or engine: start-up stops (no engines)")),
+    L_BOOL("require_certificate", require_certificate,
+           DOC("clients must present a certificate the CA signed")),
+    L_BOOL("use_identity_as_username", use_identity_as_username,
+           DOC("the certificate's CN (or the PSK identity) is the user name")),
+    L_BOOL("use_subject_as_username", use_subject_as_username,
+           DOC("the certificate's subject (RFC 2253) is the user name")),
+    L_BOOL("disable_client_cert_date_checks", disable_client_cert_date_checks,
+           DOC("client certificates are accepted outside their validity dates")),
     /* Security. */
-    FN("per_listener_settings", h_per_listener),
-    S_TRI("allow_anonymous", allow_anonymous),
-    S_BOOL("allow_zero_length_clientid", allow_zero_length_clientid),
-    FN("auto_id_prefix", h_auto_id_prefix),
-    S_STR("password_file", password_file),
-    S_STR("acl_file", acl_file),
-    S_STR("psk_file", psk_file),
-    L_TRI("listener_allow_anonymous", allow_anonymous),
-    FN("listener_auto_id_prefix", h_listener_auto_id_prefix),
-    G_STR("clientid_prefixes", clientid_prefixes),
-    G_BOOL("auth_plugin_deny_special_chars", auth_plugin_deny_special_chars),
+    FN("per_listener_settings", h_per_listener, IN(SC_GLOBAL), TYPE("bool"), DEF("false"),
+       DOC("security directives apply to the current listener instead of all")),
+    S_TRI("allow_anonymous", allow_anonymous, DEF("true local-only, else false"),
+          DOC("clients without a user name may connect")),
+    S_BOOL("allow_zero_length_clientid", allow_zero_length_clientid,
+           DOC("a client may send an empty client id and get one assigned")),
+    FN("auto_id_prefix", h_auto_id_prefix, IN(SC_SECURITY), TYPE("1..50 chars, no + # /"),
+       DEF("auto-"), DOC("prefix of assigned client ids")),
+    S_STR("password_file", password_file,
+          DOC("mosquitto_passwd file of users and password hashes")),
+    S_STR("acl_file", acl_file, DOC("Mosquitto ACL file: topics each user may read and write")),
+    S_STR("psk_file", psk_file, DOC("identity:hexkey lines for TLS-PSK listeners")),
+    L_TRI("listener_allow_anonymous", allow_anonymous, DEF("the global value"),
+          DOC("allow_anonymous for this listener only")),
+    FN("listener_auto_id_prefix", h_listener_auto_id_prefix, IN(SC_LISTENER),
+       TYPE("1..50 chars, no + # /"), DEF("the global value"),
+       DOC("auto_id_prefix for this listener only")),
+    G_STR("clientid_prefixes", clientid_prefixes,
+          DOC("only client ids starting with this may connect (deprecated in Mosquitto)")),
+    G_BOOL("auth_plugin_deny_special_chars", auth_plugin_deny_special_chars, STORED,
+           DOC("refuse + and # in user names and client ids given to plugins")),
     PLUGIN("plugin"),
     PLUGIN("auth_plugin"),
     PLUGIN("global_plugin"),
     PLUGIN("plugin_load"),
     PLUGIN("plugin_use"),
     /* Limits. */
-    G_INT("max_inflight_messages", max_inflight_messages, 0, 65535),
-    G_I64("max_inflight_bytes", max_inflight_bytes, 0, INT64_MAX),
-    G_INT("max_queued_messages", max_queued_messages, 0, INT_MAX),
-    G_I64("max_queued_bytes", max_queued_bytes, 0, INT64_MAX),
-    G_BOOL("queue_qos0_messages", queue_qos0_messages),
-    G_INT("message_size_limit", message_size_limit, 0, MQTT_MAX_PAYLOAD),
-    FN("max_packet_size", h_max_packet_size),
-    G_INT("max_keepalive", max_keepalive, 0, 65535),
-    G_BOOL("retain_available", retain_available),
-    FN("persistent_client_expiration", h_expiration),
-    G_BOOL("upgrade_outgoing_qos", upgrade_outgoing_qos),
-    G_BOOL("set_tcp_nodelay", set_tcp_nodelay),
-    G_I64("memory_limit", memory_limit, 0, INT64_MAX),
-    G_INT("global_max_clients", global_max_clients, -1, INT_MAX),
-    G_INT("global_max_connections", global_max_connections, -1, INT_MAX),
-    G_INT("retain_expiry_interval", retain_expiry_interval, 0, 10000000),
-    G_BOOL("allow_duplicate_messages", allow_duplicate_messages),
-    G_BOOL("check_retain_source", check_retain_source),
-    G_INT("sys_interval", sys_interval, 0, 65535),
+    G_INT("max_inflight_messages", max_inflight_messages, 0, 65535,
+          DOC("QoS 1/2 messages in flight per client; 0 = no limit")),
+    G_I64("max_inflight_bytes", max_inflight_bytes, 0, INT64_MAX, STORED,
+          DOC("payload bytes in flight per client; 0 = no limit")),
+    G_INT("max_queued_messages", max_queued_messages, 0, INT_MAX,
+          DOC("messages queued per client beyond the in-flight window; 0 = no limit")),
+    G_I64("max_queued_bytes", max_queued_bytes, 0, INT64_MAX,
+          DOC("payload bytes queued per client; 0 = no limit")),
+    G_BOOL("queue_qos0_messages", queue_qos0_messages,
+           DOC("QoS 0 messages are queued for offline persistent sessions")),
+    G_INT("message_size_limit", message_size_limit, 0, MQTT_MAX_PAYLOAD,
+          DOC("largest PUBLISH payload accepted; 0 = the MQTT maximum")),
+    FN("max_packet_size", h_max_packet_size, IN(SC_GLOBAL), TYPE("0 or integer 20..268435460"),
+       DEF("0"), DOC("largest packet accepted; 0 = the MQTT maximum")),
+    G_INT("max_keepalive", max_keepalive, 0, 65535,
+          DOC("longest keep-alive a client may ask for (MQTT 5: Server Keep Alive)")),
+    G_BOOL("retain_available", retain_available, DOC("retained messages are supported")),
+    FN("persistent_client_expiration", h_expiration, IN(SC_GLOBAL),
+       TYPE("duration (s, h, d, w, m, y)"), DEF("never"),
+       DOC("persistent sessions of clients gone this long are removed")),
+    G_BOOL("upgrade_outgoing_qos", upgrade_outgoing_qos,
+           DOC("deliver at the subscription's QoS even when published lower")),
+    G_BOOL("set_tcp_nodelay", set_tcp_nodelay, DOC("TCP_NODELAY on client sockets")),
+    G_I64("memory_limit", memory_limit, 0, INT64_MAX, STORED,
+          DOC("memory the broker may use; 0 = no limit")),
+    G_INT("global_max_clients", global_max_clients, -1, INT_MAX, STORED,
+          DOC("most client sessions in total; -1 = unlimited")),
+    G_INT("global_max_connections", global_max_connections, -1, INT_MAX, STORED,
+          DOC("most connections in total; -1 = unlimited")),
+    G_INT("retain_expiry_interval", retain_expiry_interval, 0, 10000000, STORED,
+          DOC("minutes after which retained messages expire; 0 = never")),
+    G_BOOL("allow_duplicate_messages", allow_duplicate_messages, STORED,
+           DOC("one copy per matching subscription (deprecated in Mosquitto)")),
+    G_BOOL("check_retain_source", check_retain_source, STORED,
+           DOC("a retained message is re-checked against its publisher's ACL")),
+    G_INT("sys_interval", sys_interval, 0, 65535, DOC("seconds between $SYS updates; 0 = none")),
     /* Persistence. */
-    G_BOOL("persistence", persistence),
-    G_BOOL("retained_persistence", persistence),
-    G_STR("persistence_location", persistence_location),
-    G_STR("persistence_file", persistence_file),
-    G_INT("autosave_interval", autosave_interval, 0, INT_MAX),
-    G_BOOL("autosave_on_changes", autosave_on_changes),
+    G_BOOL("persistence", persistence, RESTART,
+           DOC("sessions, queued and retained messages are kept on disk (LMDB)")),
+    G_BOOL("retained_persistence", persistence, RESTART, DOC("alias of persistence")),
+    G_STR("persistence_location", persistence_location, RESTART, DEF("current directory"),
+          DOC("directory of the store")),
+    G_STR("persistence_file", persistence_file, RESTART, DOC("name of the store file")),
+    G_INT("autosave_interval", autosave_interval, 0, INT_MAX, RESTART, ACCEPTED,
+          DOC("unnecessary: every change is committed as it happens")),
+    G_BOOL("autosave_on_changes", autosave_on_changes, RESTART, ACCEPTED,
+           DOC("unnecessary: every change is committed as it happens")),
     /* Process. */
-    FN("include_dir", h_include_dir),
-    G_STR("pid_file", pid_file),
-    G_STR("user", user),
+    FN("include_dir", h_include_dir, IN(SC_GLOBAL), TYPE("directory"), DEF("none"),
+       DOC("read DIR/*.conf, sorted by name, at this point")),
+    G_STR("pid_file", pid_file, RESTART, DOC("file the process id is written to")),
+    G_STR("user", user, RESTART, DOC("account hato becomes when started as root")),
     /* Logging. */
-    FN("log_dest", h_log_dest),
-    FN("log_type", h_log_type),
-    G_INT("log_facility", log_facility, 0, 7),
-    G_BOOL("log_timestamp", log_timestamp),
-    G_STR("log_timestamp_format", log_timestamp_format),
-    G_BOOL("connection_messages", connection_messages),
-    G_INT("websockets_log_level", websockets_log_level, 0, INT_MAX),
-    G_INT("websockets_headers_size", websockets_headers_size, 0, 65535),
-    G_INT("packet_buffer_size", websockets_headers_size, 0, 65535),
-    G_BOOL("enable_control_api", enable_control_api),
+    FN("log_dest", h_log_dest, IN(SC_GLOBAL), TYPE("stderr|stdout|syslog|topic|file PATH|none"),
+       DEF("stderr"), DOC("where log lines go; may repeat")),
+    FN("log_type", h_log_type, IN(SC_GLOBAL), TYPE("error|warning|notice|information|...|all|none"),
+       DEF("error, warning, notice, information"), DOC("which log lines are written; may repeat")),
+    G_INT("log_facility", log_facility, 0, 7, DEF("daemon"), DOC("syslog facility LOG_LOCAL0..7")),
+    G_BOOL("log_timestamp", log_timestamp, DOC("a timestamp before each log line")),
+    G_STR("log_timestamp_format", log_timestamp_format, DEF("seconds since epoch"),
+          DOC("strftime format of the timestamp")),
+    G_BOOL("connection_messages", connection_messages,
+           DOC("log connections, disconnections and takeovers")),
+    G_INT("websockets_log_level", websockets_log_level, 0, INT_MAX,
+          DOC("above 0: the websockets log type (one line per upgrade)")),
+    G_INT("websockets_headers_size", websockets_headers_size, 0, 65535, DEF("0 (4096)"),
+          DOC("largest HTTP request head a WebSocket listener reads")),
+    G_INT("packet_buffer_size", websockets_headers_size, 0, 65535, DEF("0 (4096)"),
+          DOC("alias of websockets_headers_size")),
+    G_BOOL("enable_control_api", enable_control_api, STORED,
+           DOC("Mosquitto 2.1's $CONTROL topics")),
     /* hato's own. */
-    G_INT("threads", threads, 0, 256),
-    G_ENUM("persistence_sync", persistence_sync, sync_modes),
-    G_ENUM("log_format", log_format, log_formats),
-    G_INT("max_subscriptions_per_client", max_subscriptions_per_client, 0, INT_MAX),
-    G_INT("connect_timeout", connect_timeout, 1, 3600),
-    G_INT("auth_fail_delay", auth_fail_delay, 0, 60000),
-    G_INT("auth_fail_delay_max", auth_fail_delay_max, 0, 3600000),
-    G_I64("max_output_buffer", max_output_buffer, 0, 1 << 30),
-    G_INT("max_topic_levels", max_topic_levels, 0, 65536),
+    G_INT("threads", threads, 0, 256, RESTART, DOC("worker threads; 0 = one per CPU (hato)")),
+    G_ENUM("persistence_sync", persistence_sync, sync_modes, RESTART,
+           DOC("whether a commit waits for fsync before acknowledging (hato)")),
+    G_ENUM("log_format", log_format, log_formats, DOC("log lines as text or JSON objects (hato)")),
+    G_INT("max_subscriptions_per_client", max_subscriptions_per_client, 0, INT_MAX,
+          DOC("most subscriptions one session may hold; 0 = unlimited (hato)")),
+    G_INT("connect_timeout", connect_timeout, 1, 3600,
+          DOC("seconds a new connection has to send CONNECT (hato)")),
+    G_INT("auth_fail_delay", auth_fail_delay, 0, 60000,
+          DOC("ms before a failed login is answered, doubling per failure (hato)")),
+    G_INT("auth_fail_delay_max", auth_fail_delay_max, 0, 3600000,
+          DOC("longest failed-login delay in ms (hato)")),
+    G_I64("max_output_buffer", max_output_buffer, 0, 1 << 30,
+          DOC("unsent bytes per connection above which QoS 0 is dropped (hato)")),
+    G_INT("max_topic_levels", max_topic_levels, 0, 65536,
+          DOC("levels in a topic name or filter; 0 = no limit (hato)")),
     /* Removed from Mosquitto 2.0: accepted with a warning. */
     OBSOLETE("retry_interval"),
     OBSOLETE("store_clean_interval"),
     /* Bridges. */
-    FN("connection", h_connection),
+    FN("connection", h_connection, IN(SC_BRIDGE), REFUSED, TYPE("name"), DEF("none"),
+       DOC("starts a bridge: start-up stops (bridges are not supported yet)")),
     BRIDGE("address"),
     BRIDGE("addresses"),
     BRIDGE("bridge_alpn"),
@@ -708,11 +857,13 @@ static int apply_generic(struct parser *p, const struct key *k, char *value) {
         base = (char *)cur_listener(p);
         off = k->loff;
         in_listener = true;
-    } else { /* SC_SECURITY */
+    } else if (k->scope == SC_SECURITY) {
         cfg->security_set = true;
         in_listener = cfg->per_listener_settings;
         base = in_listener ? (char *)cur_listener(p) : (char *)cfg;
         off = in_listener ? k->loff : k->goff;
+    } else {
+        return fail(p, "%s: internal error (scope %d)", k->name, k->scope);
     }
     void *field = base + off;
 
@@ -1125,6 +1276,10 @@ static int parse_line(struct parser *p, char *line) {
     const char *left_out = hato_feature_missing(name, value); /* build options */
     if (left_out)
         return fail(p, "%s: %s", name, left_out);
+    if (k->status == ST_STORED &&
+        add_warning_at(p->cfg, p->file, p->line,
+                       "%s is accepted but has no effect in this version of hato", name) < 0)
+        return fail(p, "out of memory");
 
     switch (k->kind) {
     case K_FN:
@@ -1627,4 +1782,218 @@ void hato_config_free(struct hato_config *cfg) {
         free(cfg->files[i]);
     free(cfg->files);
     memset(cfg, 0, sizeof *cfg);
+}
+
+/* ---- the table as data: --list-directives, reload, docs ----------------- */
+
+#define N_KEYS (sizeof keys / sizeof keys[0])
+
+static enum hato_reload key_reload(const struct key *k) {
+    switch (k->reload) {
+    case RL_LIVE:
+        return HATO_RELOAD_LIVE;
+    case RL_NEW_CONN:
+        return HATO_RELOAD_NEW_CONN;
+    case RL_IDENT:
+        return HATO_RELOAD_LISTENER;
+    case RL_RESTART:
+        return HATO_RELOAD_RESTART;
+    default:
+        return k->scope == SC_LISTENER ? HATO_RELOAD_NEW_CONN : HATO_RELOAD_LIVE;
+    }
+}
+
+const char *hato_reload_name(enum hato_reload r) {
+    switch (r) {
+    case HATO_RELOAD_LIVE:
+        return "live";
+    case HATO_RELOAD_NEW_CONN:
+        return "new connections";
+    case HATO_RELOAD_LISTENER:
+        return "reopens the listener";
+    case HATO_RELOAD_RESTART:
+        return "restart";
+    }
+    return "?";
+}
+
+size_t hato_directive_count(void) {
+    return N_KEYS;
+}
+
+/* The default of a generic row: the value hato_config_init leaves in its field. */
+static void key_default(const struct key *k, char *out, size_t len) {
+    out[0] = '\0';
+    if (k->scope != SC_GLOBAL && k->scope != SC_LISTENER && k->scope != SC_SECURITY)
+        return;
+    struct hato_config cfg;
+    hato_config_init(&cfg);
+    const char *base =
+        k->scope == SC_LISTENER ? (const char *)&cfg.default_listener : (const char *)&cfg;
+    const void *f = base + (k->scope == SC_LISTENER ? k->loff : k->goff);
+    switch (k->kind) {
+    case K_BOOL:
+        snprintf(out, len, "%s", *(const bool *)f ? "true" : "false");
+        break;
+    case K_TRI:
+        if (*(const int *)f != HATO_UNSET)
+            snprintf(out, len, "%s", *(const int *)f ? "true" : "false");
+        break;
+    case K_INT:
+        snprintf(out, len, "%d", *(const int *)f);
+        break;
+    case K_I64:
+        snprintf(out, len, "%" PRId64, *(const int64_t *)f);
+        break;
+    case K_STR:
+    case K_ENUM_STR: {
+        const char *s = *(char *const *)f;
+        snprintf(out, len, "%s", s ? s : "none");
+        break;
+    }
+    case K_ENUM_INT: {
+        int v = *(const int *)f;
+        int n = 0;
+        while (k->choices[n])
+            n++;
+        if (v >= 0 && v < n)
+            snprintf(out, len, "%s", k->choices[v]);
+        break;
+    }
+    default:
+        break;
+    }
+    hato_config_free(&cfg);
+}
+
+bool hato_directive_get(size_t i, struct hato_directive *d) {
+    static const char *const scopes[] = {
+        [SC_NONE] = "global",       [SC_GLOBAL] = "global", [SC_LISTENER] = "listener",
+        [SC_SECURITY] = "security", [SC_BRIDGE] = "bridge", [SC_PLUGIN] = "plugin",
+    };
+    static const char *const statuses[] = {
+        [ST_IMPLEMENTED] = "implemented", [ST_STORED] = "stored",     [ST_ACCEPTED] = "accepted",
+        [ST_REFUSED] = "refused",         [ST_OBSOLETE] = "obsolete",
+    };
+    if (i >= N_KEYS)
+        return false;
+    const struct key *k = &keys[i];
+    d->name = k->name;
+    d->scope = scopes[k->scope];
+    d->reload = key_reload(k);
+    d->status = statuses[k->status];
+    d->doc = k->doc ? k->doc : "";
+    d->type[0] = '\0';
+    if (k->type) {
+        snprintf(d->type, sizeof d->type, "%s", k->type);
+    } else if (k->kind == K_BOOL || k->kind == K_TRI) {
+        snprintf(d->type, sizeof d->type, "bool");
+    } else if (k->kind == K_INT || k->kind == K_I64) {
+        snprintf(d->type, sizeof d->type, "integer %" PRId64 "..%" PRId64, k->min, k->max);
+    } else if (k->kind == K_STR) {
+        snprintf(d->type, sizeof d->type, "string");
+    } else if (k->kind == K_ENUM_STR || k->kind == K_ENUM_INT) {
+        size_t n = 0;
+        for (size_t c = 0; k->choices[c] && n < sizeof d->type; c++)
+            n += (size_t)snprintf(d->type + n, sizeof d->type - n, "%s%s", c ? "|" : "",
+                                  k->choices[c]);
+    }
+    if (k->def)
+        snprintf(d->def, sizeof d->def, "%s", k->def);
+    else
+        key_default(k, d->def, sizeof d->def);
+    return true;
+}
+
+/* s with | escaped, for a Markdown table cell. */
+static void print_cell(FILE *out, const char *s) {
+    for (; *s; s++) {
+        if (*s == '|')
+            fputc('\\', out);
+        fputc(*s, out);
+    }
+}
+
+void hato_directives_print(FILE *out) {
+    fprintf(out, "| Directive | Scope | Value | Default | On SIGHUP | Status | Description |\n"
+                 "| --- | --- | --- | --- | --- | --- | --- |\n");
+    for (size_t i = 0; i < N_KEYS; i++) {
+        struct hato_directive d;
+        hato_directive_get(i, &d);
+        bool inert = !strcmp(d.status, "refused") || !strcmp(d.status, "obsolete");
+        const char *cells[] = {
+            d.scope,  d.type, d.def[0] ? d.def : "-", inert ? "-" : hato_reload_name(d.reload),
+            d.status, d.doc};
+        fprintf(out, "| `%s` |", d.name);
+        for (size_t c = 0; c < sizeof cells / sizeof cells[0]; c++) {
+            fputc(' ', out);
+            print_cell(out, cells[c]);
+            fprintf(out, " |");
+        }
+        fputc('\n', out);
+    }
+}
+
+int hato_config_keep_restart(struct hato_config *n, const struct hato_config *old,
+                             void (*changed)(const char *name, const char *running, void *arg),
+                             void *arg) {
+    int rc = 0;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const struct key *k = &keys[i];
+        if (key_reload(k) != HATO_RELOAD_RESTART || k->scope != SC_GLOBAL)
+            continue;
+        bool alias = false; /* an earlier row of the same field was handled */
+        for (size_t j = 0; j < i && !alias; j++)
+            alias = key_reload(&keys[j]) == HATO_RELOAD_RESTART && keys[j].scope == SC_GLOBAL &&
+                    keys[j].goff == k->goff;
+        if (alias)
+            continue;
+        char *nf = (char *)n + k->goff;
+        const char *of = (const char *)old + k->goff;
+        char running[64];
+        switch (k->kind) {
+        case K_BOOL:
+            if (*(bool *)nf == *(const bool *)of)
+                continue;
+            *(bool *)nf = *(const bool *)of;
+            snprintf(running, sizeof running, "%s", *(const bool *)of ? "true" : "false");
+            break;
+        case K_INT:
+        case K_ENUM_INT:
+            if (*(int *)nf == *(const int *)of)
+                continue;
+            *(int *)nf = *(const int *)of;
+            if (k->kind == K_ENUM_INT)
+                snprintf(running, sizeof running, "%s", k->choices[*(const int *)of]);
+            else
+                snprintf(running, sizeof running, "%d", *(const int *)of);
+            break;
+        case K_I64:
+            if (*(int64_t *)nf == *(const int64_t *)of)
+                continue;
+            *(int64_t *)nf = *(const int64_t *)of;
+            snprintf(running, sizeof running, "%" PRId64, *(const int64_t *)of);
+            break;
+        case K_STR:
+        case K_ENUM_STR: {
+            char **ns = (char **)(void *)nf;
+            char *const *os = (char *const *)(const void *)of;
+            if ((!*ns && !*os) || (*ns && *os && strcmp(*ns, *os) == 0))
+                continue;
+            char *copy = NULL;
+            if (*os && !(copy = strdup(*os))) {
+                rc = -1;
+                continue;
+            }
+            free(*ns);
+            *ns = copy;
+            changed(k->name, *os ? *os : "", arg);
+            continue;
+        }
+        default:
+            continue; /* restart rows are generic (tests/unit/test_config.c) */
+        }
+        changed(k->name, running, arg);
+    }
+    return rc;
 }

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Tri-state booleans (allow_anonymous, ...) before hato_config_finish. */
 #define HATO_UNSET (-1)
@@ -266,5 +267,49 @@ void hato_config_free(struct hato_config *cfg);
 /* True when the listener has TLS or PSK settings (the broker must not serve
  * it in plain text: refuse to start until TLS is supported). */
 bool hato_listener_wants_tls(const struct hato_listener *l);
+
+/* ---- the directive table ------------------------------------------------
+ * Every directive is one row of keys[] in config.c. These read it: `hato
+ * --list-directives`, the reload (what keeps its running value), and the
+ * check that docs/configuration.md lists every row with its status. */
+
+/* What SIGHUP does with a directive. */
+enum hato_reload {
+    HATO_RELOAD_LIVE,     /* applied, also to open connections at their next use */
+    HATO_RELOAD_NEW_CONN, /* listener setting: new connections get the new value */
+    HATO_RELOAD_LISTENER, /* listener identity: a change closes it and opens the new one */
+    HATO_RELOAD_RESTART,  /* the running value stays, logged "X changed: needs a restart" */
+};
+
+/* One row, as text (static strings, or the arrays). */
+struct hato_directive {
+    const char *name;
+    const char *scope; /* global, listener, security, bridge, plugin */
+    char type[192];    /* bool, integer LO..HI, a|b|c, string, ... */
+    char def[64];      /* the default; "" = none */
+    enum hato_reload reload;
+    const char *status; /* implemented, stored, accepted, refused, obsolete */
+    const char *doc;    /* one line; "" when the row has none */
+};
+
+/* Number of rows; row i (0 <= i < count) into *d (false if out of range). */
+size_t hato_directive_count(void);
+bool hato_directive_get(size_t i, struct hato_directive *d);
+const char *hato_reload_name(enum hato_reload r);
+
+/* The table as Markdown (name, scope, value, default, on SIGHUP, status,
+ * description), one row per directive: `hato --list-directives`. */
+void hato_directives_print(FILE *out);
+
+/*
+ * Reload: give the new config n the running value (from old) of every
+ * directive whose row says HATO_RELOAD_RESTART, calling changed(name,
+ * running value as text, arg) for each that differed. Aliases sharing a
+ * field are reported once, under the first row's name. Returns 0, or -1
+ * when a string could not be copied (n keeps its own value then).
+ */
+int hato_config_keep_restart(struct hato_config *n, const struct hato_config *old,
+                             void (*changed)(const char *name, const char *running, void *arg),
+                             void *arg);
 
 #endif
