@@ -319,7 +319,9 @@ struct auth_acl *auth_acl_parse(const char *text, size_t len, const char *name, 
     acl->pat_tail = &acl->patterns;
     strmap_init(&acl->users);
     struct acl_user *cur = NULL;
-    size_t off = 0;
+    /* A UTF-8 byte order mark (Windows editors) is skipped; Mosquitto 2.0
+     * refuses the file ("Invalid line ... \xEF\xBB\xBFuser"). */
+    size_t off = len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
     int line = 0;
     char *buf = NULL;
     size_t bufcap = 0;

@@ -19,6 +19,7 @@ struct pw_entry {
     char *user;
     size_t ulen;
     char *hash;
+    int line; /* where it was read (a later line for the user replaces it) */
 };
 
 struct auth_passwd {
@@ -84,11 +85,8 @@ static int add_problem(struct auth_passwd *pw, const char *name, int line, const
     return 0;
 }
 
-static bool blank(const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != ' ' && s[i] != '\t')
-            return false;
-    return true;
+static bool is_blank(char c) {
+    return c == ' ' || c == '\t';
 }
 
 /* Report a line that is not taken as a user and go on with the next. */
@@ -109,7 +107,9 @@ struct auth_passwd *auth_passwd_parse(const char *text, size_t len, const char *
         return NULL;
     }
     strmap_init(&pw->users);
-    size_t off = 0;
+    /* A UTF-8 byte order mark (a file saved by Windows editors) is not part
+     * of the first user's name (Mosquitto takes it as such). */
+    size_t off = len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
     int line = 0;
     while (off < len) {
         line++;
@@ -119,7 +119,13 @@ struct auth_passwd *auth_passwd_parse(const char *text, size_t len, const char *
         off += n + (nl ? 1 : 0);
         if (n && s[n - 1] == '\r')
             n--;
-        if (blank(s, n)) {
+        /* Blanks around the line, the user name and the hash are not part of
+         * them (Mosquitto 2.0 trims them too). */
+        while (n && is_blank(s[0]))
+            s++, n--;
+        while (n && is_blank(s[n - 1]))
+            n--;
+        if (n == 0) {
             /* An empty user with an empty password must never exist. */
             if (add_problem(pw, name, line, "blank line ignored (not a user)", false) < 0)
                 goto oom;
@@ -133,32 +139,55 @@ struct auth_passwd *auth_passwd_parse(const char *text, size_t len, const char *
         if (!colon)
             SKIP("not 'user:hash' (no ':'); line ignored");
         size_t ulen = (size_t)(colon - s);
+        while (ulen && is_blank(s[ulen - 1]))
+            ulen--;
         int ushow = (int)(ulen > 64 ? 64 : ulen);
         if (ulen == 0)
             SKIP("empty user name; line ignored");
         for (size_t i = 0; i < ulen; i++)
             if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
                 SKIP("control character in user name; line ignored");
-        size_t hlen = n - ulen - 1;
+        const char *h = colon + 1;
+        size_t hlen = n - (size_t)(h - s);
+        while (hlen && is_blank(*h))
+            h++, hlen--;
         if (hlen == 0)
             SKIP("user '%.*s' has no password hash; line ignored", ushow, s);
         if (hlen > AUTH_HASH_MAX)
             SKIP("user '%.*s': password hash too long; line ignored", ushow, s);
         char hash[AUTH_HASH_MAX + 1];
-        memcpy(hash, colon + 1, hlen);
+        memcpy(hash, h, hlen);
         hash[hlen] = 0;
         const char *why = NULL;
         if (auth_hash_check_format(hash, &why) < 0)
             SKIP("user '%.*s': %s; line ignored (a plain-text file must be converted with "
                  "hato-passwd -U)",
                  ushow, s, why);
-        if (strmap_get(&pw->users, s, ulen))
-            SKIP("user '%.*s' appears again; the first line stays in force", ushow, s);
-        struct pw_entry *e = calloc(1, sizeof(*e));
+        struct pw_entry *e = strmap_get(&pw->users, s, ulen);
+        if (e) {
+            /* As Mosquitto: the later line is the user's password, so that a
+             * line appended to change a password does not leave the old one
+             * working. Reported, as the file has a mistake. */
+            char *nh = strdup(hash);
+            char why[200];
+            snprintf(why, sizeof(why), "user '%.*s' appears again; this line replaces line %d",
+                     ushow, s, e->line);
+            if (!nh || add_problem(pw, name, line, why, false) < 0) {
+                free(nh);
+                goto oom;
+            }
+            memset(e->hash, 0, strlen(e->hash));
+            free(e->hash);
+            e->hash = nh;
+            e->line = line;
+            goto next;
+        }
+        e = calloc(1, sizeof(*e));
         if (!e)
             goto oom;
         e->user = strndup(s, ulen);
         e->ulen = ulen;
+        e->line = line;
         e->hash = strdup(hash);
         if (!e->user || !e->hash || strmap_put(&pw->users, e->user, ulen, e) < 0) {
             free_entry(NULL, e);

@@ -1419,8 +1419,24 @@ static int parse_file(struct hato_config *cfg, const char *path, int level, char
     return rc;
 }
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+/*
+ * include_dir's order, Mosquitto's: byte by byte, ASCII letters compared
+ * without case first ('B' after 'a', '_' after 'B' as it is after 'Z'),
+ * then the exact byte ('A' before 'a'); bytes are unsigned, so UTF-8 names
+ * come after ASCII ones. Not the locale's order: the same on every machine.
+ */
+static int cmp_include(const void *a, const void *b) {
+    const unsigned char *x = *(const unsigned char *const *)a;
+    const unsigned char *y = *(const unsigned char *const *)b;
+    for (; *x && *y; x++, y++) {
+        int ux = *x >= 'a' && *x <= 'z' ? *x - 'a' + 'A' : *x;
+        int uy = *y >= 'a' && *y <= 'z' ? *y - 'a' + 'A' : *y;
+        if (ux != uy)
+            return ux - uy;
+        if (*x != *y)
+            return *x - *y;
+    }
+    return *x - *y;
 }
 
 static int h_include_dir(struct parser *p, const struct key *k, char *value) {
@@ -1440,7 +1456,8 @@ static int h_include_dir(struct parser *p, const struct key *k, char *value) {
     struct dirent *de;
     while ((de = readdir(d))) {
         size_t len = strlen(de->d_name);
-        if (len < 5 || strcmp(de->d_name + len - 5, ".conf") != 0)
+        /* NAME.conf with a NAME, as Mosquitto: ".conf" alone is not read. */
+        if (len <= 5 || strcmp(de->d_name + len - 5, ".conf") != 0)
             continue;
         size_t plen = strlen(value) + 1 + len + 1;
         char *path = malloc(plen);
@@ -1457,14 +1474,21 @@ static int h_include_dir(struct parser *p, const struct key *k, char *value) {
                  de->d_name);
         struct stat st;
         if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+            /* Mosquitto tries to read it and stops; hato says so and goes on. */
+            int w = add_warning_at(p->cfg, p->file, p->line,
+                                   "include_dir: '%s' is not a regular file; not read", path);
             free(path);
+            if (w < 0) {
+                rc = fail(p, "out of memory");
+                break;
+            }
             continue;
         }
         names[n++] = path;
     }
     closedir(d);
     if (rc == 0 && n)
-        qsort(names, n, sizeof *names, cmp_str);
+        qsort(names, n, sizeof *names, cmp_include);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         if (p->main_real) {
             char *real = realpath(names[i], NULL);

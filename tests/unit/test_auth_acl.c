@@ -193,6 +193,20 @@ static void test_topic_with_spaces(void **st) {
     auth_acl_free(a);
 }
 
+/* Saved by a Windows editor: BOM, CRLF, trailing blanks (Mosquitto 2.0
+ * trims the line ends; it refuses the BOM, hato skips it). */
+static void test_windows_file(void **st) {
+    (void)st;
+    struct auth_acl *a = parse("\xEF\xBB\xBFuser alice \r\ntopic read a/#\t \r\n  user bob\r\n"
+                               "topic write b\r\n");
+    assert_true(can(a, "alice", "c", "a/x", R));
+    assert_false(can(a, "alice", "c", "b", W));
+    assert_true(can(a, "bob", "c", "b", W));
+    assert_false(can(a, "bob", "c", "a/x", R));
+    auth_acl_free(a);
+    expect_error("topic read a\n\xEF\xBB\xBFuser b\n", "acl:2: unknown keyword '\xEF\xBB\xBFuser'");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_match),
@@ -205,6 +219,7 @@ int main(void) {
         cmocka_unit_test(test_empty_file_denies_everything),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_topic_with_spaces),
+        cmocka_unit_test(test_windows_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

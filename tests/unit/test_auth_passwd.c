@@ -94,10 +94,6 @@ static void test_malformed_lines(void **st) {
     expect_skipped("bob:$7$101$abc$def", "bob", "user 'bob': bad salt");
     expect_skipped("b\x01ob:$6$x$y", NULL, "control character in user name");
     expect_skipped("bob:$6$4JWRgKL/ibmJ2pyc$zeJ7 ", "bob", "user 'bob': bad hash");
-    /* A second line for a user: the first one counts. */
-    expect_skipped("u7:$6$4JWRgKL/ibmJ2pyc$zeJ797a5Ih0KFpn4f6gjs3g83k67WbaKXsusY5XWYgMZdj4HTq5x4Chr"
-                   "9Qd1wqF8Vsx8xCBBGAsxKY7lBHbDpQ==",
-                   NULL, "user 'u7' appears again; the first line stays in force");
 }
 
 static void test_nul_byte(void **st) {
@@ -121,6 +117,54 @@ static void test_empty_file(void **st) {
     auth_passwd_free(pw);
 }
 
+/* Files edited on Windows or by hand, as Mosquitto 2.0 reads them: a UTF-8
+ * byte order mark, CRLF, blanks around the line, the user name and the hash. */
+static void test_windows_and_blanks(void **st) {
+    (void)st;
+    char err[256];
+    struct auth_passwd *pw =
+        parse("\xEF\xBB\xBF" U7 " \t\r\n  # indented comment\r\n\t" U6 "\r\n", err, sizeof(err));
+    assert_non_null(pw);
+    assert_int_equal(auth_passwd_count(pw), 2);
+    assert_true(check(pw, "u7", "pässword 7")); /* not "\xEF\xBB\xBFu7" */
+    assert_true(check(pw, "u6", "secret6"));
+    assert_null(auth_passwd_problem(pw, 0, NULL));
+    auth_passwd_free(pw);
+    /* "user : hash": blanks around the colon are not part of either. */
+    pw = parse(
+        "u6 :\t$6$4JWRgKL/ibmJ2pyc$zeJ797a5Ih0KFpn4f6gjs3g83k67WbaKXsusY5XWYgMZdj4HTq5x4Chr9Qd1w"
+        "qF8Vsx8xCBBGAsxKY7lBHbDpQ==\n",
+        err, sizeof(err));
+    assert_non_null(pw);
+    assert_true(check(pw, "u6", "secret6"));
+    assert_false(auth_passwd_has_user(pw, "u6 ", 3));
+    auth_passwd_free(pw);
+    /* A BOM only counts at the very start. */
+    pw = parse(U7 "\n\xEF\xBB\xBF" U6 "\n", err, sizeof(err));
+    assert_non_null(pw);
+    assert_false(auth_passwd_has_user(pw, "u6", 2));
+    auth_passwd_free(pw);
+}
+
+/* A user given twice: the later line is the password (as Mosquitto), reported. */
+static void test_duplicate_user_later_line_wins(void **st) {
+    (void)st;
+    char err[256];
+    struct auth_passwd *pw =
+        parse(U7 "\nu7:$6$4JWRgKL/ibmJ2pyc$zeJ797a5Ih0KFpn4f6gjs3g83k67WbaKXsusY5XWYgMZdj4HTq5x4Chr"
+                 "9Qd1wqF8Vsx8xCBBGAsxKY7lBHbDpQ==\n",
+              err, sizeof(err));
+    assert_non_null(pw);
+    assert_int_equal(auth_passwd_count(pw), 1);
+    assert_true(check(pw, "u7", "secret6"));
+    assert_false(check(pw, "u7", "pässword 7")); /* the replaced password no longer works */
+    bool error = true;
+    assert_string_equal(auth_passwd_problem(pw, 0, &error),
+                        "pw:2: user 'u7' appears again; this line replaces line 1");
+    assert_false(error);
+    auth_passwd_free(pw);
+}
+
 static void test_missing_file(void **st) {
     (void)st;
     char err[256];
@@ -131,9 +175,14 @@ static void test_missing_file(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_mosquitto_file),  cmocka_unit_test(test_blank_line_is_not_a_user),
-        cmocka_unit_test(test_malformed_lines), cmocka_unit_test(test_nul_byte),
-        cmocka_unit_test(test_empty_file),      cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_mosquitto_file),
+        cmocka_unit_test(test_blank_line_is_not_a_user),
+        cmocka_unit_test(test_malformed_lines),
+        cmocka_unit_test(test_nul_byte),
+        cmocka_unit_test(test_empty_file),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_windows_and_blanks),
+        cmocka_unit_test(test_duplicate_user_later_line_wins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

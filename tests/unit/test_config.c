@@ -826,8 +826,15 @@ static void test_include_dir(void **state) {
     assert_string_equal(c.listeners[2].file, want);
     assert_int_equal(c.listeners[2].line, 1);
     assert_non_null(c.include_dir);
-    /* 10-a.conf set max_connections before its listener: default listener, warned. */
-    assert_int_equal(c.n_warnings, 1);
+    /* 10-a.conf set max_connections before its listener: default listener,
+     * warned; the directory z.conf is not read, warned (Mosquitto stops). */
+    assert_int_equal(c.n_warnings, 2);
+    snprintf(want, sizeof want,
+             "hato.conf:2: include_dir: '%s/conf.d/z.conf' is not a regular file; not read",
+             tmpdir);
+    const char *w = c.warnings[0];
+    assert_non_null(strstr(w, "include_dir: '"));
+    assert_string_equal(strstr(w, "include_dir:"), strstr(want, "include_dir:"));
     hato_config_free(&c);
 
     /* An error in an included file names that file and line. */
