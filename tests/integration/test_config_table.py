@@ -141,7 +141,7 @@ def test_list_directives_is_the_parser_table(tmp_path):
     and a name not listed is unknown."""
     rows = table_rows()
     conf = tmp_path / "x.conf"
-    for name in list(rows)[:40] + ["no_such_directive"]:
+    for name in list(rows) + ["no_such_directive"]:
         conf.write_text(f"{name}\n")
         r = subprocess.run([HATO_BIN, "--test-config", "-c", str(conf)], capture_output=True,
                            text=True, timeout=10)
