@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "base/log.h"
 #include "broker/broker.h"
@@ -125,14 +126,86 @@ static bool mount_too_long(struct conn *c, size_t len) {
 
 /* ---- CONNECT ---------------------------------------------------------- */
 
+/*
+ * An id for a client that sent none: the prefix (auto_id_prefix, "auto-" by
+ * default) and 16 random bytes written as Mosquitto 2.0 writes them, 36
+ * upper-case hex digits and dashes in UUID form (8-4-4-4-12), so the id has
+ * the length and shape a Mosquitto user's tools expect.
+ */
 static void assign_id(struct conn *c) {
-    struct broker *b = c->w->b;
-    unsigned long n = atomic_fetch_add(&b->id_counter, 1);
-    char id[96];
+    static const char hex[] = "0123456789ABCDEF";
     const char *prefix = lcfg(c)->auto_id_prefix ? lcfg(c)->auto_id_prefix : "auto-";
-    snprintf(id, sizeof(id), "%s%08lX-%04X-%lu", prefix, (unsigned long)b->started & 0xffffffffUL,
-             (unsigned)(n * 2654435761u) & 0xffff, n);
-    c->assigned_id = strdup(id);
+    uint8_t rnd[16];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+        /* Never on Linux >= 3.17 with a seeded pool; stay unique anyway. */
+        unsigned long n = atomic_fetch_add(&c->w->b->id_counter, 1);
+        uint64_t x = (uint64_t)c->w->b->started * 6364136223846793005ULL + n;
+        for (size_t i = 0; i < sizeof(rnd); i++)
+            rnd[i] = (uint8_t)(x >> (8 * (i % 8))) ^ (uint8_t)(i < 8 ? 0 : n >> (8 * (i - 8)));
+    }
+    size_t pl = strlen(prefix);
+    char *id = malloc(pl + 37);
+    if (!id)
+        return;
+    memcpy(id, prefix, pl);
+    char *o = id + pl;
+    for (size_t i = 0; i < sizeof(rnd); i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *o++ = '-';
+        *o++ = hex[rnd[i] >> 4];
+        *o++ = hex[rnd[i] & 15];
+    }
+    *o = 0;
+    c->assigned_id = id;
+}
+
+/*
+ * Properties of a successful MQTT 5 CONNACK, those Mosquitto 2.0 sends and
+ * in its order (the spec leaves the order free, harnesses written against
+ * Mosquitto compare bytes): Topic Alias Maximum (when not 0), Server Keep
+ * Alive (`server_ka` when not 0), Assigned Client Identifier, then Retain
+ * Available (when false), Maximum Packet Size (when set), Receive Maximum
+ * (when max_inflight_messages is not 0, unlimited), Maximum QoS (below 2).
+ */
+static void connack_props(struct conn *c, struct mqtt_props *ap, uint16_t server_ka) {
+    static const uint8_t order[] = {
+        MQTT_PROP_TOPIC_ALIAS_MAXIMUM, MQTT_PROP_SERVER_KEEP_ALIVE, MQTT_PROP_ASSIGNED_CLIENT_ID,
+        MQTT_PROP_AUTH_METHOD,         MQTT_PROP_AUTH_DATA,         MQTT_PROP_RETAIN_AVAILABLE,
+        MQTT_PROP_MAXIMUM_PACKET_SIZE, MQTT_PROP_RECEIVE_MAXIMUM,   MQTT_PROP_MAXIMUM_QOS,
+    };
+    const struct hato_config *cfg = c->w->b->cfg;
+    ap->order = order;
+    ap->norder = (uint8_t)sizeof(order);
+    if (lcfg(c)->max_topic_alias > 0) {
+        ap->present |= PROP(TOPIC_ALIAS_MAXIMUM);
+        ap->topic_alias_maximum = (uint16_t)lcfg(c)->max_topic_alias;
+    }
+    if (server_ka) {
+        ap->present |= PROP(SERVER_KEEP_ALIVE);
+        ap->server_keep_alive = server_ka;
+    }
+    if (c->assigned_id && !c->id_is_username) {
+        ap->present |= PROP(ASSIGNED_CLIENT_ID); /* MQTT-3.2.2-16 */
+        ap->assigned_client_id =
+            (struct mqtt_str){(const uint8_t *)c->assigned_id, (uint32_t)strlen(c->assigned_id)};
+    }
+    if (!cfg->retain_available) {
+        ap->present |= PROP(RETAIN_AVAILABLE);
+        ap->retain_available = 0;
+    }
+    if (cfg->max_packet_size) {
+        ap->present |= PROP(MAXIMUM_PACKET_SIZE);
+        ap->maximum_packet_size = cfg->max_packet_size;
+    }
+    uint32_t rm = cfg->max_inflight_messages;
+    if (rm > 0) {
+        ap->present |= PROP(RECEIVE_MAXIMUM);
+        ap->receive_maximum = rm > 65535 ? 65535 : (uint16_t)rm;
+    }
+    if (lcfg(c)->max_qos < 2) {
+        ap->present |= PROP(MAXIMUM_QOS);
+        ap->maximum_qos = (uint8_t)lcfg(c)->max_qos;
+    }
 }
 
 static struct msg *make_will(struct conn *c, const struct mqtt_packet *p) {
@@ -346,8 +419,7 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     /* Keep alive, capped by max_keepalive (MQTT 5 is told, MQTT-3.2.2-21). */
     uint16_t ka = p->connect.keep_alive;
     bool server_ka = false;
-    if (cfg->max_keepalive > 0 &&
-        (ka > cfg->max_keepalive || (ka == 0 && v5 && cfg->max_keepalive < 65535))) {
+    if (cfg->max_keepalive > 0 && (ka > cfg->max_keepalive || (ka == 0 && v5))) {
         if (v5) {
             ka = (uint16_t)cfg->max_keepalive;
             server_ka = true;
@@ -467,35 +539,8 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
 
     struct mqtt_packet ack = {.type = MQTT_CONNACK, .reason = 0};
     ack.connack.session_present = present && c->version != MQTT_V31; /* 3.1 has no such flag */
-    if (v5) {
-        struct mqtt_props *ap = &ack.props;
-        uint32_t rm = cfg->max_inflight_messages;
-        ap->present |= PROP(RECEIVE_MAXIMUM);
-        ap->receive_maximum = rm == 0 || rm > 65535 ? 65535 : (uint16_t)rm;
-        ap->present |= PROP(TOPIC_ALIAS_MAXIMUM);
-        ap->topic_alias_maximum = (uint16_t)lcfg(c)->max_topic_alias;
-        if (lcfg(c)->max_qos < 2) {
-            ap->present |= PROP(MAXIMUM_QOS);
-            ap->maximum_qos = (uint8_t)lcfg(c)->max_qos;
-        }
-        if (!cfg->retain_available) {
-            ap->present |= PROP(RETAIN_AVAILABLE);
-            ap->retain_available = 0;
-        }
-        if (cfg->max_packet_size) {
-            ap->present |= PROP(MAXIMUM_PACKET_SIZE);
-            ap->maximum_packet_size = cfg->max_packet_size;
-        }
-        if (c->assigned_id && !c->id_is_username) {
-            ap->present |= PROP(ASSIGNED_CLIENT_ID); /* MQTT-3.2.2-16 */
-            ap->assigned_client_id = (struct mqtt_str){(const uint8_t *)c->assigned_id,
-                                                       (uint32_t)strlen(c->assigned_id)};
-        }
-        if (server_ka) {
-            ap->present |= PROP(SERVER_KEEP_ALIVE);
-            ap->server_keep_alive = ka;
-        }
-    }
+    if (v5)
+        connack_props(c, &ack.props, server_ka ? ka : 0);
     /* Persistence: a session that outlives its connection is saved before the CONNACK
      * promises it; one that stops being durable leaves the store first. */
     bool durable = b->store && s->expiry > 0;
