@@ -106,7 +106,10 @@ void proto_refuse_due(struct conn *c) {
 }
 
 /* More levels than max_topic_levels (a hato limit against very deep topics;
- * the default, 201, is Mosquitto's fixed limit of 200 separators). */
+ * the default, 201, is Mosquitto's fixed limit of 200 separators). Answered
+ * as Mosquitto 2.0 answers its limit: a PUBLISH with DISCONNECT 0x82, a
+ * SUBSCRIBE or UNSUBSCRIBE with DISCONNECT 0x81 (MQTT 3: the connection
+ * closed), a will topic by closing without CONNACK. */
 static bool too_deep(const struct conn *c, const uint8_t *t, size_t len) {
     int max = c->w->b->cfg->max_topic_levels;
     if (max <= 0 || len < (size_t)max)
@@ -123,6 +126,8 @@ static bool too_deep(const struct conn *c, const uint8_t *t, size_t len) {
 static bool mount_too_long(struct conn *c, size_t len) {
     return strlen(mount(c)) + len > 65535;
 }
+
+static bool reserved_topic(const uint8_t *topic, size_t len);
 
 /* ---- CONNECT ---------------------------------------------------------- */
 
@@ -430,18 +435,32 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         }
     }
 
-    if (p->connect.will && (too_deep(c, p->connect.will_topic.p, p->connect.will_topic.len) ||
-                            mount_too_long(c, p->connect.will_topic.len))) {
+    if (p->connect.will && too_deep(c, p->connect.will_topic.p, p->connect.will_topic.len)) {
+        c->will_pending = false;
+        conn_close(c, "will topic over max_topic_levels"); /* no CONNACK, as Mosquitto */
+        return;
+    }
+    if (p->connect.will && mount_too_long(c, p->connect.will_topic.len)) {
         if (v5) {
-            connack_fail(c, 0, MQTT_RC_TOPIC_NAME_INVALID, "will topic too deep or too long");
+            connack_fail(c, 0, MQTT_RC_TOPIC_NAME_INVALID, "will topic too long");
         } else {
             c->will_pending = false;
-            conn_close(c, "will topic too deep or too long"); /* no 3.1.1 code fits */
+            conn_close(c, "will topic too long"); /* no 3.1.1 code fits */
         }
         return;
     }
     struct msg *will = NULL;
-    if (p->connect.will) {
+    if (p->connect.will && reserved_topic(p->connect.will_topic.p, p->connect.will_topic.len)) {
+        /* A will to $SYS... or $share/...: the connection is accepted and the
+         * will dropped, as Mosquitto 2.0 does (a client must not feed $SYS,
+         * not even by disconnecting). */
+        char idz[128], i[128];
+        snprintf(idz, sizeof(idz), "%.*s", (int)idlen, id);
+        log_client(LOG_NOTICE, security_printable(idz, i, sizeof(i)), c->username, c->si.peer,
+                   "Client %s [%s]: will to reserved topic '%.*s' dropped.",
+                   security_printable(idz, i, sizeof(i)), c->si.peer,
+                   (int)p->connect.will_topic.len, (const char *)p->connect.will_topic.p);
+    } else if (p->connect.will) {
         will = make_will(c, p);
         if (!will) {
             connack_fail(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_UNSPECIFIED, "out of memory");
@@ -710,7 +729,7 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         }
     }
     if (too_deep(c, topic, tlen)) {
-        proto_fail(c, MQTT_RC_TOPIC_NAME_INVALID, "topic over max_topic_levels");
+        proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "topic over max_topic_levels");
         return;
     }
     if (mount_too_long(c, tlen)) {
@@ -792,19 +811,22 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
     }
     if (m->retain && retain_set(b->retain, m) == 0) /* empty payload clears, MQTT-3.3.1-10 */
         persist_retain(c->w, m);
-    size_t n = route_publish(c->w, m);
-    msg_unref(m);
-    uint8_t rc = n ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
-    if (qos == 1) {
-        send_ack(c, MQTT_PUBACK, pid, rc);
-    } else if (qos == 2) {
+    if (qos == 2) {
+        /* PUBREC (Success, whether anyone subscribes or not) before any
+         * copy to this connection, the order Mosquitto 2.0 writes. */
         if (session_in_pid_add(s, pid) < 0) {
+            msg_unref(m);
             proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
             return;
         }
         persist_inpid(s, pid, true);
-        send_ack(c, MQTT_PUBREC, pid, rc);
+        send_ack(c, MQTT_PUBREC, pid, 0);
     }
+    size_t n = route_publish(c->w, m);
+    msg_unref(m);
+    /* QoS 1: the copies first, then PUBACK (also Mosquitto's order). */
+    if (qos == 1)
+        send_ack(c, MQTT_PUBACK, pid, n ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS);
 }
 
 static void handle_pubrel(struct conn *c, struct mqtt_packet *p) {
@@ -855,6 +877,14 @@ static char *full_filter(struct conn *c, const struct mqtt_str *f, size_t *outle
     return t;
 }
 
+/* A filter over max_topic_levels (for $share/NAME/F, counted in F). */
+static bool filter_too_deep(const struct conn *c, const struct mqtt_str *f) {
+    struct mqtt_str group, inner;
+    if (mqtt_shared_split(f->p, f->len, &group, &inner) != 1)
+        inner = *f;
+    return too_deep(c, inner.p, inner.len);
+}
+
 static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
     struct session *s = c->s;
     struct broker *b = c->w->b;
@@ -881,15 +911,21 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
     uint32_t off = 0, i = 0;
     struct mqtt_sub_entry e;
     while (mqtt_sub_next(p, &off, &e)) {
+        if (filter_too_deep(c, &e.filter)) {
+            if (rc != codes)
+                free(rc);
+            free(rs);
+            proto_fail(c, MQTT_RC_MALFORMED_PACKET, "topic filter over max_topic_levels");
+            return;
+        }
+    }
+    off = 0;
+    while (mqtt_sub_next(p, &off, &e)) {
         size_t flen;
         int shared;
         struct mqtt_str inner;
         char *f = full_filter(c, &e.filter, &flen, &shared, &inner);
         rs[i].from = rs[i].to = ret.n;
-        if (f && too_deep(c, inner.p, inner.len)) {
-            free(f);
-            f = NULL;
-        }
         if (!f) {
             rc[i++] = v5 ? MQTT_RC_TOPIC_FILTER_INVALID : 0x80;
             continue;
@@ -996,6 +1032,15 @@ static void handle_unsubscribe(struct conn *c, struct mqtt_packet *p) {
     }
     uint32_t off = 0, i = 0;
     struct mqtt_str f;
+    while (mqtt_unsub_next(p, &off, &f)) {
+        if (filter_too_deep(c, &f)) {
+            if (rc != codes)
+                free(rc);
+            proto_fail(c, MQTT_RC_MALFORMED_PACKET, "topic filter over max_topic_levels");
+            return;
+        }
+    }
+    off = 0;
     while (mqtt_unsub_next(p, &off, &f)) {
         size_t flen;
         int shared;
