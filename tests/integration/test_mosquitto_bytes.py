@@ -420,3 +420,31 @@ def test_will_delay_and_session_ending_with_connection(pair):
         took[name] = time.monotonic() - start
     assert took["hato"] < 2.0, took
     assert took["mosquitto"] >= 2.0, took
+
+
+def test_other_differences_pinned_both_ways(pair):
+    """The remaining rows of docs/migration.md "Protocol differences", each
+    answer of both brokers: session takeover (MQTT-3.1.4-3: DISCONNECT 0x8E
+    from hato), PUBREL of an unknown id (PUBCOMP 0x92 / 0x00), an unexpected
+    AUTH (DISCONNECT 0x82 / closed), overlapping subscriptions (one copy with
+    both identifiers / one copy per subscription, MQTT-3.3.4-3..5)."""
+    h, mq = pair()
+    res = {}
+    for name, b in (("hato", h), ("mosquitto", mq)):
+        old = connected(b, "taken")
+        connected(b, "taken")
+        out = [ask_close(old)]
+        c = connected(b, "rel")
+        out.append(ask(c, m.ack(m.PUBREL, 77)))
+        out.append(ask_close(connected(b, "auth"), m.packet(m.AUTH, 0, b"\x18\x00")))
+        s = connected(b, "overlap")
+        ask(s, m.subscribe(1, [("o/#", 0)], version=5, properties=[("subscription_id", 1)]))
+        ask(s, m.subscribe(2, [("o/+", 0)], version=5, properties=[("subscription_id", 2)]))
+        out.append(sorted(ask(s, m.publish("o/t", b"x", version=5))))
+        res[name] = out
+    assert res["hato"] == [[b"\xe0\x01\x8e", "closed"], [b"\x70\x03\x00\x4d\x92"],
+                           [b"\xe0\x01\x82", "closed"],
+                           [b"\x30\x0b\x00\x03o/t\x04\x0b\x01\x0b\x02x"]]
+    assert res["mosquitto"] == [["closed"], [b"\x70\x02\x00\x4d"], ["closed"],
+                                [b"\x30\x09\x00\x03o/t\x02\x0b\x01x",
+                                 b"\x30\x09\x00\x03o/t\x02\x0b\x02x"]]
