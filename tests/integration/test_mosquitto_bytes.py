@@ -448,3 +448,18 @@ def test_other_differences_pinned_both_ways(pair):
     assert res["mosquitto"] == [["closed"], [b"\x70\x02\x00\x4d"], ["closed"],
                                 [b"\x30\x09\x00\x03o/t\x02\x0b\x01x",
                                  b"\x30\x09\x00\x03o/t\x02\x0b\x02x"]]
+
+
+def test_keep_alive_expiry_and_shutdown_reason_codes(pair):
+    """MQTT 5 keep alive expired (MQTT-3.1.2-22): hato sends DISCONNECT 0x8D
+    before closing, Mosquitto closes silently; on SIGTERM hato sends 0x8B
+    Server shutting down, Mosquitto closes silently."""
+    h, mq = pair()
+    got = {}
+    for name, b in (("hato", h), ("mosquitto", mq)):
+        idle = connected(b, "idle", keepalive=1)
+        down = connected(b, "down")
+        got[name] = [[wire(p) for p in idle.expect_closed(timeout=10)]]
+        b.signal(15)
+        got[name].append([wire(p) for p in down.expect_closed(timeout=10)])
+    assert got == {"hato": [[b"\xe0\x01\x8d"], [b"\xe0\x01\x8b"]], "mosquitto": [[], []]}
