@@ -413,7 +413,8 @@ size_t mqtt_encode_publish_plain(uint8_t *buf, size_t cap, uint8_t version, cons
  * properties whose MQTT_PROP_BIT is in `ids`: in the order they came on the
  * wire for decoded props (`raw` set), else in encoding order. Returns the
  * size needed (nothing written when cap is smaller); 0 when there are none
- * or props is NULL.
+ * or props is NULL (a property counts when its MQTT_PROP_BIT is in
+ * `present`).
  */
 size_t mqtt_props_copy_entries(const struct mqtt_props *props, uint64_t ids, uint8_t *dst,
                                size_t cap);

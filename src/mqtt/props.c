@@ -433,8 +433,8 @@ static void props_write_content(struct mqtt_wr *w, const struct mqtt_props *p) {
 
 size_t mqtt_props_copy_entries(const struct mqtt_props *props, uint64_t ids, uint8_t *dst,
                                size_t cap) {
-    if (!props)
-        return 0;
+    if (!props || ((props->present & ids) == 0 && !props->encoded.p))
+        return 0; /* the common case (a PUBLISH without properties): no walk */
     if (props->raw.len == 0 || props->encoded.p) {
         struct mqtt_props q = *props;
         q.present &= ids;
