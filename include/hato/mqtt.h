@@ -217,6 +217,18 @@ struct mqtt_props {
     /* Decoding: the property block's content (after its length), so user
      * properties can be walked in order. Empty for props built to encode. */
     struct mqtt_str raw;
+    /*
+     * Encoding only (both zero by default). `order[0..norder)`: identifiers
+     * written first, in that order, when present (MQTT_PROP_USER_PROPERTY
+     * and MQTT_PROP_SUBSCRIPTION_ID included); the other present ones follow
+     * as above. The spec leaves the order free; a broker uses this to write
+     * another implementation's order. `encoded`: when its `p` is set, the
+     * whole block's content (encoded entries, no length), written verbatim
+     * instead of every field above; the caller vouches for its validity.
+     */
+    const uint8_t *order;
+    uint8_t norder;
+    struct mqtt_str encoded;
 };
 
 /* One entry of a SUBSCRIBE (decode or encode). */
@@ -395,6 +407,17 @@ size_t mqtt_encode_publish_head(uint8_t *buf, size_t cap, uint8_t version,
 size_t mqtt_encode_publish_plain(uint8_t *buf, size_t cap, uint8_t version, const char *topic,
                                  size_t topic_len, uint8_t qos, bool retain, bool dup,
                                  uint16_t packet_id, size_t payload_len);
+
+/*
+ * Copy into dst[0..cap) the encoded entries (identifier and value) of the
+ * properties whose MQTT_PROP_BIT is in `ids`: in the order they came on the
+ * wire for decoded props (`raw` set), else in encoding order. Returns the
+ * size needed (nothing written when cap is smaller); 0 when there are none
+ * or props is NULL (a property counts when its MQTT_PROP_BIT is in
+ * `present`).
+ */
+size_t mqtt_props_copy_entries(const struct mqtt_props *props, uint64_t ids, uint8_t *dst,
+                               size_t cap);
 
 /* Size of the encoded property block (length prefix included); 0 if it
  * cannot be encoded (a string over 65535 bytes, too many sub_id). */

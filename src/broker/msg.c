@@ -57,6 +57,7 @@ struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload,
     if (topic_len > UINT16_MAX || payload_len > UINT32_MAX)
         return NULL;
     size_t user_len = 0, extra = 0;
+    size_t wire_len = mqtt_props_copy_entries(props, forward, NULL, 0);
     if (props) {
         if (props->present & MQTT_PROP_BIT(MQTT_PROP_USER_PROPERTY))
             user_len = mqtt_user_props_collect(props, NULL, 0);
@@ -67,7 +68,7 @@ struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload,
         if (props->present & MQTT_PROP_BIT(MQTT_PROP_CORRELATION_DATA))
             extra += props->correlation_data.len;
     }
-    struct msg *m = malloc(sizeof(*m) + topic_len + 1 + payload_len + user_len + extra);
+    struct msg *m = malloc(sizeof(*m) + topic_len + 1 + payload_len + user_len + extra + wire_len);
     if (!m)
         return NULL;
     memset(m, 0, sizeof(*m));
@@ -102,6 +103,11 @@ struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload,
             mqtt_user_props_collect(props, cur, user_len);
             m->props.user_props.p = cur;
             m->props.user_props.len = (uint32_t)user_len;
+            cur += user_len;
+        }
+        if (wire_len) {
+            mqtt_props_copy_entries(props, forward, cur, wire_len);
+            m->wire_props = (struct mqtt_str){cur, (uint32_t)wire_len};
         }
     }
     return m;

@@ -31,6 +31,14 @@ struct msg {
      * per delivery and never set here.
      */
     struct mqtt_props props;
+    /*
+     * The same forwarded properties encoded (identifier and value entries),
+     * in the order the publisher sent them, inside this allocation: what an
+     * MQTT 5 PUBLISH to a receiver carries between its subscription
+     * identifiers and its message expiry, Mosquitto 2.0's layout. Empty
+     * when there are none.
+     */
+    struct mqtt_str wire_props;
 };
 
 /*

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "base/log.h"
 #include "broker/broker.h"
@@ -105,7 +106,10 @@ void proto_refuse_due(struct conn *c) {
 }
 
 /* More levels than max_topic_levels (a hato limit against very deep topics;
- * the default, 201, is Mosquitto's fixed limit of 200 separators). */
+ * the default, 201, is Mosquitto's fixed limit of 200 separators). Answered
+ * as Mosquitto 2.0 answers its limit: a PUBLISH with DISCONNECT 0x82, a
+ * SUBSCRIBE or UNSUBSCRIBE with DISCONNECT 0x81 (MQTT 3: the connection
+ * closed), a will topic by closing without CONNACK. */
 static bool too_deep(const struct conn *c, const uint8_t *t, size_t len) {
     int max = c->w->b->cfg->max_topic_levels;
     if (max <= 0 || len < (size_t)max)
@@ -123,16 +127,90 @@ static bool mount_too_long(struct conn *c, size_t len) {
     return strlen(mount(c)) + len > 65535;
 }
 
+static bool reserved_topic(const uint8_t *topic, size_t len);
+
 /* ---- CONNECT ---------------------------------------------------------- */
 
+/*
+ * An id for a client that sent none: the prefix (auto_id_prefix, "auto-" by
+ * default) and 16 random bytes written as Mosquitto 2.0 writes them, 36
+ * upper-case hex digits and dashes in UUID form (8-4-4-4-12), so the id has
+ * the length and shape a Mosquitto user's tools expect.
+ */
 static void assign_id(struct conn *c) {
-    struct broker *b = c->w->b;
-    unsigned long n = atomic_fetch_add(&b->id_counter, 1);
-    char id[96];
+    static const char hex[] = "0123456789ABCDEF";
     const char *prefix = lcfg(c)->auto_id_prefix ? lcfg(c)->auto_id_prefix : "auto-";
-    snprintf(id, sizeof(id), "%s%08lX-%04X-%lu", prefix, (unsigned long)b->started & 0xffffffffUL,
-             (unsigned)(n * 2654435761u) & 0xffff, n);
-    c->assigned_id = strdup(id);
+    uint8_t rnd[16];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+        /* Never on Linux >= 3.17 with a seeded pool; stay unique anyway. */
+        unsigned long n = atomic_fetch_add(&c->w->b->id_counter, 1);
+        uint64_t x = (uint64_t)c->w->b->started * 6364136223846793005ULL + n;
+        for (size_t i = 0; i < sizeof(rnd); i++)
+            rnd[i] = (uint8_t)(x >> (8 * (i % 8))) ^ (uint8_t)(i < 8 ? 0 : n >> (8 * (i - 8)));
+    }
+    size_t pl = strlen(prefix);
+    char *id = malloc(pl + 37);
+    if (!id)
+        return;
+    memcpy(id, prefix, pl);
+    char *o = id + pl;
+    for (size_t i = 0; i < sizeof(rnd); i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *o++ = '-';
+        *o++ = hex[rnd[i] >> 4];
+        *o++ = hex[rnd[i] & 15];
+    }
+    *o = 0;
+    c->assigned_id = id;
+}
+
+/*
+ * Properties of a successful MQTT 5 CONNACK, those Mosquitto 2.0 sends and
+ * in its order (the spec leaves the order free, harnesses written against
+ * Mosquitto compare bytes): Topic Alias Maximum (when not 0), Server Keep
+ * Alive (`server_ka` when not 0), Assigned Client Identifier, then Retain
+ * Available (when false), Maximum Packet Size (when set), Receive Maximum
+ * (when max_inflight_messages is not 0, unlimited), Maximum QoS (below 2).
+ */
+static void connack_props(struct conn *c, struct mqtt_props *ap, uint16_t server_ka) {
+    static const uint8_t order[] = {
+        MQTT_PROP_TOPIC_ALIAS_MAXIMUM, MQTT_PROP_SERVER_KEEP_ALIVE, MQTT_PROP_ASSIGNED_CLIENT_ID,
+        MQTT_PROP_AUTH_METHOD,         MQTT_PROP_AUTH_DATA,         MQTT_PROP_RETAIN_AVAILABLE,
+        MQTT_PROP_MAXIMUM_PACKET_SIZE, MQTT_PROP_RECEIVE_MAXIMUM,   MQTT_PROP_MAXIMUM_QOS,
+    };
+    const struct hato_config *cfg = c->w->b->cfg;
+    ap->order = order;
+    ap->norder = (uint8_t)sizeof(order);
+    if (lcfg(c)->max_topic_alias > 0) {
+        ap->present |= PROP(TOPIC_ALIAS_MAXIMUM);
+        ap->topic_alias_maximum = (uint16_t)lcfg(c)->max_topic_alias;
+    }
+    if (server_ka) {
+        ap->present |= PROP(SERVER_KEEP_ALIVE);
+        ap->server_keep_alive = server_ka;
+    }
+    if (c->assigned_id && !c->id_is_username) {
+        ap->present |= PROP(ASSIGNED_CLIENT_ID); /* MQTT-3.2.2-16 */
+        ap->assigned_client_id =
+            (struct mqtt_str){(const uint8_t *)c->assigned_id, (uint32_t)strlen(c->assigned_id)};
+    }
+    if (!cfg->retain_available) {
+        ap->present |= PROP(RETAIN_AVAILABLE);
+        ap->retain_available = 0;
+    }
+    if (cfg->max_packet_size) {
+        ap->present |= PROP(MAXIMUM_PACKET_SIZE);
+        ap->maximum_packet_size = cfg->max_packet_size;
+    }
+    uint32_t rm = cfg->max_inflight_messages;
+    if (rm > 0) {
+        ap->present |= PROP(RECEIVE_MAXIMUM);
+        ap->receive_maximum = rm > 65535 ? 65535 : (uint16_t)rm;
+    }
+    if (lcfg(c)->max_qos < 2) {
+        ap->present |= PROP(MAXIMUM_QOS);
+        ap->maximum_qos = (uint8_t)lcfg(c)->max_qos;
+    }
 }
 
 static struct msg *make_will(struct conn *c, const struct mqtt_packet *p) {
@@ -346,8 +424,7 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     /* Keep alive, capped by max_keepalive (MQTT 5 is told, MQTT-3.2.2-21). */
     uint16_t ka = p->connect.keep_alive;
     bool server_ka = false;
-    if (cfg->max_keepalive > 0 &&
-        (ka > cfg->max_keepalive || (ka == 0 && v5 && cfg->max_keepalive < 65535))) {
+    if (cfg->max_keepalive > 0 && (ka > cfg->max_keepalive || (ka == 0 && v5))) {
         if (v5) {
             ka = (uint16_t)cfg->max_keepalive;
             server_ka = true;
@@ -358,18 +435,32 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         }
     }
 
-    if (p->connect.will && (too_deep(c, p->connect.will_topic.p, p->connect.will_topic.len) ||
-                            mount_too_long(c, p->connect.will_topic.len))) {
+    if (p->connect.will && too_deep(c, p->connect.will_topic.p, p->connect.will_topic.len)) {
+        c->will_pending = false;
+        conn_close(c, "will topic over max_topic_levels"); /* no CONNACK, as Mosquitto */
+        return;
+    }
+    if (p->connect.will && mount_too_long(c, p->connect.will_topic.len)) {
         if (v5) {
-            connack_fail(c, 0, MQTT_RC_TOPIC_NAME_INVALID, "will topic too deep or too long");
+            connack_fail(c, 0, MQTT_RC_TOPIC_NAME_INVALID, "will topic too long");
         } else {
             c->will_pending = false;
-            conn_close(c, "will topic too deep or too long"); /* no 3.1.1 code fits */
+            conn_close(c, "will topic too long"); /* no 3.1.1 code fits */
         }
         return;
     }
     struct msg *will = NULL;
-    if (p->connect.will) {
+    if (p->connect.will && reserved_topic(p->connect.will_topic.p, p->connect.will_topic.len)) {
+        /* A will to $SYS... or $share/...: the connection is accepted and the
+         * will dropped, as Mosquitto 2.0 does (a client must not feed $SYS,
+         * not even by disconnecting). */
+        char idz[128], i[128];
+        snprintf(idz, sizeof(idz), "%.*s", (int)idlen, id);
+        log_client(LOG_NOTICE, security_printable(idz, i, sizeof(i)), c->username, c->si.peer,
+                   "Client %s [%s]: will to reserved topic '%.*s' dropped.",
+                   security_printable(idz, i, sizeof(i)), c->si.peer,
+                   (int)p->connect.will_topic.len, (const char *)p->connect.will_topic.p);
+    } else if (p->connect.will) {
         will = make_will(c, p);
         if (!will) {
             connack_fail(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_UNSPECIFIED, "out of memory");
@@ -467,35 +558,8 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
 
     struct mqtt_packet ack = {.type = MQTT_CONNACK, .reason = 0};
     ack.connack.session_present = present && c->version != MQTT_V31; /* 3.1 has no such flag */
-    if (v5) {
-        struct mqtt_props *ap = &ack.props;
-        uint32_t rm = cfg->max_inflight_messages;
-        ap->present |= PROP(RECEIVE_MAXIMUM);
-        ap->receive_maximum = rm == 0 || rm > 65535 ? 65535 : (uint16_t)rm;
-        ap->present |= PROP(TOPIC_ALIAS_MAXIMUM);
-        ap->topic_alias_maximum = (uint16_t)lcfg(c)->max_topic_alias;
-        if (lcfg(c)->max_qos < 2) {
-            ap->present |= PROP(MAXIMUM_QOS);
-            ap->maximum_qos = (uint8_t)lcfg(c)->max_qos;
-        }
-        if (!cfg->retain_available) {
-            ap->present |= PROP(RETAIN_AVAILABLE);
-            ap->retain_available = 0;
-        }
-        if (cfg->max_packet_size) {
-            ap->present |= PROP(MAXIMUM_PACKET_SIZE);
-            ap->maximum_packet_size = cfg->max_packet_size;
-        }
-        if (c->assigned_id && !c->id_is_username) {
-            ap->present |= PROP(ASSIGNED_CLIENT_ID); /* MQTT-3.2.2-16 */
-            ap->assigned_client_id = (struct mqtt_str){(const uint8_t *)c->assigned_id,
-                                                       (uint32_t)strlen(c->assigned_id)};
-        }
-        if (server_ka) {
-            ap->present |= PROP(SERVER_KEEP_ALIVE);
-            ap->server_keep_alive = ka;
-        }
-    }
+    if (v5)
+        connack_props(c, &ack.props, server_ka ? ka : 0);
     /* Persistence: a session that outlives its connection is saved before the CONNACK
      * promises it; one that stops being durable leaves the store first. */
     bool durable = b->store && s->expiry > 0;
@@ -665,7 +729,7 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         }
     }
     if (too_deep(c, topic, tlen)) {
-        proto_fail(c, MQTT_RC_TOPIC_NAME_INVALID, "topic over max_topic_levels");
+        proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "topic over max_topic_levels");
         return;
     }
     if (mount_too_long(c, tlen)) {
@@ -747,19 +811,22 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
     }
     if (m->retain && retain_set(b->retain, m) == 0) /* empty payload clears, MQTT-3.3.1-10 */
         persist_retain(c->w, m);
-    size_t n = route_publish(c->w, m);
-    msg_unref(m);
-    uint8_t rc = n ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
-    if (qos == 1) {
-        send_ack(c, MQTT_PUBACK, pid, rc);
-    } else if (qos == 2) {
+    if (qos == 2) {
+        /* PUBREC (Success, whether anyone subscribes or not) before any
+         * copy to this connection, the order Mosquitto 2.0 writes. */
         if (session_in_pid_add(s, pid) < 0) {
+            msg_unref(m);
             proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
             return;
         }
         persist_inpid(s, pid, true);
-        send_ack(c, MQTT_PUBREC, pid, rc);
+        send_ack(c, MQTT_PUBREC, pid, 0);
     }
+    size_t n = route_publish(c->w, m);
+    msg_unref(m);
+    /* QoS 1: the copies first, then PUBACK (also Mosquitto's order). */
+    if (qos == 1)
+        send_ack(c, MQTT_PUBACK, pid, n ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS);
 }
 
 static void handle_pubrel(struct conn *c, struct mqtt_packet *p) {
@@ -810,6 +877,14 @@ static char *full_filter(struct conn *c, const struct mqtt_str *f, size_t *outle
     return t;
 }
 
+/* A filter over max_topic_levels (for $share/NAME/F, counted in F). */
+static bool filter_too_deep(const struct conn *c, const struct mqtt_str *f) {
+    struct mqtt_str group, inner;
+    if (mqtt_shared_split(f->p, f->len, &group, &inner) != 1)
+        inner = *f;
+    return too_deep(c, inner.p, inner.len);
+}
+
 static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
     struct session *s = c->s;
     struct broker *b = c->w->b;
@@ -836,15 +911,21 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
     uint32_t off = 0, i = 0;
     struct mqtt_sub_entry e;
     while (mqtt_sub_next(p, &off, &e)) {
+        if (filter_too_deep(c, &e.filter)) {
+            if (rc != codes)
+                free(rc);
+            free(rs);
+            proto_fail(c, MQTT_RC_MALFORMED_PACKET, "topic filter over max_topic_levels");
+            return;
+        }
+    }
+    off = 0;
+    while (mqtt_sub_next(p, &off, &e)) {
         size_t flen;
         int shared;
         struct mqtt_str inner;
         char *f = full_filter(c, &e.filter, &flen, &shared, &inner);
         rs[i].from = rs[i].to = ret.n;
-        if (f && too_deep(c, inner.p, inner.len)) {
-            free(f);
-            f = NULL;
-        }
         if (!f) {
             rc[i++] = v5 ? MQTT_RC_TOPIC_FILTER_INVALID : 0x80;
             continue;
@@ -951,6 +1032,15 @@ static void handle_unsubscribe(struct conn *c, struct mqtt_packet *p) {
     }
     uint32_t off = 0, i = 0;
     struct mqtt_str f;
+    while (mqtt_unsub_next(p, &off, &f)) {
+        if (filter_too_deep(c, &f)) {
+            if (rc != codes)
+                free(rc);
+            proto_fail(c, MQTT_RC_MALFORMED_PACKET, "topic filter over max_topic_levels");
+            return;
+        }
+    }
+    off = 0;
     while (mqtt_unsub_next(p, &off, &f)) {
         size_t flen;
         int shared;

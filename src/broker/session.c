@@ -382,6 +382,70 @@ static void count_sent(struct session *s, const struct msg *m) {
     stat_add(&s->w->sc.pub_bytes_out, m->payload_len);
 }
 
+/*
+ * The property block of an MQTT 5 PUBLISH of d, in Mosquitto 2.0's layout:
+ * the subscription identifiers, the publisher's properties in the order
+ * they came (msg.wire_props), then the Message Expiry Interval `left` (when
+ * > 0). Writes into buf when cap suffices; returns the size.
+ */
+static size_t publish_props(const struct msg *m, const struct deliv *d, int64_t left, uint8_t *buf,
+                            size_t cap) {
+    uint8_t tmp[16];
+    size_t n = 0;
+    const uint32_t *ids = d->nsub == 1 ? &d->subid : d->subids;
+    bool write = buf && cap >= publish_props(m, d, left, NULL, 0);
+    for (uint32_t i = 0; i < d->nsub; i++) {
+        size_t k = 0;
+        uint32_t v = ids[i];
+        tmp[k++] = MQTT_PROP_SUBSCRIPTION_ID;
+        do {
+            tmp[k++] = (uint8_t)((v & 0x7F) | (v > 0x7F ? 0x80 : 0));
+            v >>= 7;
+        } while (v);
+        if (write)
+            memcpy(buf + n, tmp, k);
+        n += k;
+    }
+    if (write && m->wire_props.len)
+        memcpy(buf + n, m->wire_props.p, m->wire_props.len);
+    n += m->wire_props.len;
+    if (left > 0) {
+        uint32_t e = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
+        if (write) {
+            buf[n] = MQTT_PROP_MESSAGE_EXPIRY;
+            buf[n + 1] = (uint8_t)(e >> 24);
+            buf[n + 2] = (uint8_t)(e >> 16);
+            buf[n + 3] = (uint8_t)(e >> 8);
+            buf[n + 4] = (uint8_t)e;
+        }
+        n += 5;
+    }
+    return n;
+}
+
+/* Encode and write the head (all but the payload) of PUBLISH p: 0, 1 when
+ * the client's Maximum Packet Size forbids it, -1 on error. */
+static int send_publish_head(struct session *s, const struct mqtt_packet *p, size_t payload_len) {
+    struct conn *c = s->conn;
+    uint8_t head[512];
+    size_t n = mqtt_encode_publish_head(head, sizeof(head), c->version, p);
+    if (!n)
+        return -1;
+    if (c->max_packet_out && n + payload_len > c->max_packet_out) {
+        stats_drop(s->w, STATS_DROP_TOO_LARGE);
+        return 1;
+    }
+    if (n <= sizeof(head))
+        return conn_write(c, head, n) < 0 ? -1 : 0;
+    uint8_t *big = malloc(n);
+    if (!big)
+        return -1;
+    mqtt_encode_publish_head(big, n, c->version, p);
+    int r = conn_write(c, big, n);
+    free(big);
+    return r < 0 ? -1 : 0;
+}
+
 static int send_publish(struct session *s, const struct deliv *d, bool dup) {
     struct conn *c = s->conn;
     struct msg *m = d->m;
@@ -415,40 +479,21 @@ static int send_publish(struct session *s, const struct deliv *d, bool dup) {
     p.publish.retain = d->retain;
     p.publish.dup = dup;
     p.publish.payload = (struct mqtt_str){m->payload, m->payload_len};
+    uint8_t pbuf[256];
+    uint8_t *block = pbuf;
     if (c->version == MQTT_V5) {
-        p.props = m->props;
-        int64_t left = msg_remaining_expiry(m, msg_now_ms());
-        if (left > 0) {
-            p.props.present |= MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY);
-            p.props.message_expiry = (uint32_t)left;
-        }
-        if (d->nsub) {
-            p.props.present |= MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID);
-            p.props.sub_id_count = d->nsub;
-            p.props.sub_ids = d->nsub == 1 ? &d->subid : d->subids;
-        }
-    }
-    uint8_t head[512];
-    size_t n = mqtt_encode_publish_head(head, sizeof(head), c->version, &p);
-    if (!n)
-        return -1;
-    if (c->max_packet_out && n + m->payload_len > c->max_packet_out) {
-        stats_drop(s->w, STATS_DROP_TOO_LARGE);
-        return 1;
-    }
-    if (n <= sizeof(head)) {
-        if (conn_write(c, head, n) < 0)
+        int64_t left = m->expiry_at ? msg_remaining_expiry(m, msg_now_ms()) : -1;
+        size_t bl = publish_props(m, d, left, NULL, 0);
+        if (bl > sizeof(pbuf) && !(block = malloc(bl)))
             return -1;
-    } else {
-        uint8_t *big = malloc(n);
-        if (!big)
-            return -1;
-        mqtt_encode_publish_head(big, n, c->version, &p);
-        int r = conn_write(c, big, n);
-        free(big);
-        if (r < 0)
-            return -1;
+        publish_props(m, d, left, block, bl);
+        p.props.encoded = (struct mqtt_str){block, (uint32_t)bl};
     }
+    int r = send_publish_head(s, &p, m->payload_len);
+    if (block != pbuf)
+        free(block);
+    if (r != 0)
+        return r;
     if (conn_write_payload(c, m) < 0)
         return -1;
     count_sent(s, m);

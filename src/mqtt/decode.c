@@ -356,8 +356,11 @@ static bool direction_ok(uint8_t type, uint8_t version, bool is_server) {
     }
 }
 
-/* Fixed header flags (MQTT-2.2.2-1, -2; MQTT-3.3.1-2, -4). */
-static bool flags_ok(uint8_t type, uint8_t flags) {
+/* Fixed header flags (MQTT-2.2.2-1, -2; MQTT-3.3.1-2, -4). MQTT 3.1 had
+ * no reserved flags: its PUBREL, SUBSCRIBE and UNSUBSCRIBE carry QoS 1 and
+ * DUP on a retry (a PUBREL re-sent after a reconnect), and Mosquitto reads
+ * their flags not at all; so does hato. */
+static bool flags_ok(uint8_t type, uint8_t flags, uint8_t version) {
     switch (type) {
     case MQTT_PUBLISH: {
         uint8_t qos = (flags >> 1) & 3;
@@ -370,7 +373,7 @@ static bool flags_ok(uint8_t type, uint8_t flags) {
     case MQTT_PUBREL:
     case MQTT_SUBSCRIBE:
     case MQTT_UNSUBSCRIBE:
-        return flags == 0x02; /* MQTT-3.6.1-1, 3.8.1-1, 3.10.1-1 */
+        return version == MQTT_V31 || flags == 0x02; /* MQTT-3.6.1-1, 3.8.1-1, 3.10.1-1 */
     default:
         return flags == 0;
     }
@@ -398,7 +401,7 @@ int mqtt_decode(const uint8_t *buf, size_t len, uint8_t version, bool is_server,
     }
     if (!direction_ok(f.type, version, is_server))
         return PROTOCOL(reason);
-    if (!flags_ok(f.type, f.flags))
+    if (!flags_ok(f.type, f.flags, version))
         return MALFORMED(reason);
 
     struct mqtt_rd r = {buf + f.header_len, f.remaining, 0};

@@ -274,100 +274,8 @@ int mqtt_props_decode(struct mqtt_rd *r, uint8_t type, bool is_server, struct mq
     return MQTT_OK;
 }
 
-/* Write every present property except user properties and subscription
- * identifiers, in identifier order. */
-static void props_write_fixed(struct mqtt_wr *w, const struct mqtt_props *p) {
-    for (uint32_t id = 1; id < PROP_ID_LIMIT; id++) {
-        if (!(p->present & MQTT_PROP_BIT(id)) || prop_type(id) == PT_NONE ||
-            id == MQTT_PROP_USER_PROPERTY || id == MQTT_PROP_SUBSCRIPTION_ID)
-            continue;
-        mqtt_wr_u8(w, (uint8_t)id);
-        switch (id) {
-        case MQTT_PROP_PAYLOAD_FORMAT:
-            mqtt_wr_u8(w, p->payload_format);
-            break;
-        case MQTT_PROP_MESSAGE_EXPIRY:
-            mqtt_wr_u32(w, p->message_expiry);
-            break;
-        case MQTT_PROP_CONTENT_TYPE:
-            mqtt_wr_bin(w, p->content_type);
-            break;
-        case MQTT_PROP_RESPONSE_TOPIC:
-            mqtt_wr_bin(w, p->response_topic);
-            break;
-        case MQTT_PROP_CORRELATION_DATA:
-            mqtt_wr_bin(w, p->correlation_data);
-            break;
-        case MQTT_PROP_SESSION_EXPIRY:
-            mqtt_wr_u32(w, p->session_expiry);
-            break;
-        case MQTT_PROP_ASSIGNED_CLIENT_ID:
-            mqtt_wr_bin(w, p->assigned_client_id);
-            break;
-        case MQTT_PROP_SERVER_KEEP_ALIVE:
-            mqtt_wr_u16(w, p->server_keep_alive);
-            break;
-        case MQTT_PROP_AUTH_METHOD:
-            mqtt_wr_bin(w, p->auth_method);
-            break;
-        case MQTT_PROP_AUTH_DATA:
-            mqtt_wr_bin(w, p->auth_data);
-            break;
-        case MQTT_PROP_REQUEST_PROBLEM_INFO:
-            mqtt_wr_u8(w, p->request_problem_info);
-            break;
-        case MQTT_PROP_WILL_DELAY:
-            mqtt_wr_u32(w, p->will_delay);
-            break;
-        case MQTT_PROP_REQUEST_RESPONSE_INFO:
-            mqtt_wr_u8(w, p->request_response_info);
-            break;
-        case MQTT_PROP_RESPONSE_INFO:
-            mqtt_wr_bin(w, p->response_info);
-            break;
-        case MQTT_PROP_SERVER_REFERENCE:
-            mqtt_wr_bin(w, p->server_reference);
-            break;
-        case MQTT_PROP_REASON_STRING:
-            mqtt_wr_bin(w, p->reason_string);
-            break;
-        case MQTT_PROP_RECEIVE_MAXIMUM:
-            mqtt_wr_u16(w, p->receive_maximum);
-            break;
-        case MQTT_PROP_TOPIC_ALIAS_MAXIMUM:
-            mqtt_wr_u16(w, p->topic_alias_maximum);
-            break;
-        case MQTT_PROP_TOPIC_ALIAS:
-            mqtt_wr_u16(w, p->topic_alias);
-            break;
-        case MQTT_PROP_MAXIMUM_QOS:
-            mqtt_wr_u8(w, p->maximum_qos);
-            break;
-        case MQTT_PROP_RETAIN_AVAILABLE:
-            mqtt_wr_u8(w, p->retain_available);
-            break;
-        case MQTT_PROP_MAXIMUM_PACKET_SIZE:
-            mqtt_wr_u32(w, p->maximum_packet_size);
-            break;
-        case MQTT_PROP_WILDCARD_SUB_AVAILABLE:
-            mqtt_wr_u8(w, p->wildcard_sub_available);
-            break;
-        case MQTT_PROP_SUB_ID_AVAILABLE:
-            mqtt_wr_u8(w, p->sub_id_available);
-            break;
-        case MQTT_PROP_SHARED_SUB_AVAILABLE:
-            mqtt_wr_u8(w, p->shared_sub_available);
-            break;
-        default:
-            break;
-        }
-    }
-}
-
-/* The property block's content: fixed properties, user properties
- * (`user_props` verbatim, else those found in `raw`), subscription ids. */
-static void props_write_content(struct mqtt_wr *w, const struct mqtt_props *p) {
-    props_write_fixed(w, p);
+/* Write the user properties: `user_props` verbatim, else those found in `raw`. */
+static void props_write_user(struct mqtt_wr *w, const struct mqtt_props *p) {
     if (p->user_props.len > 0) {
         mqtt_wr_bytes(w, p->user_props.p, p->user_props.len);
     } else if (p->raw.len > 0) {
@@ -379,6 +287,9 @@ static void props_write_content(struct mqtt_wr *w, const struct mqtt_props *p) {
             mqtt_wr_bin(w, v);
         }
     }
+}
+
+static void props_write_sub_ids(struct mqtt_wr *w, const struct mqtt_props *p) {
     const uint32_t *ids = p->sub_ids ? p->sub_ids : p->sub_id;
     if (!p->sub_ids && p->sub_id_count > MQTT_MAX_SUB_IDS) {
         w->err = true; /* decoded more than were stored: cannot re-encode */
@@ -388,6 +299,187 @@ static void props_write_content(struct mqtt_wr *w, const struct mqtt_props *p) {
         mqtt_wr_u8(w, MQTT_PROP_SUBSCRIPTION_ID);
         mqtt_wr_varint(w, ids[i]);
     }
+}
+
+/* Write property `id` of p (known to be present). */
+static void props_write_one(struct mqtt_wr *w, const struct mqtt_props *p, uint32_t id) {
+    if (id == MQTT_PROP_USER_PROPERTY) {
+        props_write_user(w, p);
+        return;
+    }
+    if (id == MQTT_PROP_SUBSCRIPTION_ID) {
+        props_write_sub_ids(w, p);
+        return;
+    }
+    mqtt_wr_u8(w, (uint8_t)id);
+    switch (id) {
+    case MQTT_PROP_PAYLOAD_FORMAT:
+        mqtt_wr_u8(w, p->payload_format);
+        break;
+    case MQTT_PROP_MESSAGE_EXPIRY:
+        mqtt_wr_u32(w, p->message_expiry);
+        break;
+    case MQTT_PROP_CONTENT_TYPE:
+        mqtt_wr_bin(w, p->content_type);
+        break;
+    case MQTT_PROP_RESPONSE_TOPIC:
+        mqtt_wr_bin(w, p->response_topic);
+        break;
+    case MQTT_PROP_CORRELATION_DATA:
+        mqtt_wr_bin(w, p->correlation_data);
+        break;
+    case MQTT_PROP_SESSION_EXPIRY:
+        mqtt_wr_u32(w, p->session_expiry);
+        break;
+    case MQTT_PROP_ASSIGNED_CLIENT_ID:
+        mqtt_wr_bin(w, p->assigned_client_id);
+        break;
+    case MQTT_PROP_SERVER_KEEP_ALIVE:
+        mqtt_wr_u16(w, p->server_keep_alive);
+        break;
+    case MQTT_PROP_AUTH_METHOD:
+        mqtt_wr_bin(w, p->auth_method);
+        break;
+    case MQTT_PROP_AUTH_DATA:
+        mqtt_wr_bin(w, p->auth_data);
+        break;
+    case MQTT_PROP_REQUEST_PROBLEM_INFO:
+        mqtt_wr_u8(w, p->request_problem_info);
+        break;
+    case MQTT_PROP_WILL_DELAY:
+        mqtt_wr_u32(w, p->will_delay);
+        break;
+    case MQTT_PROP_REQUEST_RESPONSE_INFO:
+        mqtt_wr_u8(w, p->request_response_info);
+        break;
+    case MQTT_PROP_RESPONSE_INFO:
+        mqtt_wr_bin(w, p->response_info);
+        break;
+    case MQTT_PROP_SERVER_REFERENCE:
+        mqtt_wr_bin(w, p->server_reference);
+        break;
+    case MQTT_PROP_REASON_STRING:
+        mqtt_wr_bin(w, p->reason_string);
+        break;
+    case MQTT_PROP_RECEIVE_MAXIMUM:
+        mqtt_wr_u16(w, p->receive_maximum);
+        break;
+    case MQTT_PROP_TOPIC_ALIAS_MAXIMUM:
+        mqtt_wr_u16(w, p->topic_alias_maximum);
+        break;
+    case MQTT_PROP_TOPIC_ALIAS:
+        mqtt_wr_u16(w, p->topic_alias);
+        break;
+    case MQTT_PROP_MAXIMUM_QOS:
+        mqtt_wr_u8(w, p->maximum_qos);
+        break;
+    case MQTT_PROP_RETAIN_AVAILABLE:
+        mqtt_wr_u8(w, p->retain_available);
+        break;
+    case MQTT_PROP_MAXIMUM_PACKET_SIZE:
+        mqtt_wr_u32(w, p->maximum_packet_size);
+        break;
+    case MQTT_PROP_WILDCARD_SUB_AVAILABLE:
+        mqtt_wr_u8(w, p->wildcard_sub_available);
+        break;
+    case MQTT_PROP_SUB_ID_AVAILABLE:
+        mqtt_wr_u8(w, p->sub_id_available);
+        break;
+    case MQTT_PROP_SHARED_SUB_AVAILABLE:
+        mqtt_wr_u8(w, p->shared_sub_available);
+        break;
+    default:
+        break;
+    }
+}
+
+/* True when property `id` is to be written: present (subscription ids:
+ * counted) and a known identifier. */
+static bool props_has(const struct mqtt_props *p, uint32_t id) {
+    if (id == MQTT_PROP_SUBSCRIPTION_ID)
+        return p->sub_id_count > 0;
+    if (id == MQTT_PROP_USER_PROPERTY)
+        return p->user_props.len > 0 || (p->raw.len > 0 && (p->present & MQTT_PROP_BIT(id)));
+    return id < PROP_ID_LIMIT && prop_type(id) != PT_NONE && (p->present & MQTT_PROP_BIT(id));
+}
+
+/* The property block's content: `encoded` verbatim if set; else the ids of
+ * `order` first, then the other fixed properties in identifier order, user
+ * properties, subscription ids. */
+static void props_write_content(struct mqtt_wr *w, const struct mqtt_props *p) {
+    if (p->encoded.p) {
+        mqtt_wr_bytes(w, p->encoded.p, p->encoded.len);
+        return;
+    }
+    uint64_t done = 0;
+    for (uint8_t i = 0; i < p->norder; i++) {
+        uint32_t id = p->order[i];
+        if (id >= PROP_ID_LIMIT || (done & MQTT_PROP_BIT(id)) || !props_has(p, id))
+            continue;
+        props_write_one(w, p, id);
+        done |= MQTT_PROP_BIT(id);
+    }
+    for (uint32_t id = 1; id < PROP_ID_LIMIT; id++) {
+        if (id == MQTT_PROP_USER_PROPERTY || id == MQTT_PROP_SUBSCRIPTION_ID ||
+            (done & MQTT_PROP_BIT(id)) || !props_has(p, id))
+            continue;
+        props_write_one(w, p, id);
+    }
+    if (!(done & MQTT_PROP_BIT(MQTT_PROP_USER_PROPERTY)))
+        props_write_user(w, p);
+    if (!(done & MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID)))
+        props_write_sub_ids(w, p);
+}
+
+size_t mqtt_props_copy_entries(const struct mqtt_props *props, uint64_t ids, uint8_t *dst,
+                               size_t cap) {
+    if (!props || ((props->present & ids) == 0 && !props->encoded.p))
+        return 0; /* the common case (a PUBLISH without properties): no walk */
+    if (props->raw.len == 0 || props->encoded.p) {
+        struct mqtt_props q = *props;
+        q.present &= ids;
+        q.order = NULL;
+        q.norder = 0;
+        if (!(ids & MQTT_PROP_BIT(MQTT_PROP_USER_PROPERTY)))
+            q.user_props = (struct mqtt_str){0};
+        if (!(ids & MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID)))
+            q.sub_id_count = 0;
+        if (props->encoded.p) /* walk the encoded block as if decoded */
+            q.raw = props->encoded, q.encoded = (struct mqtt_str){0};
+        else {
+            struct mqtt_wr cw = {0};
+            props_write_content(&cw, &q);
+            if (cw.err)
+                return 0;
+            if (dst && cap >= cw.pos) {
+                struct mqtt_wr wr = {dst, 0, false};
+                props_write_content(&wr, &q);
+            }
+            return cw.pos;
+        }
+        return mqtt_props_copy_entries(&q, ids, dst, cap);
+    }
+    size_t need = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        struct mqtt_rd r = {props->raw.p, props->raw.len, 0};
+        size_t pos = 0;
+        while (mqtt_rd_left(&r) > 0) {
+            size_t from = r.pos;
+            uint32_t id;
+            struct prop_val v = {0};
+            if (!prop_read(&r, &id, &v))
+                break; /* decoded blocks are valid: not reached */
+            if (id < 64 && (ids & MQTT_PROP_BIT(id))) {
+                if (pass == 1)
+                    memcpy(dst + pos, props->raw.p + from, r.pos - from);
+                pos += r.pos - from;
+            }
+        }
+        need = pos;
+        if (pass == 0 && (!dst || cap < need || need == 0))
+            break;
+    }
+    return need;
 }
 
 void mqtt_props_write(struct mqtt_wr *w, const struct mqtt_props *props) {

@@ -35,7 +35,7 @@ V5_CASES = [
         properties=[("payload_format", 1)]), (0x99,)),
     ("publish_maximum_packet_size_property_2_2_2_2", publish("t", b"x", version=5, properties=[
         ("maximum_packet_size", 5)]), M),
-    ("publish_over_max_topic_levels_hato", publish("/".join("l" * 202), b"x", version=5), 0x90),
+    ("publish_over_max_topic_levels_hato", publish("/".join("l" * 202), b"x", version=5), 0x82),
     ("puback_unknown_reason_code_3_4_2_1", ack(PUBACK, 1, reason=0x05), M),
     ("pubrel_unknown_reason_code_3_6_2_1", ack(PUBREL, 1, reason=0x05), M),
     ("disconnect_unknown_reason_code_3_14_2_1", disconnect(0x05), M),

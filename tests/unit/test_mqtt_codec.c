@@ -1583,6 +1583,67 @@ static void test_props_encoding_order(void **state) {
 
 /* mqtt_user_props_collect turns decoded user properties into an encodable
  * region; the size contract holds. */
+/* `order` puts the listed identifiers first (user properties and
+ * subscription ids included), the rest in identifier order; `encoded` is
+ * written verbatim; mqtt_props_copy_entries keeps the wire order of a
+ * decoded block and picks only the identifiers asked for. */
+static void test_props_order_encoded_copy(void **state) {
+    (void)state;
+    struct mqtt_props pr = {0};
+    pr.present = MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM) |
+                 MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM) |
+                 MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_QOS) | MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID);
+    pr.receive_maximum = 20;
+    pr.topic_alias_maximum = 10;
+    pr.maximum_qos = 1;
+    pr.sub_id_count = 1;
+    pr.sub_id[0] = 5;
+    static const uint8_t order[] = {MQTT_PROP_SUBSCRIPTION_ID, MQTT_PROP_TOPIC_ALIAS_MAXIMUM,
+                                    MQTT_PROP_SERVER_KEEP_ALIVE, MQTT_PROP_TOPIC_ALIAS_MAXIMUM};
+    pr.order = order;
+    pr.norder = sizeof order;
+    static const uint8_t want[] = {10,   0x0B, 5,  0x22, 0, 10, /* listed, absent one skipped */
+                                   0x21, 0,    20, 0x24, 1};    /* the rest by identifier */
+    struct mqtt_packet ack = {.type = MQTT_CONNACK, .props = pr};
+    uint8_t buf[64];
+    size_t n = mqtt_encode(buf, sizeof buf, MQTT_V5, &ack);
+    assert_int_equal(n, 2 + 2 + sizeof want);
+    assert_memory_equal(buf + 4, want, sizeof want);
+
+    static const uint8_t blk[] = {0x26, 0,   1,    'k', 0, 1, 'v', 0x03, 0,
+                                  1,    'c', 0x02, 0,   0, 0, 9,   0x01, 1};
+    struct mqtt_props enc = {.encoded = {blk, sizeof blk}};
+    assert_int_equal(mqtt_props_size(&enc), 1 + sizeof blk);
+
+    /* Decode a PUBLISH whose properties come out of identifier order. */
+    uint8_t pub[64] = {0x30, 0, 0, 1, 't', sizeof blk};
+    memcpy(pub + 6, blk, sizeof blk);
+    pub[1] = (uint8_t)(3 + 1 + sizeof blk); /* topic, property length, block */
+    struct mqtt_packet d;
+    uint8_t reason;
+    assert_int_equal(mqtt_decode(pub, 2 + pub[1], MQTT_V5, true, &d, &reason), MQTT_OK);
+    uint64_t fwd = MQTT_PROP_BIT(MQTT_PROP_USER_PROPERTY) | MQTT_PROP_BIT(MQTT_PROP_CONTENT_TYPE) |
+                   MQTT_PROP_BIT(MQTT_PROP_PAYLOAD_FORMAT);
+    uint8_t out[64];
+    static const uint8_t kept[] = {0x26, 0, 1, 'k', 0, 1, 'v', 0x03, 0, 1, 'c', 0x01, 1};
+    assert_int_equal(mqtt_props_copy_entries(&d.props, fwd, NULL, 0), sizeof kept);
+    assert_int_equal(mqtt_props_copy_entries(&d.props, fwd, out, 3), sizeof kept); /* too small */
+    assert_int_equal(mqtt_props_copy_entries(&d.props, fwd, out, sizeof out), sizeof kept);
+    assert_memory_equal(out, kept, sizeof kept);
+    assert_int_equal(
+        mqtt_props_copy_entries(&d.props, MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS), out, sizeof out),
+        0);
+    assert_int_equal(mqtt_props_copy_entries(NULL, fwd, out, sizeof out), 0);
+    /* Props built to encode (no raw): encoding order, filtered. */
+    struct mqtt_props built = {0};
+    built.present = MQTT_PROP_BIT(MQTT_PROP_CONTENT_TYPE) | MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS);
+    built.content_type = S("c");
+    built.topic_alias = 3;
+    static const uint8_t ct[] = {0x03, 0, 1, 'c'};
+    assert_int_equal(mqtt_props_copy_entries(&built, fwd, out, sizeof out), sizeof ct);
+    assert_memory_equal(out, ct, sizeof ct);
+}
+
 static void test_user_props_collect(void **state) {
     (void)state;
     struct mqtt_packet p;
@@ -1762,6 +1823,7 @@ int main(void) {
         cmocka_unit_test(test_encode_publish_plain),
         cmocka_unit_test(test_encode_cannot),
         cmocka_unit_test(test_props_encoding_order),
+        cmocka_unit_test(test_props_order_encoded_copy),
         cmocka_unit_test(test_user_props_collect),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_hostile_inputs),
