@@ -12,6 +12,7 @@
 #include "broker/broker.h"
 #include "broker/security.h"
 #include "broker/persist.h"
+#include "broker/plugin.h"
 
 #define PROP(x) MQTT_PROP_BIT(MQTT_PROP_##x)
 
@@ -745,9 +746,14 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         }
         return;
     }
-    if (m->retain && retain_set(b->retain, m) == 0) /* empty payload clears, MQTT-3.3.1-10 */
-        persist_retain(c->w, m);
-    size_t n = route_publish(c->w, m);
+    size_t n = 1;
+    if (plugin_is_control_topic(m->topic, m->topic_len)) {
+        plugin_control(c, m); /* $CONTROL/...: to its plugin, never to subscribers (Mosquitto) */
+    } else {
+        if (m->retain && retain_set(b->retain, m) == 0) /* empty payload clears, MQTT-3.3.1-10 */
+            persist_retain(c->w, m);
+        n = route_publish(c->w, m);
+    }
     msg_unref(m);
     uint8_t rc = n ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
     if (qos == 1) {

@@ -13,6 +13,7 @@
 #include "broker/broker.h"
 #include "broker/notify.h"
 #include "broker/security.h"
+#include "broker/plugin.h"
 #include "broker/tls.h"
 
 #define WORKER_WAIT_MS 2000 /* how long a reload waits for workers to drop a socket */
@@ -456,6 +457,7 @@ void broker_reload(struct broker *b) {
         log_warn("Warning: a worker is slow to release the removed listeners; they close when "
                  "it does.");
     security_reload(b);
+    plugin_reload(b);
     log_notice("Reloaded config: %zu listener%s (%zu socket%s opened, %zu closed).", n->n_listeners,
                n->n_listeners == 1 ? "" : "s", nadded, nadded == 1 ? "" : "s", ngone);
     notify_ready_after_reload(b);
