@@ -15,28 +15,20 @@ subscriber's first marker tells whether the message came before it (one
 publisher to one subscriber keeps its order).
 """
 
-import itertools
 import os
-import queue
 import subprocess
-import threading
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from authutil import Mosquitto
+from pluginutil import TIMEOUT, Probe, delivered
 
 PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
 CTRL = "/usr/bin/mosquitto_ctrl"
-TIMEOUT = 10
-
 pytestmark = pytest.mark.skipif(
     not (os.path.exists(PLUGIN) and os.path.exists(CTRL) and os.path.exists("/usr/sbin/mosquitto")),
     reason="needs mosquitto, mosquitto-clients (mosquitto_ctrl) and the dynamic-security plugin")
-
-_ids = itertools.count()
-
 
 def dynsec_init(path):
     """A fresh dynamic-security.json with the admin user, as a user would make it."""
@@ -56,108 +48,6 @@ class Ctrl:
                             "adminpw", "dynsec", *args], capture_output=True, text=True,
                            timeout=30)
         return (r.returncode, r.stdout.strip())
-
-
-class Probe:
-    """A paho client (MQTT 3.1.1) on a live connection."""
-
-    def __init__(self, port, user, password, client_id=None):
-        self.port = port
-        self.user = user
-        self.msgs = queue.Queue()
-        self.gone = threading.Event()
-        self.connected = threading.Event()
-        self.rc = None
-        self.acks = {}
-        self.cond = threading.Condition()
-        cid = client_id or f"{user}-{next(_ids)}"
-        c = mqtt.Client(client_id=cid, protocol=mqtt.MQTTv311, clean_session=True)
-        if user is not None:
-            c.username_pw_set(user, password)
-        c.on_connect = self._on_connect
-        c.on_disconnect = lambda cl, ud, rc: self._set_gone()
-        c.on_message = lambda cl, ud, m: self.msgs.put((m.topic, m.payload.decode()))
-        c.on_subscribe = self._on_ack
-        c.on_publish = lambda cl, ud, mid: self._on_ack(cl, ud, mid, None)
-        self.c = c
-        c.connect("127.0.0.1", port, keepalive=30)
-        c.loop_start()
-        deadline = time.monotonic() + TIMEOUT
-        while not (self.connected.is_set() or self.gone.is_set()):
-            assert time.monotonic() < deadline, "no CONNACK"
-            self.connected.wait(0.05)
-
-    def _on_connect(self, cl, ud, flags, rc):
-        self.rc = rc
-        if rc == 0:
-            self.connected.set()
-        else:
-            self._set_gone()
-
-    def _set_gone(self):
-        self.gone.set()
-        with self.cond:
-            self.cond.notify_all()
-
-    def _on_ack(self, cl, ud, mid, granted):
-        with self.cond:
-            self.acks[mid] = granted
-            self.cond.notify_all()
-
-    def _wait_ack(self, mid):
-        deadline = time.monotonic() + TIMEOUT
-        with self.cond:
-            while mid not in self.acks:
-                if self.gone.is_set():
-                    return "gone"
-                left = deadline - time.monotonic()
-                assert left > 0, f"{self.user}: no acknowledgement"
-                self.cond.wait(left)
-            return self.acks.pop(mid)
-
-    @property
-    def ok(self):
-        return self.rc == 0 and not self.gone.is_set()
-
-    def subscribe(self, topic):
-        rc, mid = self.c.subscribe(topic, 1)
-        if rc != mqtt.MQTT_ERR_SUCCESS:
-            return "gone"
-        g = self._wait_ack(mid)
-        return g if g == "gone" else g[0]
-
-    def publish(self, topic, payload):
-        info = self.c.publish(topic, payload, qos=1)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            return "gone"
-        r = self._wait_ack(info.mid)
-        return "gone" if r == "gone" else "acked"
-
-    def alive(self):
-        """A round trip on the connection: False once the broker closed it."""
-        return self.publish("marker/ping", "ping") == "acked"
-
-    def close(self):
-        self.c.disconnect()
-        self.c.loop_stop()
-
-
-def delivered(pub, sub, topic):
-    """Did pub's QoS 1 PUBLISH to topic reach sub? Decided by a marker sent after it."""
-    n = next(_ids)
-    token, marker = f"msg-{n}", f"marker-{n}"
-    pub.publish(topic, token)
-    assert pub.publish(f"marker/{sub.user}", marker) == "acked"
-    seen = False
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        left = deadline - time.monotonic()
-        assert left > 0, "marker not delivered"
-        t, p = sub.msgs.get(timeout=left)
-        if p == token:
-            seen = True
-        if p == marker:
-            return seen
 
 
 def scenario(port):

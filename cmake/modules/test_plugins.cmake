@@ -1,0 +1,12 @@
+# Mosquitto plugins of hato's own for the tests (tests/plugins, used by
+# tests/integration/test_plugins.py): built only with the tests and with
+# plugin support, into <build>/plugins/.
+if(HATO_TESTS AND WITH_PLUGINS)
+  foreach(name test_plugin_v5 test_plugin_v4)
+    add_library(${name} MODULE ${CMAKE_SOURCE_DIR}/tests/plugins/${name}.c)
+  endforeach()
+  add_library(test_plugin_broken MODULE ${CMAKE_SOURCE_DIR}/tests/plugins/test_plugin_v5.c)
+  target_compile_definitions(test_plugin_broken PRIVATE TEST_PLUGIN_BROKEN=1)
+  set_target_properties(test_plugin_v5 test_plugin_v4 test_plugin_broken PROPERTIES
+                        PREFIX "" LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/plugins)
+endif()
