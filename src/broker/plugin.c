@@ -52,6 +52,10 @@ bool plugin_is_control_topic(const char *topic, size_t len) {
 void plugin_control(struct conn *c, const struct msg *m) {
     (void)c, (void)m;
 }
+bool plugin_message_ok(struct conn *c, struct msg **m) {
+    (void)c, (void)m;
+    return true;
+}
 void plugin_reload(struct broker *b) {
     (void)b;
 }
@@ -611,6 +615,72 @@ void plugin_control(struct conn *c, const struct msg *m) {
         free(ev.reason_string);
     }
     pthread_mutex_unlock(&plugin_lock);
+}
+
+/* ---- MOSQ_EVT_MESSAGE ---------------------------------------------------------------- */
+
+bool plugin_message_ok(struct conn *c, struct msg **mp) {
+    struct plugin_host *h = plugin_host;
+    struct msg *m = *mp;
+    if (!h || !has_event(MOSQ_EVT_MESSAGE) || plugin_is_control_topic(m->topic, m->topic_len))
+        return true;
+    /* Heap copies the plugin may replace, as in Mosquitto 2.0: a plugin that
+     * sets a new topic frees the old one itself; a new payload (allocated
+     * with mosquitto_malloc) replaces the old one, which the broker frees.
+     * A changed QoS is not taken (Mosquitto does not either). */
+    char *topic = strdup(m->topic);
+    void *payload = malloc(m->payload_len ? m->payload_len : 1);
+    if (!topic || !payload) {
+        free(topic);
+        free(payload);
+        return false;
+    }
+    memcpy(payload, m->payload, m->payload_len);
+    struct mosquitto cl;
+    char addr[64];
+    view_of(c, &cl, addr, sizeof(addr));
+    struct mosquitto_evt_message ev = {.client = &cl,
+                                       .topic = topic,
+                                       .payload = payload,
+                                       .payloadlen = m->payload_len,
+                                       .qos = m->qos,
+                                       .retain = m->retain};
+    int rc = MOSQ_ERR_SUCCESS;
+    pthread_mutex_lock(&plugin_lock);
+    for (size_t i = 0; i < h->ncbs && rc == MOSQ_ERR_SUCCESS; i++) {
+        struct plugin_cb *cb = &h->cbs[i];
+        if (cb->event == MOSQ_EVT_MESSAGE && plugin_applies(cb->p, c->lcfg))
+            rc = cb->cb(MOSQ_EVT_MESSAGE, &ev, cb->userdata);
+    }
+    pthread_mutex_unlock(&plugin_lock);
+    free(ev.reason_string);
+    if (ev.payload != payload)
+        free(payload);
+    bool ok = rc == MOSQ_ERR_SUCCESS && ev.topic && (ev.payloadlen == 0 || ev.payload);
+    size_t tlen = ok ? strlen(ev.topic) : 0;
+    if (ok && (tlen != m->topic_len || memcmp(ev.topic, m->topic, tlen) != 0 ||
+               ev.payloadlen != m->payload_len ||
+               (ev.payloadlen && memcmp(ev.payload, m->payload, ev.payloadlen) != 0) ||
+               ev.retain != m->retain)) {
+        /* Changed: a new message with the same properties, origin and expiry. */
+        ok = mqtt_topic_name_valid((const uint8_t *)ev.topic, tlen);
+        if (!ok)
+            log_warn("Warning: a plugin changed a message's topic to an invalid one; dropped.");
+        int64_t left = m->expiry_at ? m->expiry_at - msg_now_ms() : 0;
+        uint32_t expiry = m->expiry_at ? (left > 1000 ? (uint32_t)(left / 1000) : 1) : 0;
+        struct msg *n = ok ? msg_new(ev.topic, tlen, ev.payload, ev.payloadlen, m->qos, ev.retain,
+                                     &m->props, expiry, m->origin)
+                           : NULL;
+        if (n) {
+            msg_unref(m);
+            *mp = n;
+        } else {
+            ok = false;
+        }
+    }
+    free(ev.topic);
+    free(ev.payload);
+    return ok;
 }
 
 /* ---- reload, tick, disconnect ---------------------------------------------------- */

@@ -84,6 +84,12 @@ void plugin_auth_free(void *auth);
 bool plugin_is_control_topic(const char *topic, size_t len);
 void plugin_control(struct conn *c, const struct msg *m);
 
+/* MOSQ_EVT_MESSAGE: a client's PUBLISH that passed its ACL check, before it
+ * is retained and routed (not $CONTROL/). A plugin may change its topic,
+ * payload, QoS and retain: *m is then replaced by the changed message.
+ * False: a plugin refused it (handled like an ACL refusal). */
+bool plugin_message_ok(struct conn *c, struct msg **m);
+
 /* SIGHUP (main thread): MOSQ_EVT_RELOAD, security_cleanup/init(reload) of v2-4. */
 void plugin_reload(struct broker *b);
 /* Worker 0's tick: MOSQ_EVT_TICK. */

@@ -40,7 +40,7 @@ int mosquitto_callback_register(mosquitto_plugin_id_t *identifier, int event,
     if (!h || !identifier || !cb_func || event < MOSQ_EVT_RELOAD || event > MOSQ_EVT_DISCONNECT)
         return MOSQ_ERR_INVAL;
     if (event == MOSQ_EVT_EXT_AUTH_START || event == MOSQ_EVT_EXT_AUTH_CONTINUE ||
-        event == MOSQ_EVT_PSK_KEY || event == MOSQ_EVT_MESSAGE) {
+        event == MOSQ_EVT_PSK_KEY) {
         log_warn("Warning: a plugin registered for event %d, which hato does not run "
                  "(docs/plugins.md).",
                  event);

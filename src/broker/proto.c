@@ -721,7 +721,8 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         return;
     }
     bool reserved = reserved_topic(topic, tlen);
-    if (reserved || !acl_ok(c, m->topic, m->topic_len, AUTH_ACL_WRITE)) {
+    if (reserved || !acl_ok(c, m->topic, m->topic_len, AUTH_ACL_WRITE) ||
+        !plugin_message_ok(c, &m)) { /* MOSQ_EVT_MESSAGE may also change m */
         /* MQTT 5 is told (0x87); MQTT 3 has no way to say it: the message
          * is dropped and acknowledged as usual (what Mosquitto does). */
         char u[128];

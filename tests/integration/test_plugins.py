@@ -63,6 +63,16 @@ def v5_auth_acl(port):
         obs.append(("sub #", b.subscribe("#")))
         obs.append(("ok/x delivered", delivered(a, b, "ok/x", "ok/marker")))
         obs.append(("deny/x delivered", delivered(a, b, "deny/x", "ok/marker")))
+        # MOSQ_EVT_MESSAGE: refused, or changed before routing.
+        obs.append(("sub drop/#", b.subscribe("drop/#")))
+        obs.append(("sub rewritten/#", b.subscribe("rewritten/#")))
+        obs.append(("drop/x delivered", delivered(a, b, "drop/x", "ok/marker")))
+        a.publish("rewrite/x", "hi")
+        a.publish("ok/marker", "end")
+        got = []
+        while not got or got[-1] != ("ok/marker", "end"):
+            got.append(b.msgs.get(timeout=TIMEOUT))
+        obs.append(("rewrite/x arrived as", got))
     finally:
         for p in probes:
             p.close()
@@ -89,6 +99,8 @@ def test_v5_options_auth_acl_as_mosquitto(broker_factory, tmp_path):
     assert ("good", "pw", 0) in expected and ("bad", "pw", 5) in expected
     assert ("fileuser", "filepw", 0) in expected and ("fileuser", "wrong", 5) in expected
     assert ("sub deny/#", 128) in expected and ("deny/x delivered", False) in expected
+    assert ("drop/x delivered", False) in expected
+    assert ("rewrite/x arrived as", [("rewritten/x", "new:hi"), ("ok/marker", "end")]) in expected
     for line in ("test-v5[one]: option name=one", "test-v5[one]: option extra=a b  c"):
         hato.wait_log(line.replace("[", r"\[").replace("]", r"\]"))
 

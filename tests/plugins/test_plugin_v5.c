@@ -9,6 +9,8 @@
  *   ACL                a topic under deny/: refused; else allowed
  *   $CONTROL/test-v5/v1  answers on .../response with "echo:PAYLOAD";
  *                      "kick:USER" kicks that user (without will)
+ *   message            drop/...: refused; rewrite/X becomes rewritten/X with
+ *                      "new:" before the payload
  *   reload             publishes "reload N" to test/v5/reload
  *   tick               publishes "ticking" to test/v5/tick once
  *   disconnect         publishes the client id to test/v5/disconnect
@@ -69,6 +71,26 @@ static int on_control(int event, void *data, void *user) {
     return OK;
 }
 
+static int on_message(int event, void *data, void *user) {
+    (void)event, (void)user;
+    struct mosquitto_evt_message *ed = data;
+    if (strncmp(ed->topic, "drop/", 5) == 0)
+        return ERR_ACL_DENIED;
+    if (strncmp(ed->topic, "rewrite/", 8) == 0) {
+        size_t n = strlen(ed->topic) + 3;
+        char *t = mosquitto_malloc(n);
+        snprintf(t, n, "rewritten/%s", ed->topic + 8);
+        mosquitto_free(ed->topic);
+        ed->topic = t;
+        char *p = mosquitto_malloc(ed->payloadlen + 4);
+        memcpy(p, "new:", 4);
+        memcpy(p + 4, ed->payload, ed->payloadlen);
+        ed->payload = p; /* the broker frees the old payload, the plugin the old topic */
+        ed->payloadlen += 4;
+    }
+    return OK;
+}
+
 static int on_reload(int event, void *data, void *user) {
     (void)event, (void)data, (void)user;
     char buf[32];
@@ -114,6 +136,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *id, void **userdata, struct mos
     mosquitto_callback_register(self, MOSQ_EVT_BASIC_AUTH, on_auth, NULL, NULL);
     mosquitto_callback_register(self, MOSQ_EVT_ACL_CHECK, on_acl, NULL, NULL);
     mosquitto_callback_register(self, MOSQ_EVT_CONTROL, on_control, "$CONTROL/test-v5/v1", NULL);
+    mosquitto_callback_register(self, MOSQ_EVT_MESSAGE, on_message, NULL, NULL);
     mosquitto_callback_register(self, MOSQ_EVT_RELOAD, on_reload, NULL, NULL);
     mosquitto_callback_register(self, MOSQ_EVT_TICK, on_tick, NULL, NULL);
     mosquitto_callback_register(self, MOSQ_EVT_DISCONNECT, on_disconnect, NULL, NULL);
@@ -126,6 +149,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int n) 
     mosquitto_callback_unregister(self, MOSQ_EVT_BASIC_AUTH, on_auth, NULL);
     mosquitto_callback_unregister(self, MOSQ_EVT_ACL_CHECK, on_acl, NULL);
     mosquitto_callback_unregister(self, MOSQ_EVT_CONTROL, on_control, "$CONTROL/test-v5/v1");
+    mosquitto_callback_unregister(self, MOSQ_EVT_MESSAGE, on_message, NULL);
     mosquitto_callback_unregister(self, MOSQ_EVT_RELOAD, on_reload, NULL);
     mosquitto_callback_unregister(self, MOSQ_EVT_TICK, on_tick, NULL);
     mosquitto_callback_unregister(self, MOSQ_EVT_DISCONNECT, on_disconnect, NULL);
