@@ -32,6 +32,7 @@ class Probe:
         c.on_disconnect = lambda cl, ud, rc: self._set_gone()
         c.on_message = lambda cl, ud, m: self.msgs.put((m.topic, m.payload.decode()))
         c.on_subscribe = self._on_ack
+        c.on_unsubscribe = lambda cl, ud, mid: self._on_ack(cl, ud, mid, None)
         c.on_publish = lambda cl, ud, mid: self._on_ack(cl, ud, mid, None)
         self.c = c
         c.connect("127.0.0.1", port, keepalive=30)
@@ -79,6 +80,12 @@ class Probe:
             return "gone"
         g = self._wait_ack(mid)
         return g if g == "gone" else g[0]
+
+    def unsubscribe(self, topic):
+        rc, mid = self.c.unsubscribe(topic)
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            return "gone"
+        return "gone" if self._wait_ack(mid) == "gone" else "acked"
 
     def publish(self, topic, payload):
         info = self.c.publish(topic, payload, qos=1)

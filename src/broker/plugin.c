@@ -32,6 +32,11 @@ enum plugin_verdict plugin_acl_check(const struct hato_listener *l, const char *
         (void)retain, (void)access;
     return PLUGIN_NONE;
 }
+bool plugin_unsubscribe_denied(const struct hato_listener *l, const char *user,
+                               const char *client_id, const char *filter) {
+    (void)l, (void)user, (void)client_id, (void)filter;
+    return false;
+}
 struct plugin_auth *plugin_auth_new(struct conn *c, const char *client_id, size_t idlen,
                                     bool has_password, const struct auth_passwd *pw,
                                     bool anonymous_ok) {
@@ -354,14 +359,15 @@ bool plugin_wants_basic_auth(const struct hato_listener *l) {
     struct plugin_host *h = plugin_host;
     if (!h)
         return false;
-    bool want = false;
-    pthread_mutex_lock(&plugin_lock);
-    for (size_t i = 0; i < h->ncbs && !want; i++)
-        want = h->cbs[i].event == MOSQ_EVT_BASIC_AUTH && plugin_applies(h->cbs[i].p, l);
-    for (size_t i = 0; i < h->n && !want; i++)
-        want = h->plugins[i]->unpwd_check && plugin_applies(h->plugins[i], l);
-    pthread_mutex_unlock(&plugin_lock);
-    return want;
+    /* Without the lock: a password check running in a plugin holds it, and
+     * this is asked on the worker for every CONNECT. */
+    for (size_t i = 0; i < h->n; i++) {
+        const struct plugin *p = h->plugins[i];
+        if ((p->unpwd_check || atomic_load_explicit(&p->auth_cbs, memory_order_relaxed)) &&
+            plugin_applies(p, l))
+            return true;
+    }
+    return false;
 }
 
 /* Fold one answer into the verdict as Mosquitto does: a plain answer ends
@@ -441,6 +447,15 @@ enum plugin_verdict plugin_acl_check(const struct hato_listener *l, const char *
 done:
     pthread_mutex_unlock(&plugin_lock);
     return v;
+}
+
+bool plugin_unsubscribe_denied(const struct hato_listener *l, const char *user,
+                               const char *client_id, const char *filter) {
+    if (!plugin_wants_acl())
+        return false;
+    enum plugin_verdict v =
+        plugin_acl_check(l, user, client_id, filter, NULL, 0, 0, false, MOSQ_ACL_UNSUBSCRIBE);
+    return v == PLUGIN_DENY || v == PLUGIN_DEFER;
 }
 
 /* ---- password checks (pool threads) ------------------------------------------ */

@@ -62,6 +62,11 @@ enum plugin_verdict plugin_acl_check(const struct hato_listener *l, const char *
                                      const char *client_id, const char *topic, const void *payload,
                                      uint32_t payloadlen, int qos, bool retain, int access);
 
+/* UNSUBSCRIBE of filter: refused by the plugins (an answer other than
+ * success, or every plugin deferred), as Mosquitto 2.0 asks them. */
+bool plugin_unsubscribe_denied(const struct hato_listener *l, const char *user,
+                               const char *client_id, const char *filter);
+
 /*
  * A password check for the pool (authpool.h): what the plugins need of the
  * connection, copied (the connection may close while it waits). Made on the

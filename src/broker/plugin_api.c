@@ -84,6 +84,8 @@ int mosquitto_callback_register(mosquitto_plugin_id_t *identifier, int event,
     }
     h->ncbs++;
     atomic_fetch_add(&h->nevents[event], 1);
+    if (event == MOSQ_EVT_BASIC_AUTH)
+        atomic_fetch_add(&p->auth_cbs, 1);
 out:
     pthread_mutex_unlock(&plugin_lock);
     return rc;
@@ -107,6 +109,8 @@ int mosquitto_callback_unregister(mosquitto_plugin_id_t *identifier, int event,
         memmove(cb, cb + 1, (h->ncbs - i - 1) * sizeof(*cb));
         h->ncbs--;
         atomic_fetch_sub(&h->nevents[event], 1);
+        if (event == MOSQ_EVT_BASIC_AUTH)
+            atomic_fetch_sub(&p->auth_cbs, 1);
         rc = MOSQ_ERR_SUCCESS;
         break;
     }

@@ -94,6 +94,9 @@ struct plugin {
     struct mosquitto_opt *opts;
     int nopts;
     void *userdata;
+    /* MOSQ_EVT_BASIC_AUTH callbacks it has: read without the lock by
+     * plugin_wants_basic_auth on every CONNECT. */
+    atomic_uint auth_cbs;
     /* v5 */
     int (*cleanup5)(void *, struct mosquitto_opt *, int);
     /* v2-4 (the v2 ones have other signatures, cast at the call) */
@@ -102,7 +105,7 @@ struct plugin {
 
 struct plugin_host {
     struct broker *b;
-    struct plugin **plugins;
+    struct plugin **plugins; /* filled at start-up, fixed from then on */
     size_t n;
     struct plugin_cb *cbs;
     size_t ncbs, capcbs;

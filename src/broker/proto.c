@@ -963,6 +963,13 @@ static void handle_unsubscribe(struct conn *c, struct mqtt_packet *p) {
         int shared;
         struct mqtt_str inner;
         char *full = full_filter(c, &f, &flen, &shared, &inner);
+        if (full && plugin_unsubscribe_denied(lcfg(c), c->username, s->client_id, full)) {
+            /* Mosquitto 2.0: plugins are asked (MOSQ_ACL_UNSUBSCRIBE); the
+             * subscription stays. */
+            free(full);
+            rc[i++] = MQTT_RC_NOT_AUTHORIZED;
+            continue;
+        }
         int r = full ? session_sub_remove(s, full, flen) : 0;
         if (full)
             log_client(LOG_UNSUBSCRIBE, s->client_id, c->username, c->si.peer, "%s %s",

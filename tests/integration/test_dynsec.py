@@ -138,6 +138,17 @@ def scenario(port):
         do("removeRoleACL", "reader", "publishClientReceive", "sensors/secret")
         step("alice -> sensors/secret (deny removed)", delivered(clients["alice"], clients["bob"], "sensors/secret"))
 
+        # Unsubscribe: the plugin is asked too (default allow; a deny keeps the subscription).
+        do("addRoleACL", "reader", "unsubscribeLiteral", "sensors/#", "deny")
+        step("bob unsubscribe sensors/# (denied)", clients["bob"].unsubscribe("sensors/#"))
+        step("alice -> sensors/temp (unsubscribe denied)",
+             delivered(clients["alice"], clients["bob"], "sensors/temp"))
+        do("removeRoleACL", "reader", "unsubscribeLiteral", "sensors/#")
+        step("bob unsubscribe sensors/# (allowed)", clients["bob"].unsubscribe("sensors/#"))
+        step("alice -> sensors/temp (unsubscribed)",
+             delivered(clients["alice"], clients["bob"], "sensors/temp"))
+        step("bob subscribe sensors/# (back)", clients["bob"].subscribe("sensors/#"))
+
         # Revoke the send permission on the live connection.
         do("removeRoleACL", "writer", "publishClientSend", "sensors/#")
         step("alice -> sensors/temp (revoked)", delivered(clients["alice"], clients["bob"], "sensors/temp"))
@@ -217,6 +228,8 @@ def test_dynsec_same_as_mosquitto(broker_factory, tmp_path):
     assert seen["alice -> sensors/temp (default)"] is False
     assert seen["alice -> sensors/temp (writer)"] is True
     assert seen["alice -> sensors/secret (receive denied)"] is False
+    assert seen["alice -> sensors/temp (unsubscribe denied)"] is True
+    assert seen["alice -> sensors/temp (unsubscribed)"] is False
     assert seen["alice kicked by disableClient"] is True
     assert seen["carol kicked by deleteClient"] is True
     # The file was written by the plugin running in hato.
