@@ -706,9 +706,6 @@ static void test_errors(void **state) {
          "hato.conf:1: auth_opt_db: an option of a plugin, but no 'plugin' line comes before it"},
         {"plugin_opt_config_file /x\n", "hato.conf:1: plugin_opt_config_file: an option of a "
                                         "plugin, but no 'plugin' line comes before it"},
-        {"plugin /x.so\nplugin_opt_ y\n", "hato.conf:2: plugin_opt_: the option has no name"},
-        {"plugin /x.so\nplugin_opt_y\n", "hato.conf:2: plugin_opt_y: missing value"},
-        {"plugin\n", "hato.conf:1: plugin: missing value"},
         {"max_keepalive 60\nmax_keepalive\xff 1\n", "hato.conf:2: invalid UTF-8"},
         {"Listener 1883\n", "hato.conf:1: unknown directive 'Listener'"},
     };
@@ -890,6 +887,12 @@ static void test_include_dir(void **state) {
 /* plugin, auth_plugin, global_plugin and their options (docs/plugins.md). */
 static void test_plugins(void **state) {
     (void)state;
+    if (!HATO_WITH_PLUGINS)
+        skip(); /* test_build_options checks the refusal */
+    expect_error("plugin\n", "hato.conf:1: plugin: missing value");
+    expect_error("plugin /x.so\nplugin_opt_ y\n",
+                 "hato.conf:2: plugin_opt_: the option has no name");
+    expect_error("plugin /x.so\nplugin_opt_y\n", "hato.conf:2: plugin_opt_y: missing value");
     struct hato_config c;
     parse_finish_ok(&c, "plugin /a.so\n"
                         "plugin_opt_config_file /etc/x.json\n"
