@@ -286,10 +286,14 @@ int plugin_host_start(struct broker *b) {
     return 0;
 }
 
+/* A request of a plugin for the workers: a kick (every worker), or a
+ * message for one client (m set; its session's worker only). */
 struct kick {
     struct kick *next;
     uint64_t seq;
     bool by_id, with_will;
+    struct msg *m;
+    int owner; /* worker id, -1 = every worker */
     char name[];
 };
 
@@ -336,6 +340,8 @@ void plugin_host_stop(struct broker *b) {
     while (kicks.head) {
         struct kick *k = kicks.head;
         kicks.head = k->next;
+        if (k->m)
+            msg_unref(k->m);
         free(k);
     }
     free(kicks.seen);
@@ -770,10 +776,10 @@ void plugin_disconnect(struct conn *c, const char *why) {
 
 /* ---- kicks ------------------------------------------------------------------------ */
 
-int plugin_kick(const char *name, bool by_id, bool with_will) {
+/* Append a request for the workers and wake them (owner: the one worker
+ * that carries it out, -1 = every worker). */
+static int request(const char *name, bool by_id, bool with_will, struct msg *m, int owner) {
     struct plugin_host *h = plugin_host;
-    if (!h || !name)
-        return MOSQ_ERR_INVAL;
     struct broker *b = h->b;
     size_t len = strlen(name);
     struct kick *k = malloc(sizeof(*k) + len + 1);
@@ -782,6 +788,8 @@ int plugin_kick(const char *name, bool by_id, bool with_will) {
     memcpy(k->name, name, len + 1);
     k->by_id = by_id;
     k->with_will = with_will;
+    k->m = m;
+    k->owner = owner;
     k->next = NULL;
     pthread_mutex_lock(&kicks.lock);
     if (!kicks.seen && b->nworkers > 0) {
@@ -800,9 +808,42 @@ int plugin_kick(const char *name, bool by_id, bool with_will) {
     kicks.tail = &k->next;
     atomic_store(&kicks.last, k->seq);
     pthread_mutex_unlock(&kicks.lock);
-    for (int i = 0; i < b->nworkers; i++)
+    for (int i = 0; i < b->nworkers; i++) /* all: each one's slot moves on */
         ev_wake(b->workers[i].loop);
     return MOSQ_ERR_SUCCESS;
+}
+
+int plugin_kick(const char *name, bool by_id, bool with_will) {
+    if (!plugin_host || !name)
+        return MOSQ_ERR_INVAL;
+    return request(name, by_id, with_will, NULL, -1);
+}
+
+int plugin_send_to(const char *client_id, struct msg *m) {
+    struct plugin_host *h = plugin_host;
+    if (!h || !client_id || !h->b->nworkers) {
+        msg_unref(m);
+        return MOSQ_ERR_INVAL;
+    }
+    struct worker *w = broker_owner(h->b, client_id, strlen(client_id));
+    int rc = request(client_id, true, false, m, w->id);
+    if (rc != MOSQ_ERR_SUCCESS)
+        msg_unref(m);
+    return rc;
+}
+
+/* A message for one client (mosquitto_broker_publish with a client id), on
+ * its session's worker: delivered whether it subscribed or not, no ACL
+ * check, online or queued (Mosquitto 2.0). */
+static void send_one(struct worker *w, const char *id, struct msg *m) {
+    struct session *s = strmap_get(&w->sessions, id, strlen(id));
+    if (!s || s->dead) {
+        msg_unref(m);
+        return;
+    }
+    session_ref(s);
+    struct deliv d = {.m = m, .qos = m->qos, .retain = m->retain};
+    route_dispatch(w, s, &d); /* takes the reference and the delivery */
 }
 
 void plugin_worker_wake(struct worker *w) {
@@ -810,24 +851,25 @@ void plugin_worker_wake(struct worker *w) {
         return;
     if (atomic_load(&kicks.last) == kicks.seen[w->id]) /* only this worker writes its slot */
         return;
-    /* Copy what this worker has not done, under the lock; close outside it. */
+    /* Copy what this worker has not done, under the lock; act outside it. */
     struct kick *todo = NULL, **tt = &todo;
     pthread_mutex_lock(&kicks.lock);
     uint64_t seen = kicks.seen[w->id];
     for (struct kick *k = kicks.head; k; k = k->next) {
-        if (k->seq <= seen)
+        if (k->seq <= seen || (k->owner >= 0 && k->owner != w->id))
             continue;
         size_t len = strlen(k->name);
         struct kick *c = malloc(sizeof(*c) + len + 1);
         if (c) {
             memcpy(c, k, sizeof(*c) + len + 1);
             c->next = NULL;
+            k->m = NULL; /* the copy has it */
             *tt = c;
             tt = &c->next;
         }
     }
     kicks.seen[w->id] = kicks.seq;
-    /* Kicks every worker has done are dropped. */
+    /* Requests every worker has seen are dropped. */
     uint64_t min = kicks.seq;
     for (int i = 0; i < kicks.nseen; i++)
         if (kicks.seen[i] < min)
@@ -835,6 +877,8 @@ void plugin_worker_wake(struct worker *w) {
     while (kicks.head && kicks.head->seq <= min) {
         struct kick *k = kicks.head;
         kicks.head = k->next;
+        if (k->m)
+            msg_unref(k->m);
         free(k);
     }
     if (!kicks.head)
@@ -843,6 +887,11 @@ void plugin_worker_wake(struct worker *w) {
     while (todo) {
         struct kick *k = todo;
         todo = k->next;
+        if (k->m) {
+            send_one(w, k->name, k->m);
+            free(k);
+            continue;
+        }
         for (struct conn *c = w->conns, *next; c; c = next) {
             next = c->next;
             if (c->state != CS_CONNECTED || !c->s)

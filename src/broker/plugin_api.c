@@ -239,11 +239,9 @@ int mosquitto_broker_publish_copy(const char *clientid, const char *topic, int p
     if (!mqtt_topic_name_valid((const uint8_t *)topic, tlen))
         return MOSQ_ERR_INVAL;
     if (clientid) {
-        /* A message for one client only: not offered by hato yet. */
-        log_warn("Warning: a plugin published to '%s' for client '%s' only; hato does not "
-                 "deliver to one client (docs/plugins.md).",
-                 topic, clientid);
-        return MOSQ_ERR_NOT_SUPPORTED;
+        struct msg *m =
+            msg_new(topic, tlen, payload, (size_t)payloadlen, (uint8_t)qos, retain, NULL, 0, NULL);
+        return m ? plugin_send_to(clientid, m) : MOSQ_ERR_NOMEM;
     }
     return broker_publish_internal(h->b, topic, payload, (size_t)payloadlen, qos, retain) == 0
                ? MOSQ_ERR_SUCCESS

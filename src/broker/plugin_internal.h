@@ -119,6 +119,8 @@ extern pthread_mutex_t plugin_lock; /* recursive: every call into a plugin */
 bool plugin_applies(const struct plugin *p, const struct hato_listener *l);
 /* Queue a kick for every worker (plugin_worker_wake). */
 int plugin_kick(const char *name, bool by_id, bool with_will);
+/* Queue m (its reference taken) for the session of client_id. */
+int plugin_send_to(const char *client_id, struct msg *m);
 
 /* plugin_api.c: referenced by plugin.c so that the linker keeps the file
  * (the executable exports what plugins call). */

@@ -128,6 +128,13 @@ def control_and_kick(port):
         # An unknown $CONTROL topic: acknowledged, not delivered (Mosquitto).
         obs.append(("unknown control", delivered(sender, watch, "$CONTROL/nobody/v1",
                                                  "ok/marker")))
+        # A message for one client: it gets it without a subscription, nobody else does.
+        obs.append(("send", sender.publish("$CONTROL/test-v5/v1", "send:victim-1")))
+        obs.append(("victim got", victim.msgs.get(timeout=TIMEOUT)))
+        seen = []
+        while not seen or seen[-1][0] != "$CONTROL/test-v5/v1/response":
+            seen.append(watch.msgs.get(timeout=TIMEOUT))
+        obs.append(("watcher got", seen))
         obs.append(("kick", sender.publish("$CONTROL/test-v5/v1", "kick:victim")))
         obs.append(("victim kicked", wait_gone(victim)))
         seen = []
@@ -158,6 +165,7 @@ def test_control_topics_and_kick_as_mosquitto(broker_factory, tmp_path):
     compare(got, expected)
     assert ("first message", "$CONTROL/test-v5/v1/response", "echo:hello from sender") in expected
     assert ("victim kicked", True) in expected
+    assert ("victim got", ("direct/x", "direct")) in expected
     assert ("unknown control", False) in expected
 
 

@@ -8,7 +8,9 @@
  *                      password file, if any)
  *   ACL                a topic under deny/: refused; else allowed
  *   $CONTROL/test-v5/v1  answers on .../response with "echo:PAYLOAD";
- *                      "kick:USER" kicks that user (without will)
+ *                      "kick:USER" kicks that user (without will);
+ *                      "send:ID" publishes "direct" to direct/x for
+ *                      client ID only
  *   message            drop/...: refused; rewrite/X becomes rewritten/X with
  *                      "new:" before the payload
  *   reload             publishes "reload N" to test/v5/reload
@@ -67,6 +69,10 @@ static int on_control(int event, void *data, void *user) {
     if (ed->payloadlen > 5 && memcmp(ed->payload, "kick:", 5) == 0) {
         snprintf(buf, sizeof buf, "%.*s", (int)ed->payloadlen - 5, (const char *)ed->payload + 5);
         mosquitto_kick_client_by_username(buf, false);
+    }
+    if (ed->payloadlen > 5 && memcmp(ed->payload, "send:", 5) == 0) {
+        snprintf(buf, sizeof buf, "%.*s", (int)ed->payloadlen - 5, (const char *)ed->payload + 5);
+        mosquitto_broker_publish_copy(buf, "direct/x", 6, "direct", 1, false, NULL);
     }
     return OK;
 }
