@@ -303,7 +303,7 @@ static struct {
     uint64_t seq;
     _Atomic uint64_t last; /* seq of the newest kick (workers compare without the lock) */
     uint64_t *seen;        /* per worker */
-    int nseen;
+    _Atomic int nseen;     /* set once, after seen: read by workers without the lock */
 } kicks = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0, 0, NULL, 0};
 
 void plugin_host_stop(struct broker *b) {
@@ -344,6 +344,7 @@ void plugin_host_stop(struct broker *b) {
             msg_unref(k->m);
         free(k);
     }
+    kicks.nseen = 0;
     free(kicks.seen);
     kicks.seen = NULL;
     pthread_mutex_unlock(&kicks.lock);
