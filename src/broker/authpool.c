@@ -33,6 +33,8 @@ static void wipe(void *p, size_t n) {
 }
 
 static void job_free(struct auth_job *j) {
+    if (j->ctx_free)
+        j->ctx_free(j->ctx);
     wipe(j->data, j->ulen + j->plen);
     free(j);
 }
@@ -54,11 +56,15 @@ static void *pool_main(void *arg) {
         ap->queued--;
         pthread_mutex_unlock(&ap->lock);
 
-        bool ok = auth_passwd_check(j->pw, j->data, j->ulen, j->data + j->ulen, j->plen);
+        char *new_user = NULL;
+        bool ok = j->check ? j->check(j->ctx, j->has_user ? j->data : NULL, j->ulen,
+                                      j->data + j->ulen, j->plen, &new_user)
+                           : auth_passwd_check(j->pw, j->data, j->ulen, j->data + j->ulen, j->plen);
         j->release(j->hold);
         struct item *it = j->it;
         it->ok = ok;
-        worker_post(NULL, j->w, it); /* locked append and a wake-up */
+        it->abuf = (uint8_t *)new_user; /* the client's new user name, if a plugin set one */
+        worker_post(NULL, j->w, it);    /* locked append and a wake-up */
         job_free(j);
     }
 }
@@ -110,6 +116,20 @@ void authpool_stop(struct broker *b) {
 
 int authpool_submit(struct conn *c, const struct auth_passwd *pw, const char *user, size_t ulen,
                     const char *password, size_t plen, void (*release)(void *), void *hold) {
+    return authpool_submit_check(c, NULL, (void *)pw, NULL, user, ulen, password, plen, release,
+                                 hold);
+}
+
+int authpool_submit_check(struct conn *c,
+                          bool (*check)(void *ctx, const char *user, size_t ulen,
+                                        const char *password, size_t plen, char **new_username),
+                          void *ctx, void (*ctx_free)(void *ctx), const char *user, size_t ulen,
+                          const char *password, size_t plen, void (*release)(void *), void *hold) {
+    const struct auth_passwd *pw = check ? NULL : ctx;
+    if (!user)
+        ulen = 0;
+    if (!password)
+        plen = 0;
     struct worker *w = c->w;
     struct authpool *ap = w->b->authpool;
     if (!ap)
@@ -121,10 +141,21 @@ int authpool_submit(struct conn *c, const struct auth_passwd *pw, const char *us
         free(it);
         return -1;
     }
-    *j = (struct auth_job){
-        .w = w, .it = it, .pw = pw, .release = release, .hold = hold, .ulen = ulen, .plen = plen};
-    memcpy(j->data, user, ulen);
-    memcpy(j->data + ulen, password, plen);
+    *j = (struct auth_job){.w = w,
+                           .it = it,
+                           .pw = pw,
+                           .release = release,
+                           .hold = hold,
+                           .check = check,
+                           .ctx = check ? ctx : NULL,
+                           .ctx_free = ctx_free,
+                           .has_user = user != NULL,
+                           .ulen = ulen,
+                           .plen = plen};
+    if (ulen)
+        memcpy(j->data, user, ulen);
+    if (plen)
+        memcpy(j->data + ulen, password, plen);
     uint64_t id = atomic_fetch_add(&next_id, 1);
     it->kind = IT_AUTH;
     it->auth_id = id;
@@ -143,6 +174,7 @@ int authpool_submit(struct conn *c, const struct auth_passwd *pw, const char *us
     pthread_mutex_unlock(&ap->lock);
     if (full) {
         free(it);
+        j->ctx_free = NULL; /* refused: ctx stays the caller's */
         job_free(j);
         return -1;
     }
@@ -175,7 +207,14 @@ struct conn *authpool_verdict(struct worker *w, struct item *it) {
     if (c) {
         authpool_unpark(c);
         c->auth_done = it->ok ? AUTH_DONE_OK : AUTH_DONE_BAD;
+        if (it->abuf) { /* mosquitto_set_username in a plugin */
+            free(c->username);
+            c->username = (char *)it->abuf;
+            it->abuf = NULL;
+            c->username_from_tls = true; /* fixed: the CONNECT's second run keeps it */
+        }
     }
+    free(it->abuf);
     free(it);
     return c;
 }

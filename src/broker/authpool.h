@@ -43,6 +43,13 @@ struct auth_job {
     const struct auth_passwd *pw;
     void (*release)(void *hold); /* called with hold once pw is no longer read */
     void *hold;
+    /* A check other than the password file's (plugins, plugin.h): its
+     * verdict, and a new user name for the client (malloc'd) or NULL. */
+    bool (*check)(void *ctx, const char *user, size_t ulen, const char *password, size_t plen,
+                  char **new_username);
+    void *ctx;
+    void (*ctx_free)(void *ctx);
+    bool has_user;
     size_t ulen, plen;
     char data[]; /* user name (ulen bytes), then the password (plen); wiped after use */
 };
@@ -60,6 +67,14 @@ void authpool_stop(struct broker *b);
  */
 int authpool_submit(struct conn *c, const struct auth_passwd *pw, const char *user, size_t ulen,
                     const char *password, size_t plen, void (*release)(void *), void *hold);
+
+/* The same with a check of its own (plugins): check(ctx, ...) runs on a pool
+ * thread, then ctx_free(ctx). user may be NULL (anonymous). */
+int authpool_submit_check(struct conn *c,
+                          bool (*check)(void *ctx, const char *user, size_t ulen,
+                                        const char *password, size_t plen, char **new_username),
+                          void *ctx, void (*ctx_free)(void *ctx), const char *user, size_t ulen,
+                          const char *password, size_t plen, void (*release)(void *), void *hold);
 
 /* A parked connection closes: forget it (its verdict will be dropped). */
 void authpool_unpark(struct conn *c);

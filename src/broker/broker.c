@@ -22,6 +22,7 @@
 #include "broker/security.h"
 #include "broker/persist.h"
 #include "broker/notify.h"
+#include "broker/plugin.h"
 #include "broker/reload.h"
 #include "transport/ws.h"
 
@@ -255,7 +256,7 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
         return -1;
     /* Certificates, keys, password and ACL files first: a bad file stops
      * start-up before any socket is opened. */
-    if (tls_init(b) < 0 || security_init(b) < 0)
+    if (tls_init(b) < 0 || plugin_host_start(b) < 0 || security_init(b) < 0)
         return -1;
     /* Then the store: a store that cannot be used stops start-up before any port opens. */
     if (persist_open(b) < 0)
@@ -372,6 +373,7 @@ void broker_free(struct broker *b) {
     if (b->retain)
         retain_free(b->retain);
     security_free(b);
+    plugin_host_stop(b); /* after the workers: nothing calls into a plugin any more */
     tls_free(b);
     reload_free(b); /* retired configs and sockets, after everything that pointed into them */
     pthread_mutex_destroy(&b->ls_lock);

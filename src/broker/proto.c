@@ -13,6 +13,7 @@
 #include "broker/broker.h"
 #include "broker/security.h"
 #include "broker/persist.h"
+#include "broker/plugin.h"
 
 #define PROP(x) MQTT_PROP_BIT(MQTT_PROP_##x)
 
@@ -784,7 +785,8 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         return;
     }
     bool reserved = reserved_topic(topic, tlen);
-    if (reserved || !acl_ok(c, m->topic, m->topic_len, AUTH_ACL_WRITE)) {
+    if (reserved || !acl_ok(c, m->topic, m->topic_len, AUTH_ACL_WRITE) ||
+        !plugin_message_ok(c, &m)) { /* MOSQ_EVT_MESSAGE may also change m */
         /* MQTT 5 is told (0x87); MQTT 3 has no way to say it: the message
          * is dropped and acknowledged as usual (what Mosquitto does). */
         char u[128];
@@ -809,7 +811,9 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         }
         return;
     }
-    if (m->retain && retain_set(b->retain, m) == 0) /* empty payload clears, MQTT-3.3.1-10 */
+    bool control = plugin_is_control_topic(m->topic, m->topic_len);
+    if (!control && m->retain &&
+        retain_set(b->retain, m) == 0) /* empty payload clears, MQTT-3.3.1-10 */
         persist_retain(c->w, m);
     if (qos == 2) {
         /* PUBREC (Success, whether anyone subscribes or not) before any
@@ -822,7 +826,11 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         persist_inpid(s, pid, true);
         send_ack(c, MQTT_PUBREC, pid, 0);
     }
-    size_t n = route_publish(c->w, m);
+    size_t n = 1;
+    if (control)
+        plugin_control(c, m); /* $CONTROL/...: to its plugin, never to subscribers (Mosquitto) */
+    else
+        n = route_publish(c->w, m);
     msg_unref(m);
     /* QoS 1: the copies first, then PUBACK (also Mosquitto's order). */
     if (qos == 1)
@@ -1046,6 +1054,13 @@ static void handle_unsubscribe(struct conn *c, struct mqtt_packet *p) {
         int shared;
         struct mqtt_str inner;
         char *full = full_filter(c, &f, &flen, &shared, &inner);
+        if (full && plugin_unsubscribe_denied(lcfg(c), c->username, s->client_id, full)) {
+            /* Mosquitto 2.0: plugins are asked (MOSQ_ACL_UNSUBSCRIBE); the
+             * subscription stays. */
+            free(full);
+            rc[i++] = MQTT_RC_NOT_AUTHORIZED;
+            continue;
+        }
         int r = full ? session_sub_remove(s, full, flen) : 0;
         if (full)
             log_client(LOG_UNSUBSCRIBE, s->client_id, c->username, c->si.peer, "%s %s",

@@ -13,6 +13,7 @@
 #include "broker/broker.h"
 #include "broker/notify.h"
 #include "broker/security.h"
+#include "broker/plugin.h"
 #include "broker/tls.h"
 
 #define WORKER_WAIT_MS 2000 /* how long a reload waits for workers to drop a socket */
@@ -262,6 +263,29 @@ static void restart_needed(const char *name, const char *running, void *arg) {
     log_warn("Warning: %s changed: needs a restart (keeping '%s').", name, running);
 }
 
+/* Plugins are loaded once, at start-up (as in Mosquitto): a change to the
+ * plugin lines or their options is logged and the loaded plugins stay. */
+static bool plugin_conf_same(const struct hato_plugin_conf *a, const struct hato_plugin_conf *b) {
+    if (strcmp(a->path, b->path) != 0 || a->n_opts != b->n_opts ||
+        a->deny_special_chars != b->deny_special_chars || (a->lfile == NULL) != (b->lfile == NULL))
+        return false;
+    for (size_t i = 0; i < a->n_opts; i++)
+        if (strcmp(a->opts[i].key, b->opts[i].key) != 0 ||
+            strcmp(a->opts[i].value, b->opts[i].value) != 0)
+            return false;
+    return true;
+}
+
+static void plugins_unchanged(const struct hato_config *n, const struct hato_config *old) {
+    bool same = n->n_plugins == old->n_plugins;
+    for (size_t i = 0; same && i < n->n_plugins; i++)
+        same = plugin_conf_same(&n->plugins[i], &old->plugins[i]);
+    if (!same)
+        log_warn("Warning: plugin lines changed: needs a restart (keeping the %zu loaded "
+                 "plugin%s).",
+                 old->n_plugins, old->n_plugins == 1 ? "" : "s");
+}
+
 /* ---- the reload ---------------------------------------------------------------------- */
 
 /* The socket of the running set that serves listener l of the new config. */
@@ -323,6 +347,7 @@ void broker_reload(struct broker *b) {
     }
     for (size_t i = 0; i < n->n_warnings; i++)
         log_warn("Warning: %s", n->warnings[i]);
+    plugins_unchanged(n, old);
     if (hato_config_keep_restart(n, old, restart_needed, NULL) < 0) {
         fail(n, "out of memory");
         return;
@@ -437,6 +462,7 @@ void broker_reload(struct broker *b) {
         log_warn("Warning: a worker is slow to release the removed listeners; they close when "
                  "it does.");
     security_reload(b);
+    plugin_reload(b);
     log_notice("Reloaded config: %zu listener%s (%zu socket%s opened, %zu closed).", n->n_listeners,
                n->n_listeners == 1 ? "" : "s", nadded, nadded == 1 ? "" : "s", ngone);
     notify_ready_after_reload(b);

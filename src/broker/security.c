@@ -13,6 +13,7 @@
 #include "base/strmap.h"
 #include "broker/authpool.h"
 #include "broker/broker.h"
+#include "broker/plugin.h"
 #include "broker/reload.h"
 
 #define FAIL_FORGET_MS (10 * 60 * 1000) /* an address's failures are forgotten after this */
@@ -175,12 +176,14 @@ static struct sec_snap *snap_load(const struct hato_config *cfg) {
             if (s->per[i].acl)
                 s->any_acl = true;
         }
+        if (plugin_wants_acl())
+            s->any_acl = true;
     } else {
         if (scope_load(&s->global, cfg->password_file, cfg->acl_file) < 0) {
             snap_unref(s);
             return NULL;
         }
-        s->any_acl = s->global.acl != NULL;
+        s->any_acl = s->global.acl != NULL || plugin_wants_acl();
     }
     return s;
 }
@@ -316,6 +319,48 @@ void security_worker_release(struct worker *w) {
 
 /* ---- checks -------------------------------------------------------------------- */
 
+/* Plugins check passwords (plugin.h): on the pool like the password file,
+ * which comes after the plugins when all of them defer. */
+static enum sec_auth plugin_authenticate(struct conn *c, const struct mqtt_packet *p,
+                                         const struct sec_scope *sc, bool anonymous_ok) {
+    struct worker *w = c->w;
+    uint8_t done = c->auth_done;
+    c->auth_done = AUTH_DONE_NONE;
+    if (done != AUTH_DONE_NONE && c->auth_gen == w->sec_gen)
+        return done == AUTH_DONE_OK ? SEC_AUTH_OK
+               : c->username        ? SEC_AUTH_BAD_CREDENTIALS
+                                    : SEC_AUTH_NOT_AUTHORISED;
+    const char *id = c->assigned_id ? c->assigned_id : (const char *)p->connect.client_id.p;
+    size_t idlen = c->assigned_id ? strlen(c->assigned_id) : p->connect.client_id.len;
+    struct plugin_auth *pa =
+        plugin_auth_new(c, id, idlen, p->connect.has_password, sc ? sc->pw : NULL, anonymous_ok);
+    struct job_hold *h = pa ? calloc(1, sizeof(*h)) : NULL;
+    if (!h) {
+        plugin_auth_free(pa);
+        return SEC_AUTH_BUSY;
+    }
+    h->sec = w->b->security;
+    addr_of(c->si.peer, h->addr, sizeof(h->addr));
+    if (!inflight_take(h->sec, h->addr)) {
+        plugin_auth_free(pa);
+        free(h);
+        return SEC_AUTH_BUSY;
+    }
+    h->snap = w->sec;
+    if (h->snap)
+        atomic_fetch_add(&h->snap->refs, 1);
+    if (authpool_submit_check(c, plugin_auth_run, pa, plugin_auth_free, c->username,
+                              c->username ? strlen(c->username) : 0,
+                              p->connect.has_password ? (const char *)p->connect.password.p : NULL,
+                              p->connect.password.len, job_release, h) < 0) {
+        plugin_auth_free(pa);
+        job_release(h);
+        return SEC_AUTH_BUSY;
+    }
+    c->auth_gen = w->sec_gen;
+    return SEC_AUTH_PENDING;
+}
+
 enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p) {
     struct worker *w = c->w;
     security_worker_adopt(w);
@@ -324,6 +369,8 @@ enum sec_auth security_authenticate(struct conn *c, const struct mqtt_packet *p)
     if (c->username_from_tls)
         return SEC_AUTH_OK; /* the certificate (or PSK identity) is the credential */
     const struct sec_scope *sc = w->sec ? scope_of(w->sec, w->b->cfg, l) : NULL;
+    if (plugin_wants_basic_auth(l))
+        return plugin_authenticate(c, p, sc, anonymous_ok);
     if (c->username && sc && sc->pw) {
         /* Known or not, a password is verified (against a dummy hash for
          * an unknown user): the time taken tells nothing. The difference
@@ -396,11 +443,23 @@ bool security_acl(struct worker *w, const struct hato_listener *l, const char *u
                   const char *client_id, const char *topic, size_t tlen, int access) {
     if (!w->sec || !w->sec->any_acl)
         return true;
+    /* Plugins first; the acl_file answers when every plugin deferred or
+     * ignored (Mosquitto 2.0 runs it as the last check). */
+    enum plugin_verdict pv = PLUGIN_NONE;
+    if (plugin_wants_acl()) {
+        char *t = strndup(topic, tlen);
+        if (!t)
+            return false;
+        pv = plugin_acl_check(l, user, client_id, t, NULL, 0, 0, false, access);
+        free(t);
+        if (pv == PLUGIN_ALLOW || pv == PLUGIN_DENY)
+            return pv == PLUGIN_ALLOW;
+    }
     const struct sec_scope *sc = scope_of(w->sec, w->b->cfg, l);
     if (!sc)
         return false;
     if (!sc->acl)
-        return true; /* this listener has no acl_file */
+        return pv != PLUGIN_DEFER; /* no acl_file here: deferred by every plugin is a refusal */
     return auth_acl_check(sc->acl, user, client_id, topic, tlen, access);
 }
 

@@ -20,6 +20,7 @@
 #include "broker/persist.h"
 #include "broker/reload.h"
 #include "broker/security.h"
+#include "broker/plugin.h"
 #include "broker/tls.h"
 #include "transport/proxy.h"
 #include "transport/tls.h"
@@ -323,6 +324,7 @@ void conn_close(struct conn *c, const char *why) {
     struct worker *w = c->w;
     authpool_unpark(c); /* a password check in flight: its verdict is dropped */
     if (c->s) {
+        plugin_disconnect(c, why);
         const char *id = c->s->client_id;
         char u[128];
         const char *user = c->username ? security_printable(c->username, u, sizeof(u)) : NULL;
@@ -810,6 +812,7 @@ static void on_inbox(struct ev_loop *loop, void *data) {
     pthread_mutex_unlock(&w->inbox_lock);
     security_worker_update(w); /* a reload wakes every worker */
     worker_listen_sync(w);
+    plugin_worker_wake(w); /* kicks asked by a plugin */
     while (it) {
         struct item *next = it->next;
         if (it->kind == IT_DELIVER) {
@@ -899,6 +902,7 @@ static void on_tick(struct ev_loop *loop, void *data) {
     if (w->id == 0) {
         retain_expire(w->b->retain, msg_now_ms());
         sys_tick(w, now);
+        plugin_tick(w);
     }
     logtopic_drain(w);
 }

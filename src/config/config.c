@@ -596,6 +596,8 @@ static int h_log_type(struct parser *p, const struct key *k, char *value);
 static int h_include_dir(struct parser *p, const struct key *k, char *value);
 static int h_connection(struct parser *p, const struct key *k, char *value);
 static int h_proxy(struct parser *p, const struct key *k, char *value);
+static int h_plugin(struct parser *p, const struct key *k, char *value);
+static int h_deny_special(struct parser *p, const struct key *k, char *value);
 
 /* A row written positionally (name, scope, kind, offsets, range, choices,
  * handler) leaves the later fields zero: the defaults. Allowed, so that rows
@@ -687,11 +689,14 @@ static const struct key keys[] = {
        DOC("auto_id_prefix for this listener only")),
     G_STR("clientid_prefixes", clientid_prefixes,
           DOC("only client ids starting with this may connect (deprecated in Mosquitto)")),
-    G_BOOL("auth_plugin_deny_special_chars", auth_plugin_deny_special_chars, STORED,
-           DOC("refuse + and # in user names and client ids given to plugins")),
-    PLUGIN("plugin"),
-    PLUGIN("auth_plugin"),
-    PLUGIN("global_plugin"),
+    FN("auth_plugin_deny_special_chars", h_deny_special, IN(SC_PLUGIN), TYPE("bool"), DEF("true"),
+       RESTART, DOC("refuse + and # in user names and client ids given to auth plugins (v2-4)")),
+    FN("plugin", h_plugin, IN(SC_PLUGIN), TYPE("path"), RESTART,
+       DOC("load a Mosquitto plugin (API v5, or an auth plugin v2-4); docs/plugins.md")),
+    FN("auth_plugin", h_plugin, IN(SC_PLUGIN), TYPE("path"), RESTART,
+       DOC("load a Mosquitto plugin (the older name of 'plugin')")),
+    FN("global_plugin", h_plugin, IN(SC_PLUGIN), TYPE("path"), RESTART,
+       DOC("load a plugin for every listener even with per_listener_settings true")),
     PLUGIN("plugin_load"),
     PLUGIN("plugin_use"),
     /* Limits. */
@@ -1258,6 +1263,79 @@ static int h_proxy(struct parser *p, const struct key *k, char *value) {
     return 0;
 }
 
+/* ---- plugins (docs/plugins.md) ------------------------------------------- */
+
+/* plugin PATH, auth_plugin PATH (the same in Mosquitto 2.0), global_plugin
+ * PATH: with per_listener_settings true the first two belong to the current
+ * listener, global_plugin always to every listener. */
+static int h_plugin(struct parser *p, const struct key *k, char *value) {
+    struct hato_config *cfg = p->cfg;
+    if (*value == '\0')
+        return fail(p, "%s: missing value", k->name);
+    struct hato_plugin_conf *v = realloc(cfg->plugins, (cfg->n_plugins + 1) * sizeof *v);
+    if (!v)
+        return fail(p, "out of memory");
+    cfg->plugins = v;
+    struct hato_plugin_conf *pc = &v[cfg->n_plugins];
+    memset(pc, 0, sizeof *pc);
+    pc->path = strdup(value);
+    if (!pc->path)
+        return fail(p, "out of memory");
+    cfg->n_plugins++;
+    pc->deny_special_chars = cfg->auth_plugin_deny_special_chars;
+    pc->file = p->file;
+    pc->line = p->line;
+    if (cfg->per_listener_settings && strcmp(k->name, "global_plugin") != 0) {
+        struct hato_listener *l = cur_listener(p);
+        pc->on_default = p->cur < 0;
+        pc->lfile = l->file;
+        pc->lline = l->line;
+    }
+    return 0;
+}
+
+/* plugin_opt_KEY VALUE / auth_opt_KEY VALUE: an option of the last plugin. */
+static int plugin_opt(struct parser *p, const char *name, char *value) {
+    struct hato_config *cfg = p->cfg;
+    const char *key = name + (name[0] == 'a' ? 9 : 11);
+    if (!cfg->n_plugins)
+        return fail(p, "%s: an option of a plugin, but no 'plugin' line comes before it", name);
+    if (*key == '\0')
+        return fail(p, "%s: the option has no name", name);
+    if (*value == '\0')
+        return fail(p, "%s: missing value", name);
+    struct hato_plugin_conf *pc = &cfg->plugins[cfg->n_plugins - 1];
+    struct hato_plugin_opt *o = realloc(pc->opts, (pc->n_opts + 1) * sizeof *o);
+    if (!o)
+        return fail(p, "out of memory");
+    pc->opts = o;
+    o[pc->n_opts].key = strdup(key);
+    o[pc->n_opts].value = strdup(value);
+    if (!o[pc->n_opts].key || !o[pc->n_opts].value) {
+        free(o[pc->n_opts].key);
+        free(o[pc->n_opts].value);
+        return fail(p, "out of memory");
+    }
+    pc->n_opts++;
+    return 0;
+}
+
+/* Mosquitto: a setting of the plugin it follows. Before any plugin it sets
+ * the default of the plugins that follow (hato accepted it so before). */
+static int h_deny_special(struct parser *p, const struct key *k, char *value) {
+    char *w;
+    if (one_word(p, k->name, value, &w) < 0)
+        return -1;
+    bool b;
+    if (parse_bool_word(w, &b) < 0)
+        return fail(p, "%s: expected true or false, got '%s'", k->name, w);
+    if (p->cfg->n_plugins)
+        p->cfg->plugins[p->cfg->n_plugins - 1].deny_special_chars = b;
+    else
+        p->cfg->auth_plugin_deny_special_chars = b;
+    return 0;
+}
+
 /* ---- lines, files, include_dir ------------------------------------------ */
 
 static int parse_text(struct parser *p, char *text, size_t len);
@@ -1275,7 +1353,7 @@ static int parse_line(struct parser *p, char *line) {
     const char *name = line;
 
     if (strncmp(name, "auth_opt_", 9) == 0 || strncmp(name, "plugin_opt_", 11) == 0)
-        return fail(p, "%s: plugin options need a plugin, and plugins are not supported", name);
+        return plugin_opt(p, name, value);
     const struct key *k = find_key(name);
     if (!k)
         return fail(p, "unknown directive '%s'", name);
@@ -1293,7 +1371,10 @@ static int parse_line(struct parser *p, char *line) {
     case K_BRIDGE:
         return fail(p, "%s: is a bridge option and bridges are not supported by hato yet", name);
     case K_PLUGIN:
-        return fail(p, "%s: plugins are not supported by hato; it cannot load '%s'", name, value);
+        return fail(p,
+                    "%s: is Mosquitto 2.1's; hato loads plugins with 'plugin PATH' and "
+                    "'plugin_opt_*' lines (docs/plugins.md)",
+                    name);
     case K_OBSOLETE:
         if (add_warning_at(p->cfg, p->file, p->line,
                            "%s was removed in Mosquitto 2.0 and has no effect", name) < 0)
@@ -1703,6 +1784,16 @@ int hato_config_finish(struct hato_config *cfg, char *err, size_t errlen) {
             goto oom;
     }
 
+    /* Plugins of the default listener (per_listener_settings, before any
+     * `listener` line): the listener made from it above is now known. */
+    for (size_t i = 0; i < cfg->n_plugins && cfg->n_listeners; i++) {
+        struct hato_plugin_conf *pc = &cfg->plugins[i];
+        if (pc->on_default) {
+            pc->lfile = cfg->listeners[0].file;
+            pc->lline = cfg->listeners[0].line;
+        }
+    }
+
     if (cfg->allow_anonymous == HATO_UNSET)
         cfg->allow_anonymous = cfg->local_only ? 1 : 0;
     for (size_t i = 0; i < cfg->n_listeners; i++) {
@@ -1808,6 +1899,15 @@ void hato_config_free(struct hato_config *cfg) {
     for (size_t i = 0; i < cfg->n_warnings; i++)
         free(cfg->warnings[i]);
     free(cfg->warnings);
+    for (size_t i = 0; i < cfg->n_plugins; i++) {
+        for (size_t j = 0; j < cfg->plugins[i].n_opts; j++) {
+            free(cfg->plugins[i].opts[j].key);
+            free(cfg->plugins[i].opts[j].value);
+        }
+        free(cfg->plugins[i].opts);
+        free(cfg->plugins[i].path);
+    }
+    free(cfg->plugins);
     for (size_t i = 0; i < cfg->n_files; i++)
         free(cfg->files[i]);
     free(cfg->files);

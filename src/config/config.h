@@ -67,6 +67,30 @@ enum hato_persistence_sync {
     HATO_SYNC_NONE = 2,   /* leave it to the OS */
 };
 
+/* plugin_opt_* / auth_opt_* of one plugin (the prefix removed from key). */
+struct hato_plugin_opt {
+    char *key;
+    char *value;
+};
+
+/* One `plugin`, `auth_plugin` or `global_plugin` line and the options after
+ * it (docs/plugins.md). Loaded by src/broker/plugin.c at start-up. */
+struct hato_plugin_conf {
+    char *path;
+    struct hato_plugin_opt *opts;
+    size_t n_opts;
+    bool deny_special_chars; /* auth_plugin_deny_special_chars (v2-4 ACL checks) */
+    /* Scope: global (lfile NULL), or the listener whose `file`/`line` are
+     * lfile/lline (per_listener_settings true, not global_plugin). A plugin
+     * before any `listener` line belongs to the default listener: finish
+     * sets lfile/lline to its. */
+    const char *lfile;
+    int lline;
+    bool on_default;  /* parsed before any `listener` line (private to config.c) */
+    const char *file; /* interned: the plugin line, for messages */
+    int line;
+};
+
 /* One per `listener` line, or the default/local-only ones made by finish. */
 struct hato_listener {
     int port;                   /* 0 with unix_path set: Unix socket; 0 alone: ephemeral (-p 0) */
@@ -170,7 +194,9 @@ struct hato_config {
     char *password_file;
     char *acl_file;
     char *psk_file;
-    bool auth_plugin_deny_special_chars; /* true (stored) */
+    bool auth_plugin_deny_special_chars; /* true: default of the plugins that follow */
+    struct hato_plugin_conf *plugins;    /* in config order */
+    size_t n_plugins;
 
     /* Persistence. */
     bool persistence;           /* false */

@@ -32,6 +32,7 @@ static const char *const psk_keys[] = {"psk_hint", "psk_file"};
 static const char *const ws_keys[] = {"http_dir", "websockets_origin", "websockets_trusted_proxy",
                                       "websockets_headers_size"};
 static const char *const persist_flags[] = {"persistence", "retained_persistence"};
+static const char *const plugin_keys[] = {"plugin", "auth_plugin", "global_plugin"};
 
 static bool in(const char *name, const char *const *list, size_t n) {
     for (size_t i = 0; i < n; i++)
@@ -57,6 +58,9 @@ const char *hato_feature_missing(const char *name, const char *value) {
         return "hato was built without WebSockets (WITH_WEBSOCKETS=OFF)";
     if (!HATO_WITH_PERSISTENCE && IN(name, persist_flags) && is_true(value))
         return "hato was built without persistence (WITH_PERSISTENCE=OFF)";
+    if (!HATO_WITH_PLUGINS && IN(name, plugin_keys))
+        return "hato was built without Mosquitto plugin support (WITH_PLUGINS=OFF, or "
+               "mosquitto-dev's headers were missing)";
     return NULL;
 }
 
@@ -70,6 +74,7 @@ const char *hato_features(void) {
             {HATO_WITH_TLS, "TLS"},         {HATO_WITH_TLS_PSK, "TLS-PSK"},
             {HATO_WITH_EC, "EC"},           {HATO_WITH_WEBSOCKETS, "WebSockets"},
             {HATO_WITH_SYSTEMD, "systemd"}, {HATO_WITH_PERSISTENCE, "persistence"},
+            {HATO_WITH_PLUGINS, "plugins"},
         };
         size_t len = 0;
         for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)

@@ -21,7 +21,7 @@ HATO = "hato's own directive table and docs"
 DOCS = os.path.join(ROOT, "docs")
 STATUSES = ("implemented", "stored", "accepted", "refused", "obsolete")
 # Names a docs table gives that are prefixes, not rows (parse_line refuses them).
-NOT_ROWS = {"plugin_opt_*", "auth_opt_*"}
+NOT_ROWS = {"plugin_opt_*", "auth_opt_*", "plugin_opt_KEY", "auth_opt_KEY"}  # prefixes, not table rows
 
 
 def cells(line):

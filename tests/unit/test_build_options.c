@@ -80,6 +80,16 @@ static void test_persistence(void **state) {
     assert_null(parse("listener 1883\npersistence false\n"));
 }
 
+static const char no_plugins[] = "hato was built without Mosquitto plugin support "
+                                 "(WITH_PLUGINS=OFF, or mosquitto-dev's headers were missing)";
+
+static void test_plugins(void **state) {
+    (void)state;
+    check(HATO_WITH_PLUGINS, "listener 1883\nplugin /x.so\n", "plugin", no_plugins);
+    check(HATO_WITH_PLUGINS, "listener 1883\nauth_plugin /x.so\n", "auth_plugin", no_plugins);
+    check(HATO_WITH_PLUGINS, "listener 1883\nglobal_plugin /x.so\n", "global_plugin", no_plugins);
+}
+
 static void test_features_listed(void **state) {
     (void)state;
     const char *f = hato_features();
@@ -89,15 +99,14 @@ static void test_features_listed(void **state) {
     assert_int_equal(strstr(f, "systemd") != NULL, HATO_WITH_SYSTEMD);
     assert_int_equal(strstr(f, "persistence") != NULL, HATO_WITH_PERSISTENCE);
     assert_int_equal(strstr(f, "EC") != NULL, HATO_WITH_EC);
+    assert_int_equal(strstr(f, "plugins") != NULL, HATO_WITH_PLUGINS);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tls),
-        cmocka_unit_test(test_psk),
-        cmocka_unit_test(test_websockets),
-        cmocka_unit_test(test_persistence),
-        cmocka_unit_test(test_features_listed),
+        cmocka_unit_test(test_tls),        cmocka_unit_test(test_psk),
+        cmocka_unit_test(test_websockets), cmocka_unit_test(test_persistence),
+        cmocka_unit_test(test_plugins),    cmocka_unit_test(test_features_listed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

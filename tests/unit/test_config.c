@@ -699,13 +699,13 @@ static void test_errors(void **state) {
         {"connection\n", "hato.conf:1: connection: missing value"},
         {"topic # both 0\n",
          "hato.conf:1: topic: is a bridge option and bridges are not supported by hato yet"},
-        {"plugin /usr/lib/mosquitto_dynamic_security.so\n",
-         "hato.conf:1: plugin: plugins are not supported by hato; it cannot load "
-         "'/usr/lib/mosquitto_dynamic_security.so'"},
+        {"plugin_load dynsec /usr/lib/mosquitto_dynamic_security.so\n",
+         "hato.conf:1: plugin_load: is Mosquitto 2.1's; hato loads plugins with 'plugin PATH' "
+         "and 'plugin_opt_*' lines (docs/plugins.md)"},
         {"auth_opt_db mysql\n",
-         "hato.conf:1: auth_opt_db: plugin options need a plugin, and plugins are not supported"},
-        {"plugin_opt_config_file /x\n", "hato.conf:1: plugin_opt_config_file: plugin options need "
-                                        "a plugin, and plugins are not supported"},
+         "hato.conf:1: auth_opt_db: an option of a plugin, but no 'plugin' line comes before it"},
+        {"plugin_opt_config_file /x\n", "hato.conf:1: plugin_opt_config_file: an option of a "
+                                        "plugin, but no 'plugin' line comes before it"},
         {"max_keepalive 60\nmax_keepalive\xff 1\n", "hato.conf:2: invalid UTF-8"},
         {"Listener 1883\n", "hato.conf:1: unknown directive 'Listener'"},
     };
@@ -891,6 +891,56 @@ static void test_include_dir(void **state) {
 }
 
 /* protocol metrics: loopback unless told otherwise; metrics_auth checked. */
+/* plugin, auth_plugin, global_plugin and their options (docs/plugins.md). */
+static void test_plugins(void **state) {
+    (void)state;
+    if (!HATO_WITH_PLUGINS)
+        skip(); /* test_build_options checks the refusal */
+    expect_error("plugin\n", "hato.conf:1: plugin: missing value");
+    expect_error("plugin /x.so\nplugin_opt_ y\n",
+                 "hato.conf:2: plugin_opt_: the option has no name");
+    expect_error("plugin /x.so\nplugin_opt_y\n", "hato.conf:2: plugin_opt_y: missing value");
+    struct hato_config c;
+    parse_finish_ok(&c, "plugin /a.so\n"
+                        "plugin_opt_config_file /etc/x.json\n"
+                        "auth_opt_db  my sql  \n"
+                        "auth_plugin_deny_special_chars false\n"
+                        "auth_plugin /b.so\n"
+                        "listener 1883\n");
+    assert_int_equal(c.n_plugins, 2);
+    assert_string_equal(c.plugins[0].path, "/a.so");
+    assert_int_equal(c.plugins[0].n_opts, 2);
+    assert_string_equal(c.plugins[0].opts[0].key, "config_file");
+    assert_string_equal(c.plugins[0].opts[0].value, "/etc/x.json");
+    assert_string_equal(c.plugins[0].opts[1].key, "db");
+    assert_string_equal(c.plugins[0].opts[1].value, "my sql");
+    assert_false(c.plugins[0].deny_special_chars); /* the plugin it follows */
+    assert_true(c.plugins[1].deny_special_chars);  /* the default */
+    assert_null(c.plugins[0].lfile);               /* global without per_listener_settings */
+    assert_null(c.plugins[1].lfile);
+    hato_config_free(&c);
+
+    /* per_listener_settings: a plugin belongs to the listener above it,
+     * global_plugin to all; one before any listener to the default one. */
+    parse_finish_ok(&c, "per_listener_settings true\n"
+                        "port 1884\n"
+                        "plugin /d.so\n"
+                        "listener 1883\n"
+                        "plugin /a.so\n"
+                        "global_plugin /g.so\n"
+                        "listener 1885\n"
+                        "auth_plugin /b.so\n");
+    assert_int_equal(c.n_plugins, 4);
+    assert_int_equal(c.n_listeners, 3);
+    assert_ptr_equal(c.plugins[0].lfile, c.listeners[0].file); /* the default listener, first */
+    assert_int_equal(c.plugins[0].lline, c.listeners[0].line);
+    assert_int_equal(c.listeners[0].port, 1884);
+    assert_int_equal(c.plugins[1].lline, 4);
+    assert_null(c.plugins[2].lfile);
+    assert_int_equal(c.plugins[3].lline, 7);
+    hato_config_free(&c);
+}
+
 static void test_metrics_listener(void **state) {
     (void)state;
     struct hato_config c;
@@ -941,6 +991,7 @@ int main(void) {
         cmocka_unit_test(test_logging),          cmocka_unit_test(test_durations),
         cmocka_unit_test(test_errors),           cmocka_unit_test(test_syntax),
         cmocka_unit_test(test_include_dir),      cmocka_unit_test(test_metrics_listener),
+        cmocka_unit_test(test_plugins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
