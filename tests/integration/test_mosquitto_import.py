@@ -13,19 +13,17 @@ under hato, and what every client receives is compared.
 """
 
 import os
-import shutil
-import signal
+import re
 import subprocess
-import time
 
 import paho.mqtt.client as paho
 import paho.mqtt.properties as paho_props
 from paho.mqtt.packettypes import PacketTypes
 import pytest
 
-from conftest import HATO_BIN, RUN_AS, ROOT, Broker, LoggedProcess, free_port
-from mqttraw import (CONNACK, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBACK, RawClient, ack,
-                     connect, disconnect, drain, publish, sub_opts, subscribe)
+from conftest import HATO_BIN, RUN_AS, LoggedProcess, free_port
+from mqttraw import (PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBACK, RawClient, ack,
+                     disconnect, drain, publish, sub_opts, subscribe)
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 HATO_STORE = os.path.join(os.path.dirname(HATO_BIN), "hato-store")
@@ -389,3 +387,63 @@ def test_damaged_file_stops_startup_and_writes_nothing(mosq_file, tmp_path, case
     # Nothing written, nothing moved.
     assert sorted(os.listdir(d)) == ["mosquitto.db"], os.listdir(d)
     assert (d / "mosquitto.db").read_bytes() == bad
+
+
+RESTORED = re.escape("restored 4 sessions (5 subscriptions), 13 queued and 3 in-flight messages, "
+            "1 QoS 2 id awaiting PUBREL, 5 retained messages")
+
+
+def test_imported_once_then_restored_from_the_store(mosq_file, tmp_path, broker_factory):
+    """The second start reads hato's own store: no second import, the same state."""
+    data, _ = mosq_file
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "mosquitto.db").write_bytes(data)
+    # An earlier import's leftover keeps its name: this one becomes .imported.2.
+    (d / "mosquitto.db.imported").write_bytes(b"an older one")
+    h = broker_factory(hato_config(d))
+    h.wait_log(r"imported Mosquitto's .*The original is now .*mosquitto\.db\.imported\.2\.")
+    h.wait_log(RESTORED)
+    h.stop()
+    assert (d / "mosquitto.db.imported").read_bytes() == b"an older one"
+    assert (d / "mosquitto.db.imported.2").read_bytes() == data
+    h2 = broker_factory(hato_config(d))
+    h2.wait_log(RESTORED)
+    assert "imported Mosquitto's" not in h2.log
+    r, _ = v5(h2.port, "fresh", clean=True, expiry=0)
+    sub(r, 1, [("r/#", sub_opts(1))])
+    assert sorted(p[1] for p in collect(r)) == ["r/deep/one", "r/plain", "r/props", "r/v3"]
+    r.close()
+
+
+def test_mosquitto_file_beside_a_store_of_another_name_is_left_alone(mosq_file, tmp_path,
+                                                                     broker_factory):
+    data, _ = mosq_file
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "mosquitto.db").write_bytes(data)
+    h = broker_factory(hato_config(d, "persistence_file hato.db\n"))
+    h.wait_log(r"Warning: .*mosquitto\.db is a Mosquitto persistence file, but the store is "
+               r".*hato\.db .*not imported")
+    h.wait_log(r"restored 0 sessions")
+    h.stop()
+    assert (d / "mosquitto.db").read_bytes() == data
+
+
+def test_interrupted_import_is_finished_at_start(mosq_file, tmp_path, broker_factory):
+    """A crash after the commit and the rename of the original, before the store was put
+    in place, leaves mosquitto.db.import: the next start moves it in, nothing is lost."""
+    data, _ = mosq_file
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "orig.db").write_bytes(data)
+    r = subprocess.run([HATO_STORE, "import-mosquitto", str(d / "orig.db"),
+                        str(d / "mosquitto.db.import")], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    os.unlink(d / "mosquitto.db.import-lock")
+    h = broker_factory(hato_config(d))
+    h.wait_log(r"finished the import of a Mosquitto file")
+    h.wait_log(RESTORED)
+    h.stop()
+    assert not (d / "mosquitto.db.import").exists()
