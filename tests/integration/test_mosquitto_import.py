@@ -186,6 +186,9 @@ def pub_view(p):
             tuple(p.user_props), "message_expiry" in p.props)
 
 
+EXPIRY = {}  # (client, topic) -> message expiry interval last received
+
+
 def collect(c, limit=100, quiet=0.5):
     """Every packet until quiet, answering QoS flows completely; returns the records."""
     out = []
@@ -196,6 +199,8 @@ def collect(c, limit=100, quiet=0.5):
             break
         if p.type == PUBLISH:
             out.append(("PUBLISH",) + pub_view(p))
+            if "message_expiry" in p.props:
+                EXPIRY[(id(c), p.topic)] = p.props["message_expiry"]
             if p.qos == 1:
                 c.send(ack(PUBACK, p.pid))
             elif p.qos == 2:
@@ -240,6 +245,8 @@ def reconnect_all(port):
     r, _ = v5(port, "fresh", clean=True, expiry=0)
     sub(r, 1, [("r/#", sub_opts(2))])
     rec["retained"] = sorted(collect(r))
+    rec["expiry"] = {"sub5 q/expiring": EXPIRY.pop((id(s5), "q/expiring"), None),
+                     "fresh r/props": EXPIRY.pop((id(r), "r/props"), None)}
     for c in (s5, s3, fl, held, r):
         c.send(disconnect())
         c.close()
@@ -280,7 +287,8 @@ def by_qos(rec, client):
 
 
 def normalise(rec):
-    n = {k: v for k, v in rec.items() if k not in ("sub5", "sub3", "sub5 after", "sub3 after")}
+    n = {k: v for k, v in rec.items()
+         if k not in ("sub5", "sub3", "sub5 after", "sub3 after", "expiry")}
     n["sub5"] = by_qos(rec, "sub5")
     n["sub3"] = by_qos(rec, "sub3")
     return n
@@ -313,6 +321,12 @@ def test_reconnecting_clients_get_what_mosquitto_delivers(mosq_file, tmp_path, b
     compare(mosq_rec, hato_rec, "after restart")
     # The facts the comparison rests on (so that it cannot pass on two empty brokers).
     assert mosq_rec["sub5 present"] and mosq_rec["sub3 present"] and mosq_rec["flight5 present"]
+    # Message expiry kept running through both restarts (the intervals were 7200 and 3600 s).
+    for k, limit in (("sub5 q/expiring", 7200), ("fresh r/props", 3600)):
+        m_left, h_left = mosq_rec["expiry"][k], hato_rec["expiry"][k]
+        assert m_left is not None and h_left is not None, (k, m_left, h_left)
+        assert limit - 120 < m_left <= limit and limit - 120 < h_left <= limit, (k, m_left, h_left)
+        assert abs(m_left - h_left) <= 60, (k, m_left, h_left)
     topics5 = [r[1] for r in mosq_rec["sub5"]]
     assert topics5 == ["q/a", "q/b", "q/a", "s/1", "p/1", "q/expiring"], mosq_rec["sub5"]
     assert [(r[1], r[3]) for r in mosq_rec["sub3"]] == [

@@ -318,12 +318,58 @@ static void import_writes_one_transaction(void **state) {
     rmdir(dir);
 }
 
+/* Sessions and messages whose expiry time passed are not imported, and counted. */
+static void expired_are_skipped(void **state) {
+    (void)state;
+#if !HATO_WITH_PERSISTENCE
+    skip();
+#endif
+    struct out o;
+    memset(&o, 0, sizeof(o));
+    header(&o, 5);
+    msg(&o, 1, "old", "x", 1, true, NULL, 0);
+    o.b[off_msg + 8 + 8] = 100; /* expiry time 100 s */
+    msg(&o, 2, "new", "y", 1, true, NULL, 0);
+    client_v5(&o, "gone", 60);
+    o.b[off_client + 8] = 200; /* session expiry time 200 s */
+    cmsg(&o, 2, "gone", 0, 1, 11, 1, 0);
+    client_v5(&o, "kept", 3600);
+    cmsg(&o, 1, "kept", 0, 1, 11, 1, 0);
+    cmsg(&o, 2, "kept", 0, 1, 11, 1, 0);
+    retain(&o, 1);
+    retain(&o, 2);
+    char dir[] = "/tmp/hato-mosqdb-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128], lock[160], err[512];
+    snprintf(path, sizeof(path), "%s/store.db", dir);
+    snprintf(lock, sizeof(lock), "%s-lock", path);
+    struct store *st = store_open(path, STORE_SYNC_NONE, false, err, sizeof(err));
+    assert_non_null(st);
+    struct mosqdb db;
+    assert_int_equal(mosqdb_parse(o.b, o.n, &db, err, sizeof(err)), 0);
+    struct mosq_import_counts c;
+    assert_int_equal(mosq_import(st, &db, 300 * 1000, &c, err, sizeof(err)), 0);
+    assert_int_equal(c.expired_sessions, 1);
+    assert_int_equal(c.sessions, 1);
+    assert_int_equal(c.expired_msgs, 2); /* the retained one and kept's queued copy */
+    assert_int_equal(c.retained, 1);
+    assert_int_equal(c.queued, 1);
+    assert_int_equal(store_count(st, SDB_QUEUE), 1);
+    assert_int_equal(store_count(st, SDB_SESS), 1);
+    mosqdb_free(&db);
+    store_close(st);
+    unlink(path);
+    unlink(lock);
+    rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parses_a_format_5_file),
         cmocka_unit_test(every_truncation_is_refused),
         cmocka_unit_test(inconsistencies_are_refused),
         cmocka_unit_test(import_writes_one_transaction),
+        cmocka_unit_test(expired_are_skipped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
