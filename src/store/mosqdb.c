@@ -402,7 +402,8 @@ int mosqdb_parse(const uint8_t *buf, size_t len, struct mosqdb *db, char *err, s
     db->version = be32(buf + MOSQDB_MAGIC_LEN + 4);
     if (db->version != 5 && db->version != 6) {
         fail(&p, MOSQDB_MAGIC_LEN + 4,
-             "format version %u is not supported (5: Mosquitto 1.5/1.6, 6: Mosquitto 2.0)",
+             "format version %u is not supported (5: Mosquitto 1.6, 6: Mosquitto 2.0; "
+             "an older file can be brought to 6 by starting and stopping Mosquitto 2.0 on it)",
              db->version);
         return -1;
     }

@@ -1,6 +1,6 @@
 /*
  * Reader of Mosquitto's persistence file (mosquitto.db), format versions 5
- * (Mosquitto 1.5/1.6) and 6 (Mosquitto 2.0). Knows nothing of the broker
+ * (Mosquitto 1.6) and 6 (Mosquitto 2.0). Knows nothing of the broker
  * nor of hato's store: it parses a byte buffer into plain records that are
  * views into that buffer (valid while it lives). See
  * docs/internals/mosqdb.md for the layout.

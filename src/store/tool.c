@@ -33,7 +33,7 @@ static void usage(FILE *f) {
             "         1 when damaged, 2 when the store cannot be opened.\n"
             " dump  : print the whole store as JSON on standard output.\n"
             " import-mosquitto : import Mosquitto's persistence file FILE (mosquitto.db of\n"
-            "         Mosquitto 1.5 to 2.0) into an empty store in one transaction, then\n"
+            "         Mosquitto 1.6 or 2.0) into an empty store in one transaction, then\n"
             "         rename FILE to FILE.imported. Without a store, FILE becomes one.\n"
             " -c    : take persistence_location and persistence_file from a config file.\n"
             " path  : the store file, or the directory holding mosquitto.db.\n\n"

@@ -1,6 +1,6 @@
 /* Unit tests of the mosquitto.db reader (src/store/mosqdb.c) and importer
  * (src/store/mosqimport.c). Files are built here byte by byte in Mosquitto's
- * layout (format 5, as Mosquitto 1.5/1.6 writes, which the integration tests
+ * layout (format 5, as Mosquitto 1.6 writes, which the integration tests
  * cannot get from Debian's 2.0), then damaged in each way the reader must
  * refuse, each refusal checked for its offset. Every truncation is refused. */
 #include <setjmp.h>
