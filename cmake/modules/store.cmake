@@ -5,7 +5,7 @@
 file(GLOB HATO_STORE_SRC CONFIGURE_DEPENDS src/store/*.c)
 list(FILTER HATO_STORE_SRC EXCLUDE REGEX ".*/tool\\.c$")
 add_library(hato_store STATIC ${HATO_STORE_SRC})
-target_link_libraries(hato_store PUBLIC hato_base Threads::Threads)
+target_link_libraries(hato_store PUBLIC hato_base hato_mqtt Threads::Threads)
 target_link_libraries(hato_broker PUBLIC hato_store)
 
 if(WITH_PERSISTENCE)

@@ -419,6 +419,15 @@ size_t mqtt_encode_publish_plain(uint8_t *buf, size_t cap, uint8_t version, cons
 size_t mqtt_props_copy_entries(const struct mqtt_props *props, uint64_t ids, uint8_t *dst,
                                size_t cap);
 
+/*
+ * Decode one property block (variable-length prefix, then the properties) found
+ * outside a packet, e.g. in a file, with the rules of packet `type` as seen by
+ * a server (is_server) or a client. On success *used is the block's size.
+ * Returns MQTT_OK, or MQTT_ERR with *reason (may be NULL) set.
+ */
+int mqtt_props_parse(const uint8_t *buf, size_t len, uint8_t type, bool is_server,
+                     struct mqtt_props *out, size_t *used, uint8_t *reason);
+
 /* Size of the encoded property block (length prefix included); 0 if it
  * cannot be encoded (a string over 65535 bytes, too many sub_id). */
 size_t mqtt_props_size(const struct mqtt_props *props);

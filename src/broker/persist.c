@@ -10,6 +10,7 @@
 
 #include "base/log.h"
 #include "broker/reload.h"
+#include "store/mosqimport.h"
 #include "store/record.h"
 
 #define KEYMAX (2 + 65535 + 8)
@@ -449,6 +450,57 @@ char *persist_store_path(const struct hato_config *cfg) {
     return path;
 }
 
+/*
+ * Migration from Mosquitto (docs/migration.md): when the store's path holds a Mosquitto
+ * persistence file, import it in one transaction and rename it *.imported; a damaged
+ * file stops start-up with nothing written. A Mosquitto file of the default name beside
+ * a store of another name is left alone, with a warning.
+ */
+static int import_mosquitto(const struct hato_config *cfg, const char *path, enum store_sync sync) {
+    char err[1200];
+    int r = mosq_import_resume(path, err, sizeof(err));
+    if (r < 0) {
+        log_error("Error: %s. Refusing to start.", err);
+        return -1;
+    }
+    if (r > 0)
+        log_notice("Persistence: finished the import of a Mosquitto file: %s.import is now %s.",
+                   path, path);
+    int is = mosq_import_is_mosquitto_file(path);
+    if (is == 1) {
+        struct mosq_import_counts c;
+        char *renamed = NULL;
+        if (mosq_import_file(path, path, sync, msg_now_ms(), &c, &renamed, err, sizeof(err)) < 0) {
+            log_error("Error: cannot import the Mosquitto persistence file: %s. Refusing to "
+                      "start (nothing was written; the file is unchanged).",
+                      err);
+            return -1;
+        }
+        char line[600];
+        mosq_import_describe(&c, line, sizeof(line));
+        log_notice("Persistence: imported Mosquitto's %s: %s. The original is now %s.", path, line,
+                   renamed);
+        free(renamed);
+        return 0;
+    }
+    const char *file = cfg->persistence_file ? cfg->persistence_file : "mosquitto.db";
+    if (strcmp(file, "mosquitto.db") != 0) {
+        const char *dir = cfg->persistence_location ? cfg->persistence_location : ".";
+        size_t dl = strlen(dir);
+        char *other = malloc(dl + 16);
+        if (other) {
+            sprintf(other, "%s%smosquitto.db", dir, dl && dir[dl - 1] == '/' ? "" : "/");
+            if (mosq_import_is_mosquitto_file(other) == 1)
+                log_warn("Warning: %s is a Mosquitto persistence file, but the store is %s "
+                         "(persistence_file %s): not imported. Import it with hato-store "
+                         "import-mosquitto %s -c CONFIG, or set persistence_file mosquitto.db.",
+                         other, path, file, other);
+            free(other);
+        }
+    }
+    return 0;
+}
+
 int persist_open(struct broker *b) {
     const struct hato_config *cfg = b->cfg;
     if (!cfg->persistence)
@@ -459,6 +511,10 @@ int persist_open(struct broker *b) {
     enum store_sync sync = cfg->persistence_sync == HATO_SYNC_BATCH  ? STORE_SYNC_BATCH
                            : cfg->persistence_sync == HATO_SYNC_NONE ? STORE_SYNC_NONE
                                                                      : STORE_SYNC_ALWAYS;
+    if (import_mosquitto(cfg, path, sync) < 0) {
+        free(path);
+        return -1;
+    }
     char err[700];
     b->store = store_open(path, sync, false, err, sizeof(err));
     if (!b->store) {

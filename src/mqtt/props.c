@@ -552,3 +552,13 @@ size_t mqtt_user_props_collect(const struct mqtt_props *props, uint8_t *dst, siz
         pos += mqtt_encode_user_prop(dst + pos, cap - pos, k, v);
     return need;
 }
+
+int mqtt_props_parse(const uint8_t *buf, size_t len, uint8_t type, bool is_server,
+                     struct mqtt_props *out, size_t *used, uint8_t *reason) {
+    uint8_t rc = 0;
+    struct mqtt_rd r = {buf, len > UINT32_MAX ? UINT32_MAX : (uint32_t)len, 0};
+    int res = mqtt_props_decode(&r, type, is_server, out, reason ? reason : &rc);
+    if (res == MQTT_OK && used)
+        *used = r.pos;
+    return res;
+}

@@ -522,6 +522,27 @@ void store_submit(struct store *st, struct store_batch *b) {
     b->n = 0;
 }
 
+int store_commit_now(struct store *st, struct store_batch *b, char *err, size_t errlen) {
+    if (st->started || st->readonly) {
+        snprintf(err, errlen, "%s: %s", st->path,
+                 st->readonly ? "opened read-only" : "the writer is running");
+        store_batch_discard(b);
+        return -1;
+    }
+    int rc = b->head ? commit_ops(st, b->head) : 0;
+    if (rc == 0)
+        rc = mdb_env_sync(st->env, 1);
+    ops_free(b->head);
+    b->head = b->tail = NULL;
+    b->n = 0;
+    if (rc) {
+        snprintf(err, errlen, "%s: %s", st->path, errtext(rc));
+        return -1;
+    }
+    atomic_fetch_add(&st->commits, 1);
+    return 0;
+}
+
 int store_reopen_after_fork(struct store *st, char *err, size_t errlen) {
     if (st->opened_by == getpid())
         return 0;
@@ -891,6 +912,13 @@ int store_reopen_after_fork(struct store *st, char *err, size_t errlen) {
 void store_submit(struct store *st, struct store_batch *b) {
     (void)st;
     store_batch_discard(b);
+}
+
+int store_commit_now(struct store *st, struct store_batch *b, char *err, size_t errlen) {
+    (void)st;
+    store_batch_discard(b);
+    snprintf(err, errlen, "built without persistence");
+    return -1;
 }
 
 void store_get_stats(struct store *st, struct store_stats *out) {

@@ -97,6 +97,9 @@ void store_release(struct store_batch *b, void *arg);
 /* Hand the batch to the writer (it is emptied). Without a started writer the ops are applied
  * and committed at once on the calling thread (start-up purges). */
 void store_submit(struct store *st, struct store_batch *b);
+/* Before store_start: apply the batch in one transaction, commit and sync it to disk (all or
+ * nothing; the batch is emptied either way). -1 with the reason in err. */
+int store_commit_now(struct store *st, struct store_batch *b, char *err, size_t errlen);
 /* Drop a batch without applying it (its release args are lost: caller's duty). */
 void store_batch_discard(struct store_batch *b);
 

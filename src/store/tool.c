@@ -5,6 +5,7 @@
  *
  *   hato-store check [-c CONFIG | PATH]
  *   hato-store dump  [-c CONFIG | PATH]
+ *   hato-store import-mosquitto FILE [-c CONFIG | PATH]
  *
  * PATH is the store file or the directory holding mosquitto.db. With -c the
  * path comes from persistence_location / persistence_file of a hato.conf.
@@ -14,8 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "config/config.h"
+#include "store/mosqimport.h"
 #include "store/record.h"
 #include "store/store.h"
 
@@ -24,10 +27,14 @@
 static void usage(FILE *f) {
     fprintf(f,
             "hato-store version %s\n\n"
-            "Usage: hato-store check|dump [-c config_file | path]\n\n"
+            "Usage: hato-store check|dump [-c config_file | path]\n"
+            "       hato-store import-mosquitto FILE [-c config_file | path]\n\n"
             " check : decode every record and check references; exit 0 when sound,\n"
             "         1 when damaged, 2 when the store cannot be opened.\n"
             " dump  : print the whole store as JSON on standard output.\n"
+            " import-mosquitto : import Mosquitto's persistence file FILE (mosquitto.db of\n"
+            "         Mosquitto 1.6 or 2.0) into an empty store in one transaction, then\n"
+            "         rename FILE to FILE.imported. Without a store, FILE becomes one.\n"
             " -c    : take persistence_location and persistence_file from a config file.\n"
             " path  : the store file, or the directory holding mosquitto.db.\n\n"
             "See hato-store(8).\n",
@@ -416,11 +423,64 @@ static char *path_from_config(const char *conf) {
     return p;
 }
 
+/* The store path of argument i ("-c CONFIG" or PATH, a file or a directory). */
+static char *store_path_arg(int argc, char **argv, int i) {
+    if (!strcmp(argv[i], "-c")) {
+        if (argc != i + 2) {
+            usage(stderr);
+            return NULL;
+        }
+        return path_from_config(argv[i + 1]);
+    }
+    if (argc != i + 1) {
+        usage(stderr);
+        return NULL;
+    }
+    struct stat sb;
+    size_t n = strlen(argv[i]);
+    char *path;
+    if (stat(argv[i], &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        path = malloc(n + 16);
+        if (path)
+            sprintf(path, "%s%smosquitto.db", argv[i], n && argv[i][n - 1] == '/' ? "" : "/");
+    } else {
+        path = strdup(argv[i]);
+    }
+    return path;
+}
+
+static int import_mosquitto(int argc, char **argv) {
+    const char *file = argv[2];
+    char *path = argc > 3 ? store_path_arg(argc, argv, 3) : strdup(file);
+    if (!path)
+        return 2;
+    struct mosq_import_counts c;
+    char *renamed = NULL;
+    char err[1200];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int rc = mosq_import_file(file, path, STORE_SYNC_ALWAYS, now, &c, &renamed, err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "Error: %s\n", err);
+        free(path);
+        return 1;
+    }
+    char line[600];
+    mosq_import_describe(&c, line, sizeof(line));
+    printf("Imported %s into %s: %s.\nThe original is now %s.\n", file, path, line, renamed);
+    free(renamed);
+    free(path);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         usage(stdout);
         return 0;
     }
+    if (argc >= 3 && !strcmp(argv[1], "import-mosquitto"))
+        return import_mosquitto(argc, argv);
     if (argc < 3 || (strcmp(argv[1], "check") && strcmp(argv[1], "dump"))) {
         usage(stderr);
         return 2;

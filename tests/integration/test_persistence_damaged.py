@@ -74,14 +74,17 @@ def test_truncated_file_is_refused_and_kept(tmp_path):
     assert (store / "mosquitto.db").read_bytes() == before
 
 
-def test_mosquitto_database_is_refused_and_kept(tmp_path):
+def test_damaged_mosquitto_database_is_refused_and_kept(tmp_path):
+    # A Mosquitto file is imported (test_mosquitto_import.py); one that is not sound
+    # is refused with its offset and kept as it is.
     store = tmp_path / "store"
     store.mkdir()
-    # Mosquitto's file magic, then some of its header.
+    # Mosquitto's file magic, then zeros: format version 0.
     (store / "mosquitto.db").write_bytes(b"\x00\xb5\x00mosquitto db" + b"\x00" * 100)
     before = snapshot(store)
     log = refused(tmp_path, store)
-    assert "Mosquitto database" in log and "persistence_file" in log, log
+    assert "mosquitto.db: offset 19: format version 0 is not supported" in log, log
+    assert "nothing was written" in log, log
     assert snapshot(store) == before
 
 
