@@ -114,7 +114,8 @@ struct session {
     /* Outgoing QoS 1/2: in flight (sent, unacknowledged) and queued. */
     struct deliv *inflight;
     uint32_t ninflight, capinflight;
-    struct deliv *queue; /* ring */
+    uint64_t inflight_bytes; /* payload bytes of the in-flight entries (max_inflight_bytes) */
+    struct deliv *queue;     /* ring */
     uint32_t qhead, qlen, qcap;
     size_t qbytes;
     uint16_t next_pid;
@@ -230,6 +231,8 @@ struct conn {
     struct session *s;
     /* Incoming topic aliases: alias -> topic, array of cfg max_topic_alias. */
     char **aliases;
+    /* Outgoing topic aliases (alias.h), MQTT 5 clients that accept them; NULL = none. */
+    struct alias_out *alias_out;
 };
 
 /* Cross-thread work item. */
@@ -361,6 +364,8 @@ struct broker {
     struct tls_state *tls;     /* broker/tls.c: contexts of the TLS listeners */
     struct store *store;       /* NULL unless persistence is on */
     struct authpool *authpool; /* password checks (authpool.h) */
+    /* Broker-wide counts for global_max_connections / global_max_clients (limits.h). */
+    atomic_long nconns_all, nsessions_all;
 };
 
 /* The configuration in force (any thread). A reload may replace it between

@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "broker/alias.h"
 #include "broker/broker.h"
+#include "broker/limits.h"
 #include "broker/security.h"
 #include "broker/persist.h"
 
@@ -462,6 +464,15 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         v5 && (props->present & PROP(MAXIMUM_PACKET_SIZE)) ? props->maximum_packet_size : 0;
     c->receive_max_out =
         v5 && (props->present & PROP(RECEIVE_MAXIMUM)) ? props->receive_maximum : 0;
+    alias_out_free(c->alias_out); /* aliases are per connection (MQTT-3.3.2-7) */
+    c->alias_out = NULL;
+    if (v5 && (props->present & PROP(TOPIC_ALIAS_MAXIMUM)) && props->topic_alias_maximum &&
+        lcfg(c)->max_topic_alias_broker > 0) {
+        int amax = lcfg(c)->max_topic_alias_broker;
+        if (props->topic_alias_maximum < amax)
+            amax = props->topic_alias_maximum;
+        c->alias_out = alias_out_new((uint16_t)amax); /* none when out of memory */
+    }
     atomic_fetch_add(&w->nclients, 1);
     stat_inc(&w->sc.connections);
 

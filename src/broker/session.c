@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "broker/alias.h"
 #include "broker/broker.h"
+#include "broker/limits.h"
 #include "broker/security.h"
 #include "broker/persist.h"
 
@@ -399,7 +401,8 @@ static int send_publish(struct session *s, const struct deliv *d, bool dup) {
         log_client(LOG_DEBUG, s->client_id, NULL, c->si.peer,
                    "Sending PUBLISH to %s (d%d, q%d, r%d, m%u, '%.*s', ... (%u bytes))",
                    s->client_id, dup, d->qos, d->retain, d->pid, (int)tlen, topic, m->payload_len);
-    if (c->version != MQTT_V5 || (!m->props.present && !m->expiry_at && !d->nsub)) {
+    if (c->version != MQTT_V5 ||
+        (!m->props.present && !m->expiry_at && !d->nsub && !c->alias_out)) {
         int r = send_publish_plain(c, d, dup, topic, tlen);
         if (r != 2) {
             if (r == 0)
@@ -428,14 +431,26 @@ static int send_publish(struct session *s, const struct deliv *d, bool dup) {
             p.props.sub_ids = d->nsub == 1 ? &d->subid : d->subids;
         }
     }
+    /* Outgoing topic alias (alias.h): the topic once with its alias, then the alias alone. */
+    bool fresh = false;
+    uint16_t alias = c->alias_out ? alias_out_find(c->alias_out, topic, tlen, &fresh) : 0;
+    if (alias) {
+        p.props.present |= MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS);
+        /* MQTT-3.3.2-8, -11: 1..the client's Topic Alias Maximum. */
+        p.props.topic_alias = alias;
+        if (!fresh) /* 3.3.2.3.4: a known alias goes with a zero-length topic */
+            p.publish.topic = (struct mqtt_str){(const uint8_t *)"", 0};
+    }
     uint8_t head[512];
     size_t n = mqtt_encode_publish_head(head, sizeof(head), c->version, &p);
     if (!n)
         return -1;
     if (c->max_packet_out && n + m->payload_len > c->max_packet_out) {
         stats_drop(s->w, STATS_DROP_TOO_LARGE);
-        return 1;
+        return 1; /* not sent: a fresh alias stays unassigned */
     }
+    if (fresh && alias_out_commit(c->alias_out, topic, tlen) < 0)
+        return -1;
     if (n <= sizeof(head)) {
         if (conn_write(c, head, n) < 0)
             return -1;

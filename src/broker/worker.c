@@ -15,7 +15,9 @@
 
 #include "base/log.h"
 #include "broker/authpool.h"
+#include "broker/alias.h"
 #include "broker/broker.h"
+#include "broker/limits.h"
 #include "broker/metrics.h"
 #include "broker/persist.h"
 #include "broker/reload.h"
@@ -295,6 +297,7 @@ static void conn_free(struct conn *c) {
             free(c->aliases[i]);
         free(c->aliases);
     }
+    alias_out_free(c->alias_out);
     free(c);
 }
 
