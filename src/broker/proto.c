@@ -233,6 +233,23 @@ static void handle_connect(struct conn *c, struct mqtt_packet *p) {
     proto_connect_owned(c, p);
 }
 
+/* global_max_clients reached (limits.h): as Mosquitto 2.1, MQTT 5 gets
+ * CONNACK 0x89 Server busy, MQTT 3 is closed without a CONNACK. */
+static void refuse_full(struct conn *c, const char *id, size_t idlen) {
+    char idz[128], i[128];
+    snprintf(idz, sizeof(idz), "%.*s", (int)idlen, id);
+    const char *cid = security_printable(idz, i, sizeof(i));
+    log_client(LOG_NOTICE, cid, NULL, c->si.peer,
+               "Client %s [%s] refused: global_max_clients (%d) reached.", cid, c->si.peer,
+               c->w->b->cfg->global_max_clients);
+    if (c->version == MQTT_V5) {
+        connack_fail(c, 0, MQTT_RC_SERVER_BUSY, "global_max_clients reached");
+    } else {
+        c->will_pending = false;
+        conn_close(c, "global_max_clients reached");
+    }
+}
+
 void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     struct worker *w = c->w;
     struct broker *b = w->b;
@@ -429,7 +446,13 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         s->will_at = 0;
         s->expire_at = 0;
     } else {
-        s = session_new(w, id, idlen);
+        if (!limits_session_reserve(b)) {
+            msg_unref(will);
+            refuse_full(c, id, idlen);
+            return;
+        }
+        s = session_new(w, id, idlen); /* counts itself: the reservation is given back */
+        limits_session_unreserve(b);
         if (!s) {
             msg_unref(will);
             connack_fail(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_UNSPECIFIED, "out of memory");

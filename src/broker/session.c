@@ -42,6 +42,7 @@ struct session *session_new(struct worker *w, const char *id, size_t len) {
         return NULL;
     }
     stat_inc(&w->sc.nsessions);
+    limits_session_add(w->b);
     return s;
 }
 
@@ -212,6 +213,7 @@ void session_end(struct session *s) {
     if (strmap_get(&s->w->sessions, s->client_id, s->id_len) == s) {
         strmap_del(&s->w->sessions, s->client_id, s->id_len);
         stat_add(&s->w->sc.nsessions, (unsigned long)-1);
+        limits_session_gone(s->w->b);
     }
     session_unref(s);
 }

@@ -356,8 +356,10 @@ void conn_close(struct conn *c, const char *why) {
     }
     stream_free(c->st);
     c->st = NULL;
-    if (c->counted)
+    if (c->counted) {
         atomic_fetch_sub(c->ls->nconns, 1);
+        limits_conn_gone(w->b);
+    }
     list_remove(c);
     c->next = w->closed;
     w->closed = c;
@@ -699,6 +701,14 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             close(fd);
             continue;
         }
+        if (!limits_conn_admit(w->b)) {
+            atomic_fetch_sub(ls->nconns, 1);
+            log_client(LOG_NOTICE, NULL, NULL, peer,
+                       "Refused connection from %s: global_max_connections (%d) reached.", peer,
+                       w->b->cfg->global_max_connections);
+            close(fd);
+            continue;
+        }
         if (ss.ss_family != AF_UNIX && w->b->cfg->set_tcp_nodelay) {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -706,6 +716,7 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
         struct conn *c = calloc(1, sizeof(*c));
         if (!c) {
             atomic_fetch_sub(ls->nconns, 1);
+            limits_conn_gone(w->b);
             close(fd);
             continue;
         }
@@ -1012,8 +1023,10 @@ static void items_free(struct item *it) {
             deliv_clear(&it->d);
         } else {
             struct conn *c = it->c;
-            if (c->counted)
+            if (c->counted) {
                 atomic_fetch_sub(c->ls->nconns, 1);
+                limits_conn_gone(c->w->b);
+            }
             conn_free(c);
         }
         free(it);
