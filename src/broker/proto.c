@@ -654,6 +654,34 @@ static bool reserved_topic(const uint8_t *topic, size_t len) {
     return len >= sizeof(share) - 1 && memcmp(topic, share, sizeof(share) - 1) == 0;
 }
 
+/*
+ * memory_limit reached (limits.h): the PUBLISH is not taken, and counted
+ * (dropped/memory_limit). MQTT 5 is told: PUBACK/PUBREC 0x97 Quota
+ * exceeded. MQTT 3 has no such code: QoS 0 is dropped; QoS 1/2 closes the
+ * connection without acknowledging, so that the client keeps the message
+ * and sends it again after reconnecting (Mosquitto, whose allocation then
+ * fails, closes the connection too). Logged once per episode.
+ */
+static atomic_bool memory_over; /* the episode lasts until a PUBLISH fits again */
+
+static void memory_refuse(struct conn *c, uint8_t qos, uint16_t pid, const uint8_t *topic,
+                          size_t tlen, uint32_t len) {
+    stats_drop(c->w, STATS_DROP_MEMORY_LIMIT);
+    if (!atomic_exchange(&memory_over, true))
+        log_warn("Refusing PUBLISH from %s on '%.*s' (%u bytes): memory_limit (%lld bytes) "
+                 "reached, %lld bytes of messages held.",
+                 c->s->client_id, (int)tlen, (const char *)topic, len,
+                 (long long)c->w->b->cfg->memory_limit, (long long)limits_memory_used(c->w->b));
+    if (c->version == MQTT_V5) {
+        if (qos == 1)
+            send_ack(c, MQTT_PUBACK, pid, MQTT_RC_QUOTA_EXCEEDED);
+        else if (qos == 2)
+            send_ack(c, MQTT_PUBREC, pid, MQTT_RC_QUOTA_EXCEEDED);
+    } else if (qos > 0) {
+        conn_close(c, "memory_limit reached");
+    }
+}
+
 static void handle_publish(struct conn *c, struct mqtt_packet *p) {
     struct broker *b = c->w->b;
     const struct hato_config *cfg = b->cfg;
@@ -737,6 +765,15 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
             send_ack(c, MQTT_PUBREC, pid, MQTT_RC_QUOTA_EXCEEDED);
         }
         return;
+    }
+
+    if (cfg->memory_limit) {
+        if (!limits_memory_room(b, p->publish.payload.len)) {
+            memory_refuse(c, qos, pid, topic, tlen, p->publish.payload.len);
+            return;
+        }
+        if (atomic_load_explicit(&memory_over, memory_order_relaxed))
+            atomic_store(&memory_over, false);
     }
 
     size_t full_len;
