@@ -63,6 +63,7 @@ static void drop_queues(struct session *s) {
     for (uint32_t i = 0; i < s->ninflight; i++)
         deliv_clear(&s->inflight[i]);
     s->ninflight = 0;
+    s->inflight_bytes = 0;
     free(s->pid_bits);
     s->pid_bits = NULL;
     for (uint32_t i = 0; i < s->qlen; i++)
@@ -280,6 +281,20 @@ static uint32_t window(struct session *s) {
 }
 
 /*
+ * Room in the window for one more QoS 1/2 message: under the count
+ * (max_inflight_messages, the client's Receive Maximum) and, with
+ * max_inflight_bytes, under the bytes, the stricter winning. As Mosquitto
+ * (db__ready_for_flight), the byte test is "below the limit before this
+ * one": the message that crosses it still goes, the next one waits.
+ */
+static bool window_room(struct session *s, uint32_t win) {
+    if (s->ninflight >= win)
+        return false;
+    int64_t maxb = s->w->b->cfg->max_inflight_bytes;
+    return maxb <= 0 || s->inflight_bytes < (uint64_t)maxb;
+}
+
+/*
  * Packet ids in use. A short window is scanned; from PID_BITS_FROM messages
  * in flight on (max_inflight_messages raised by the operator) a bitmap of
  * all 65536 ids is kept instead, so that finding a free id stays O(1)
@@ -319,6 +334,7 @@ static void deliv_drop(struct session *s, struct deliv *d);
 static void inflight_del(struct session *s, uint32_t i) {
     struct deliv *d = &s->inflight[i];
     pid_mark(s, d->pid, false);
+    s->inflight_bytes -= d->m->payload_len;
     deliv_drop(s, d);
     memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
     s->ninflight--;
@@ -541,6 +557,7 @@ static int inflight_push(struct session *s, struct deliv *d) {
         s->capinflight = n;
     }
     s->inflight[s->ninflight++] = *d;
+    s->inflight_bytes += d->m->payload_len;
     pid_mark(s, d->pid, true);
     return 0;
 }
@@ -662,7 +679,7 @@ void session_deliver(struct session *s, struct deliv *d) {
             deliv_drop(s, d);
             return;
         }
-        if (s->qlen == 0 && s->ninflight < window(s) && !out_full(c)) {
+        if (s->qlen == 0 && window_room(s, window(s)) && !out_full(c)) {
             send_now(s, d);
             return;
         }
@@ -681,7 +698,7 @@ void session_pump(struct session *s) {
     uint32_t win = window(s);
     while (s->qlen && !out_full(s->conn)) {
         struct deliv *head = &s->queue[s->qhead];
-        if (head->qos > 0 && s->ninflight >= win)
+        if (head->qos > 0 && !window_room(s, win))
             break;
         if (undeliverable(s, head)) {
             /* expired, or no longer readable (ACL reloaded) */
