@@ -390,6 +390,12 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     struct msg *will = NULL;
     if (p->connect.will) {
         will = make_will(c, p);
+        if (will && will->retain && will->payload_len &&
+            msg_set_source(will, id, idlen, c->username, c->username ? strlen(c->username) : 0,
+                           lcfg(c)) < 0) {
+            msg_unref(will);
+            will = NULL;
+        }
         if (!will) {
             connack_fail(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_UNSPECIFIED, "out of memory");
             return;
@@ -816,6 +822,13 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         }
         return;
     }
+    if (m->retain && m->payload_len &&
+        msg_set_source(m, s->client_id, s->id_len, c->username,
+                       c->username ? strlen(c->username) : 0, lcfg(c)) < 0) {
+        msg_unref(m); /* kept for check_retain_source */
+        proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
+        return;
+    }
     if (m->retain && retain_set(b->retain, m) == 0) /* empty payload clears, MQTT-3.3.1-10 */
         persist_retain(c->w, m);
     size_t n = route_publish(c->w, m);
@@ -989,6 +1002,14 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
     for (uint32_t k = 0; k < i; k++) {
         for (size_t j = rs[k].from; j < rs[k].to; j++) {
             struct msg *m = ret.v[j];
+            if (cfg->check_retain_source && !security_retain_source_ok(c->w, m)) {
+                log_debug("Retained message on '%s' not sent to %s: its publisher %s may no "
+                          "longer write it (check_retain_source).",
+                          m->topic, s->client_id, m->src->id);
+                stats_drop(c->w, STATS_DROP_ACL);
+                msg_unref(m);
+                continue;
+            }
             struct deliv d = {.m = m, .retain = true, .answer = true};
             d.qos = cfg->upgrade_outgoing_qos ? rs[k].o.qos
                                               : (m->qos < rs[k].o.qos ? m->qos : rs[k].o.qos);
