@@ -515,6 +515,7 @@ static int h_listener_auto_id_prefix(struct parser *p, const struct key *k, char
 static int h_max_packet_size(struct parser *p, const struct key *k, char *value);
 static int h_expiration(struct parser *p, const struct key *k, char *value);
 static int h_per_listener(struct parser *p, const struct key *k, char *value);
+static int h_control_api(struct parser *p, const struct key *k, char *value);
 static int h_log_dest(struct parser *p, const struct key *k, char *value);
 static int h_log_type(struct parser *p, const struct key *k, char *value);
 static int h_include_dir(struct parser *p, const struct key *k, char *value);
@@ -619,7 +620,7 @@ static const struct key keys[] = {
     G_INT("websockets_log_level", websockets_log_level, 0, INT_MAX),
     G_INT("websockets_headers_size", websockets_headers_size, 0, 65535),
     G_INT("packet_buffer_size", websockets_headers_size, 0, 65535),
-    G_BOOL("enable_control_api", enable_control_api),
+    FN("enable_control_api", h_control_api),
     /* hato's own. */
     G_INT("threads", threads, 0, 256),
     G_ENUM("persistence_sync", persistence_sync, sync_modes),
@@ -969,6 +970,24 @@ static int h_expiration(struct parser *p, const struct key *k, char *value) {
         return fail(p, "%s: expected a duration such as 3600s, 2h, 1d, 3w, 2m or 1y, got '%s'",
                     k->name, w);
     p->cfg->persistent_client_expiration = v;
+    return 0;
+}
+
+/* Mosquitto 2.1's $CONTROL/broker/v1 API is not in hato: false is accepted,
+ * true refused (a directive that would do nothing must not pass for one). */
+static int h_control_api(struct parser *p, const struct key *k, char *value) {
+    char *w;
+    if (one_word(p, k->name, value, &w) < 0)
+        return -1;
+    bool b;
+    if (parse_bool_word(w, &b) < 0)
+        return fail(p, "%s: expected true or false, got '%s'", k->name, w);
+    if (b)
+        return fail(p,
+                    "%s: hato has no $CONTROL/broker/v1 API (Mosquitto 2.1); remove the line "
+                    "or set it to false",
+                    k->name);
+    p->cfg->enable_control_api = false;
     return 0;
 }
 
