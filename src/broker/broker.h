@@ -197,6 +197,9 @@ struct conn {
     uint16_t nalias;              /* entries of aliases */
     uint32_t max_packet_out;      /* MQTT 5: largest packet we may send it */
     uint32_t session_expiry_in;   /* from CONNECT, for the DISCONNECT check */
+    /* Outgoing topic aliases (alias.h), MQTT 5 clients that accept them; NULL = none.
+     * Next to max_packet_out: send_publish reads both for every MQTT 5 delivery. */
+    struct alias_out *alias_out;
     char *username;
     /* Failed login waiting for its slowdown delay (security.c): monotonic
      * ms at which the refusing CONNACK goes out, 0 = none. */
@@ -231,8 +234,6 @@ struct conn {
     struct session *s;
     /* Incoming topic aliases: alias -> topic, array of cfg max_topic_alias. */
     char **aliases;
-    /* Outgoing topic aliases (alias.h), MQTT 5 clients that accept them; NULL = none. */
-    struct alias_out *alias_out;
 };
 
 /* Cross-thread work item. */
