@@ -516,6 +516,7 @@ static int h_max_packet_size(struct parser *p, const struct key *k, char *value)
 static int h_expiration(struct parser *p, const struct key *k, char *value);
 static int h_per_listener(struct parser *p, const struct key *k, char *value);
 static int h_control_api(struct parser *p, const struct key *k, char *value);
+static int h_dup_messages(struct parser *p, const struct key *k, char *value);
 static int h_log_dest(struct parser *p, const struct key *k, char *value);
 static int h_log_type(struct parser *p, const struct key *k, char *value);
 static int h_include_dir(struct parser *p, const struct key *k, char *value);
@@ -596,7 +597,7 @@ static const struct key keys[] = {
     G_INT("global_max_clients", global_max_clients, -1, INT_MAX),
     G_INT("global_max_connections", global_max_connections, -1, INT_MAX),
     G_INT("retain_expiry_interval", retain_expiry_interval, 0, 10000000),
-    G_BOOL("allow_duplicate_messages", allow_duplicate_messages),
+    FN("allow_duplicate_messages", h_dup_messages),
     G_BOOL("check_retain_source", check_retain_source),
     G_INT("sys_interval", sys_interval, 0, 65535),
     /* Persistence. */
@@ -970,6 +971,25 @@ static int h_expiration(struct parser *p, const struct key *k, char *value) {
         return fail(p, "%s: expected a duration such as 3600s, 2h, 1d, 3w, 2m or 1y, got '%s'",
                     k->name, w);
     p->cfg->persistent_client_expiration = v;
+    return 0;
+}
+
+/* allow_duplicate_messages: hato always sends one copy per client for
+ * overlapping subscriptions (docs/migration.md). Mosquitto 2.0's false
+ * does the same; an explicit true (one copy per subscription there) is
+ * accepted with a warning at its line, so that it does not pass unnoticed. */
+static int h_dup_messages(struct parser *p, const struct key *k, char *value) {
+    char *w;
+    if (one_word(p, k->name, value, &w) < 0)
+        return -1;
+    bool b;
+    if (parse_bool_word(w, &b) < 0)
+        return fail(p, "%s: expected true or false, got '%s'", k->name, w);
+    p->cfg->allow_duplicate_messages = b;
+    if (b && add_warning_at(p->cfg, p->file, p->line,
+                            "allow_duplicate_messages true: hato sends one copy per client for "
+                            "overlapping subscriptions, as Mosquitto with false") < 0)
+        return fail(p, "out of memory");
     return 0;
 }
 

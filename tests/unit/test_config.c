@@ -529,6 +529,15 @@ static void test_globals(void **state) {
     assert_int_equal(c.websockets_headers_size, 0);
     hato_config_free(&c);
 
+    /* allow_duplicate_messages true: accepted, warned about (hato sends one copy). */
+    parse_ok(&c, "allow_duplicate_messages true\nallow_duplicate_messages false\n");
+    assert_int_equal(c.n_warnings, 1);
+    assert_string_equal(c.warnings[0],
+                        "hato.conf:1: allow_duplicate_messages true: hato sends one copy per "
+                        "client for overlapping subscriptions, as Mosquitto with false");
+    assert_false(c.allow_duplicate_messages);
+    hato_config_free(&c);
+
     /* Obsolete directives: warning, no effect. */
     parse_ok(&c, "retry_interval 20\nstore_clean_interval 10\n");
     assert_int_equal(c.n_warnings, 2);
