@@ -114,7 +114,8 @@ struct session {
     /* Outgoing QoS 1/2: in flight (sent, unacknowledged) and queued. */
     struct deliv *inflight;
     uint32_t ninflight, capinflight;
-    struct deliv *queue; /* ring */
+    uint64_t inflight_bytes; /* payload bytes of the in-flight entries (max_inflight_bytes) */
+    struct deliv *queue;     /* ring */
     uint32_t qhead, qlen, qcap;
     size_t qbytes;
     uint16_t next_pid;
@@ -196,6 +197,9 @@ struct conn {
     uint16_t nalias;              /* entries of aliases */
     uint32_t max_packet_out;      /* MQTT 5: largest packet we may send it */
     uint32_t session_expiry_in;   /* from CONNECT, for the DISCONNECT check */
+    /* Outgoing topic aliases (alias.h), MQTT 5 clients that accept them; NULL = none.
+     * Next to max_packet_out: send_publish reads both for every MQTT 5 delivery. */
+    struct alias_out *alias_out;
     char *username;
     /* Failed login waiting for its slowdown delay (security.c): monotonic
      * ms at which the refusing CONNACK goes out, 0 = none. */
@@ -361,6 +365,8 @@ struct broker {
     struct tls_state *tls;     /* broker/tls.c: contexts of the TLS listeners */
     struct store *store;       /* NULL unless persistence is on */
     struct authpool *authpool; /* password checks (authpool.h) */
+    /* Broker-wide counts for global_max_connections / global_max_clients (limits.h). */
+    atomic_long nconns_all, nsessions_all;
 };
 
 /* The configuration in force (any thread). A reload may replace it between

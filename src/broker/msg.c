@@ -113,9 +113,30 @@ struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload,
     return m;
 }
 
+int msg_set_source(struct msg *m, const char *id, size_t idlen, const char *user, size_t userlen,
+                   const struct hato_listener *lcfg) {
+    struct msg_source *x = malloc(sizeof(*x) + idlen + 1 + (user ? userlen + 1 : 0));
+    if (!x)
+        return -1;
+    x->lcfg = lcfg;
+    memcpy(x->id, id, idlen);
+    x->id[idlen] = 0;
+    x->user = NULL;
+    if (user) {
+        char *u = x->id + idlen + 1;
+        memcpy(u, user, userlen);
+        u[userlen] = 0;
+        x->user = u;
+    }
+    free(m->src);
+    m->src = x;
+    return 0;
+}
+
 void msg_unref(struct msg *m) {
     if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
         tally(-1, -(long long)m->payload_len);
+        free(m->src);
         free(m);
     }
 }

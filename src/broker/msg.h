@@ -12,6 +12,20 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct hato_listener;
+
+/*
+ * Who published a retained message (check_retain_source): its client id,
+ * user name and listener at publish time. One allocation, owned by the
+ * message. Listener configurations are never freed before exit (a reload
+ * retires them), so the pointer stays valid; NULL when unknown.
+ */
+struct msg_source {
+    const struct hato_listener *lcfg;
+    const char *user; /* NULL = anonymous; inside this allocation */
+    char id[];        /* NUL-terminated */
+};
+
 struct msg {
     atomic_uint refs;
     uint8_t qos; /* QoS it was published with */
@@ -39,6 +53,9 @@ struct msg {
      * when there are none.
      */
     struct mqtt_str wire_props;
+    /* The publisher, kept for retained messages only (NULL otherwise, and for
+     * the broker's own): set once by msg_set_source before the message is shared. */
+    struct msg_source *src;
 };
 
 /*
@@ -50,6 +67,10 @@ struct msg {
 struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload, size_t payload_len,
                     uint8_t qos, bool retain, const struct mqtt_props *props,
                     uint32_t expiry_interval, const void *origin);
+
+/* Record the publisher of m (before m is shared). Returns 0, -1 when out of memory. */
+int msg_set_source(struct msg *m, const char *id, size_t idlen, const char *user, size_t userlen,
+                   const struct hato_listener *lcfg);
 
 /* Take one more reference; returns m. */
 static inline struct msg *msg_ref(struct msg *m) {

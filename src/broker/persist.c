@@ -260,6 +260,24 @@ void persist_inpid(struct session *s, uint16_t pid, bool add) {
     }
 }
 
+/* The publisher of a retained message, after it in the record (check_retain_source). */
+static void encode_source(struct broker *b, const struct msg *m, struct rbuf *buf) {
+    if (!m->src)
+        return;
+    struct rec_source r = {.id = (const uint8_t *)m->src->id,
+                           .id_len = (uint16_t)strlen(m->src->id),
+                           .has_user = m->src->user != NULL,
+                           .listener = -1};
+    if (m->src->user) {
+        r.user = (const uint8_t *)m->src->user;
+        r.user_len = (uint32_t)strlen(m->src->user);
+    }
+    size_t li = m->src->lcfg ? hato_listener_index(broker_config(b), m->src->lcfg) : (size_t)-1;
+    if (li != (size_t)-1)
+        r.listener = (int32_t)li;
+    rec_source_encode(buf, &r);
+}
+
 /* Writer thread: the retained message of a topic as it is now. */
 struct cur_ret {
     struct msg *m;
@@ -279,6 +297,7 @@ static int retained_now(void *ctx, const uint8_t *key, size_t klen, uint8_t **va
         return 0;
     struct rbuf buf = {0};
     encode_msg(c.m, &buf);
+    encode_source(b, c.m, &buf);
     msg_unref(c.m);
     if (buf.failed) {
         rbuf_free(&buf);
@@ -777,7 +796,24 @@ static int load_retained(void *ctx, const uint8_t *k, size_t kl, const uint8_t *
         r->expired_msgs++;
         return 0;
     }
+    struct rec_source src;
+    int hs = rec_source_decode(&rd, &src);
+    if (hs < 0) {
+        r->damaged = "retain";
+        return 1;
+    }
     struct msg *m = msg_from_rec(&rm);
+    if (m && hs == 1) {
+        const struct hato_config *cfg = r->b->cfg;
+        const struct hato_listener *l = src.listener >= 0 && (size_t)src.listener < cfg->n_listeners
+                                            ? &cfg->listeners[src.listener]
+                                            : NULL;
+        if (msg_set_source(m, (const char *)src.id, src.id_len, (const char *)src.user,
+                           src.user_len, l) < 0) {
+            msg_unref(m);
+            return 2;
+        }
+    }
     if (!m || retain_set(r->b->retain, m) < 0) {
         msg_unref(m);
         return 2;

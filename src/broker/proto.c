@@ -10,7 +10,9 @@
 #include <sys/random.h>
 
 #include "base/log.h"
+#include "broker/alias.h"
 #include "broker/broker.h"
+#include "broker/limits.h"
 #include "broker/security.h"
 #include "broker/persist.h"
 #include "broker/plugin.h"
@@ -310,6 +312,23 @@ static void handle_connect(struct conn *c, struct mqtt_packet *p) {
     proto_connect_owned(c, p);
 }
 
+/* global_max_clients reached (limits.h): as Mosquitto 2.1, MQTT 5 gets
+ * CONNACK 0x89 Server busy, MQTT 3 is closed without a CONNACK. */
+static void refuse_full(struct conn *c, const char *id, size_t idlen) {
+    char idz[128], i[128];
+    snprintf(idz, sizeof(idz), "%.*s", (int)idlen, id);
+    const char *cid = security_printable(idz, i, sizeof(i));
+    log_client(LOG_NOTICE, cid, NULL, c->si.peer,
+               "Client %s [%s] refused: global_max_clients (%d) reached.", cid, c->si.peer,
+               c->w->b->cfg->global_max_clients);
+    if (c->version == MQTT_V5) {
+        connack_fail(c, 0, MQTT_RC_SERVER_BUSY, "global_max_clients reached");
+    } else {
+        c->will_pending = false;
+        conn_close(c, "global_max_clients reached");
+    }
+}
+
 void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     struct worker *w = c->w;
     struct broker *b = w->b;
@@ -463,6 +482,12 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
                    (int)p->connect.will_topic.len, (const char *)p->connect.will_topic.p);
     } else if (p->connect.will) {
         will = make_will(c, p);
+        if (will && will->retain && will->payload_len &&
+            msg_set_source(will, id, idlen, c->username, c->username ? strlen(c->username) : 0,
+                           lcfg(c)) < 0) {
+            msg_unref(will);
+            will = NULL;
+        }
         if (!will) {
             connack_fail(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_UNSPECIFIED, "out of memory");
             return;
@@ -519,7 +544,13 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         s->will_at = 0;
         s->expire_at = 0;
     } else {
-        s = session_new(w, id, idlen);
+        if (!limits_session_reserve(b)) {
+            msg_unref(will);
+            refuse_full(c, id, idlen);
+            return;
+        }
+        s = session_new(w, id, idlen); /* counts itself: the reservation is given back */
+        limits_session_unreserve(b);
         if (!s) {
             msg_unref(will);
             connack_fail(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_UNSPECIFIED, "out of memory");
@@ -554,6 +585,15 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         v5 && (props->present & PROP(MAXIMUM_PACKET_SIZE)) ? props->maximum_packet_size : 0;
     c->receive_max_out =
         v5 && (props->present & PROP(RECEIVE_MAXIMUM)) ? props->receive_maximum : 0;
+    alias_out_free(c->alias_out); /* aliases are per connection (MQTT-3.3.2-7) */
+    c->alias_out = NULL;
+    if (v5 && (props->present & PROP(TOPIC_ALIAS_MAXIMUM)) && props->topic_alias_maximum &&
+        lcfg(c)->max_topic_alias_broker > 0) {
+        int amax = lcfg(c)->max_topic_alias_broker;
+        if (props->topic_alias_maximum < amax)
+            amax = props->topic_alias_maximum;
+        c->alias_out = alias_out_new((uint16_t)amax); /* none when out of memory */
+    }
     atomic_fetch_add(&w->nclients, 1);
     stat_inc(&w->sc.connections);
 
@@ -685,6 +725,34 @@ static bool reserved_topic(const uint8_t *topic, size_t len) {
     return len >= sizeof(share) - 1 && memcmp(topic, share, sizeof(share) - 1) == 0;
 }
 
+/*
+ * memory_limit reached (limits.h): the PUBLISH is not taken, and counted
+ * (dropped/memory_limit). MQTT 5 is told: PUBACK/PUBREC 0x97 Quota
+ * exceeded. MQTT 3 has no such code: QoS 0 is dropped; QoS 1/2 closes the
+ * connection without acknowledging, so that the client keeps the message
+ * and sends it again after reconnecting (Mosquitto, whose allocation then
+ * fails, closes the connection too). Logged once per episode.
+ */
+static atomic_bool memory_over; /* the episode lasts until a PUBLISH fits again */
+
+static void memory_refuse(struct conn *c, uint8_t qos, uint16_t pid, const uint8_t *topic,
+                          size_t tlen, uint32_t len) {
+    stats_drop(c->w, STATS_DROP_MEMORY_LIMIT);
+    if (!atomic_exchange(&memory_over, true))
+        log_warn("Refusing PUBLISH from %s on '%.*s' (%u bytes): memory_limit (%lld bytes) "
+                 "reached, %lld bytes of messages held.",
+                 c->s->client_id, (int)tlen, (const char *)topic, len,
+                 (long long)c->w->b->cfg->memory_limit, (long long)limits_memory_used(c->w->b));
+    if (c->version == MQTT_V5) {
+        if (qos == 1)
+            send_ack(c, MQTT_PUBACK, pid, MQTT_RC_QUOTA_EXCEEDED);
+        else if (qos == 2)
+            send_ack(c, MQTT_PUBREC, pid, MQTT_RC_QUOTA_EXCEEDED);
+    } else if (qos > 0) {
+        conn_close(c, "memory_limit reached");
+    }
+}
+
 static void handle_publish(struct conn *c, struct mqtt_packet *p) {
     struct broker *b = c->w->b;
     const struct hato_config *cfg = b->cfg;
@@ -770,6 +838,15 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         return;
     }
 
+    if (cfg->memory_limit) {
+        if (!limits_memory_room(b, p->publish.payload.len)) {
+            memory_refuse(c, qos, pid, topic, tlen, p->publish.payload.len);
+            return;
+        }
+        if (atomic_load_explicit(&memory_over, memory_order_relaxed))
+            atomic_store(&memory_over, false);
+    }
+
     size_t full_len;
     char *full = mounted(c, topic, tlen, &full_len);
     uint32_t expiry = c->version == MQTT_V5 && (p->props.present & PROP(MESSAGE_EXPIRY))
@@ -809,6 +886,13 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
             }
             send_ack(c, MQTT_PUBREC, pid, rc);
         }
+        return;
+    }
+    if (m->retain && m->payload_len &&
+        msg_set_source(m, s->client_id, s->id_len, c->username,
+                       c->username ? strlen(c->username) : 0, lcfg(c)) < 0) {
+        msg_unref(m); /* kept for check_retain_source */
+        proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
         return;
     }
     bool control = plugin_is_control_topic(m->topic, m->topic_len);
@@ -1007,6 +1091,14 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
     for (uint32_t k = 0; k < i; k++) {
         for (size_t j = rs[k].from; j < rs[k].to; j++) {
             struct msg *m = ret.v[j];
+            if (cfg->check_retain_source && !security_retain_source_ok(c->w, m)) {
+                log_debug("Retained message on '%s' not sent to %s: its publisher %s may no "
+                          "longer write it (check_retain_source).",
+                          m->topic, s->client_id, m->src->id);
+                stats_drop(c->w, STATS_DROP_ACL);
+                msg_unref(m);
+                continue;
+            }
             struct deliv d = {.m = m, .retain = true, .answer = true};
             d.qos = cfg->upgrade_outgoing_qos ? rs[k].o.qos
                                               : (m->qos < rs[k].o.qos ? m->qos : rs[k].o.qos);

@@ -463,6 +463,13 @@ bool security_acl(struct worker *w, const struct hato_listener *l, const char *u
     return auth_acl_check(sc->acl, user, client_id, topic, tlen, access);
 }
 
+bool security_retain_source_ok(struct worker *w, const struct msg *m) {
+    if (!m->src || !security_acl_active(w))
+        return true;
+    return security_acl(w, m->src->lcfg, m->src->user, m->src->id, m->topic, m->topic_len,
+                        AUTH_ACL_WRITE);
+}
+
 /* ---- login failures --------------------------------------------------------------- */
 
 static void addr_of(const char *peer, char *out, size_t cap) {

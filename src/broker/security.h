@@ -104,6 +104,11 @@ bool security_fail_pending(struct broker *b, const char *peer);
 bool security_acl(struct worker *w, const struct hato_listener *l, const char *user,
                   const char *client_id, const char *topic, size_t tlen, int access);
 
+/* check_retain_source: may the publisher of retained message m (m->src, its
+ * identity at publish time) still write its topic under the ACL in force?
+ * True when m has no recorded publisher (the broker's own) or no ACL applies. */
+struct msg;
+bool security_retain_source_ok(struct worker *w, const struct msg *m);
 /* Delivery check for a session: may it read this topic now? */
 static inline bool security_may_read(struct worker *w, const struct session *s, const char *topic,
                                      size_t tlen);

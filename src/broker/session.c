@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "broker/alias.h"
 #include "broker/broker.h"
+#include "broker/limits.h"
 #include "broker/security.h"
 #include "broker/persist.h"
 
@@ -40,6 +42,7 @@ struct session *session_new(struct worker *w, const char *id, size_t len) {
         return NULL;
     }
     stat_inc(&w->sc.nsessions);
+    limits_session_add(w->b);
     return s;
 }
 
@@ -60,6 +63,7 @@ static void drop_queues(struct session *s) {
     for (uint32_t i = 0; i < s->ninflight; i++)
         deliv_clear(&s->inflight[i]);
     s->ninflight = 0;
+    s->inflight_bytes = 0;
     free(s->pid_bits);
     s->pid_bits = NULL;
     for (uint32_t i = 0; i < s->qlen; i++)
@@ -210,6 +214,7 @@ void session_end(struct session *s) {
     if (strmap_get(&s->w->sessions, s->client_id, s->id_len) == s) {
         strmap_del(&s->w->sessions, s->client_id, s->id_len);
         stat_add(&s->w->sc.nsessions, (unsigned long)-1);
+        limits_session_gone(s->w->b);
     }
     session_unref(s);
 }
@@ -276,6 +281,20 @@ static uint32_t window(struct session *s) {
 }
 
 /*
+ * Room in the window for one more QoS 1/2 message: under the count
+ * (max_inflight_messages, the client's Receive Maximum) and, with
+ * max_inflight_bytes, under the bytes, the stricter winning. As Mosquitto
+ * (db__ready_for_flight), the byte test is "below the limit before this
+ * one": the message that crosses it still goes, the next one waits.
+ */
+static bool window_room(struct session *s, uint32_t win) {
+    if (s->ninflight >= win)
+        return false;
+    int64_t maxb = s->w->b->cfg->max_inflight_bytes;
+    return maxb <= 0 || s->inflight_bytes < (uint64_t)maxb;
+}
+
+/*
  * Packet ids in use. A short window is scanned; from PID_BITS_FROM messages
  * in flight on (max_inflight_messages raised by the operator) a bitmap of
  * all 65536 ids is kept instead, so that finding a free id stays O(1)
@@ -315,6 +334,7 @@ static void deliv_drop(struct session *s, struct deliv *d);
 static void inflight_del(struct session *s, uint32_t i) {
     struct deliv *d = &s->inflight[i];
     pid_mark(s, d->pid, false);
+    s->inflight_bytes -= d->m->payload_len;
     deliv_drop(s, d);
     memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
     s->ninflight--;
@@ -386,14 +406,15 @@ static void count_sent(struct session *s, const struct msg *m) {
  * The property block of an MQTT 5 PUBLISH of d, in Mosquitto 2.0's layout:
  * the subscription identifiers, the publisher's properties in the order
  * they came (msg.wire_props), then the Message Expiry Interval `left` (when
- * > 0). Writes into buf when cap suffices; returns the size.
+ * > 0), then the outgoing Topic Alias (when not 0). Writes into buf when
+ * cap suffices; returns the size.
  */
-static size_t publish_props(const struct msg *m, const struct deliv *d, int64_t left, uint8_t *buf,
-                            size_t cap) {
+static size_t publish_props(const struct msg *m, const struct deliv *d, int64_t left,
+                            uint16_t alias, uint8_t *buf, size_t cap) {
     uint8_t tmp[16];
     size_t n = 0;
     const uint32_t *ids = d->nsub == 1 ? &d->subid : d->subids;
-    bool write = buf && cap >= publish_props(m, d, left, NULL, 0);
+    bool write = buf && cap >= publish_props(m, d, left, alias, NULL, 0);
     for (uint32_t i = 0; i < d->nsub; i++) {
         size_t k = 0;
         uint32_t v = ids[i];
@@ -419,6 +440,14 @@ static size_t publish_props(const struct msg *m, const struct deliv *d, int64_t 
             buf[n + 4] = (uint8_t)e;
         }
         n += 5;
+    }
+    if (alias) { /* hato's outgoing alias (Mosquitto 2.0 has none): last */
+        if (write) {
+            buf[n] = MQTT_PROP_TOPIC_ALIAS;
+            buf[n + 1] = (uint8_t)(alias >> 8);
+            buf[n + 2] = (uint8_t)alias;
+        }
+        n += 3;
     }
     return n;
 }
@@ -463,7 +492,8 @@ static int send_publish(struct session *s, const struct deliv *d, bool dup) {
         log_client(LOG_DEBUG, s->client_id, NULL, c->si.peer,
                    "Sending PUBLISH to %s (d%d, q%d, r%d, m%u, '%.*s', ... (%u bytes))",
                    s->client_id, dup, d->qos, d->retain, d->pid, (int)tlen, topic, m->payload_len);
-    if (c->version != MQTT_V5 || (!m->props.present && !m->expiry_at && !d->nsub)) {
+    if (c->version != MQTT_V5 ||
+        (!m->props.present && !m->expiry_at && !d->nsub && !c->alias_out)) {
         int r = send_publish_plain(c, d, dup, topic, tlen);
         if (r != 2) {
             if (r == 0)
@@ -479,21 +509,29 @@ static int send_publish(struct session *s, const struct deliv *d, bool dup) {
     p.publish.retain = d->retain;
     p.publish.dup = dup;
     p.publish.payload = (struct mqtt_str){m->payload, m->payload_len};
+    /* Outgoing topic alias (alias.h): the topic once with its alias, then the
+     * alias alone with a zero-length topic (MQTT-3.3.2-8, -11; 3.3.2.3.4). */
+    bool fresh = false;
+    uint16_t alias = c->alias_out ? alias_out_find(c->alias_out, topic, tlen, &fresh) : 0;
+    if (alias && !fresh)
+        p.publish.topic = (struct mqtt_str){(const uint8_t *)"", 0};
     uint8_t pbuf[256];
     uint8_t *block = pbuf;
     if (c->version == MQTT_V5) {
         int64_t left = m->expiry_at ? msg_remaining_expiry(m, msg_now_ms()) : -1;
-        size_t bl = publish_props(m, d, left, NULL, 0);
+        size_t bl = publish_props(m, d, left, alias, NULL, 0);
         if (bl > sizeof(pbuf) && !(block = malloc(bl)))
             return -1;
-        publish_props(m, d, left, block, bl);
+        publish_props(m, d, left, alias, block, bl);
         p.props.encoded = (struct mqtt_str){block, (uint32_t)bl};
     }
     int r = send_publish_head(s, &p, m->payload_len);
     if (block != pbuf)
         free(block);
     if (r != 0)
-        return r;
+        return r; /* 1: not sent, so a fresh alias stays unassigned */
+    if (fresh && alias_out_commit(c->alias_out, topic, tlen) < 0)
+        return -1;
     if (conn_write_payload(c, m) < 0)
         return -1;
     count_sent(s, m);
@@ -569,6 +607,7 @@ static int inflight_push(struct session *s, struct deliv *d) {
         s->capinflight = n;
     }
     s->inflight[s->ninflight++] = *d;
+    s->inflight_bytes += d->m->payload_len;
     pid_mark(s, d->pid, true);
     return 0;
 }
@@ -690,7 +729,7 @@ void session_deliver(struct session *s, struct deliv *d) {
             deliv_drop(s, d);
             return;
         }
-        if (s->qlen == 0 && s->ninflight < window(s) && !out_full(c)) {
+        if (s->qlen == 0 && window_room(s, window(s)) && !out_full(c)) {
             send_now(s, d);
             return;
         }
@@ -709,7 +748,7 @@ void session_pump(struct session *s) {
     uint32_t win = window(s);
     while (s->qlen && !out_full(s->conn)) {
         struct deliv *head = &s->queue[s->qhead];
-        if (head->qos > 0 && s->ninflight >= win)
+        if (head->qos > 0 && !window_room(s, win))
             break;
         if (undeliverable(s, head)) {
             /* expired, or no longer readable (ACL reloaded) */

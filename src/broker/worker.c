@@ -15,7 +15,9 @@
 
 #include "base/log.h"
 #include "broker/authpool.h"
+#include "broker/alias.h"
 #include "broker/broker.h"
+#include "broker/limits.h"
 #include "broker/metrics.h"
 #include "broker/persist.h"
 #include "broker/reload.h"
@@ -296,6 +298,7 @@ static void conn_free(struct conn *c) {
             free(c->aliases[i]);
         free(c->aliases);
     }
+    alias_out_free(c->alias_out);
     free(c);
 }
 
@@ -355,8 +358,10 @@ void conn_close(struct conn *c, const char *why) {
     }
     stream_free(c->st);
     c->st = NULL;
-    if (c->counted)
+    if (c->counted) {
         atomic_fetch_sub(c->ls->nconns, 1);
+        limits_conn_gone(w->b);
+    }
     list_remove(c);
     c->next = w->closed;
     w->closed = c;
@@ -698,6 +703,14 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             close(fd);
             continue;
         }
+        if (!limits_conn_admit(w->b)) {
+            atomic_fetch_sub(ls->nconns, 1);
+            log_client(LOG_NOTICE, NULL, NULL, peer,
+                       "Refused connection from %s: global_max_connections (%d) reached.", peer,
+                       w->b->cfg->global_max_connections);
+            close(fd);
+            continue;
+        }
         if (ss.ss_family != AF_UNIX && w->b->cfg->set_tcp_nodelay) {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -705,6 +718,7 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
         struct conn *c = calloc(1, sizeof(*c));
         if (!c) {
             atomic_fetch_sub(ls->nconns, 1);
+            limits_conn_gone(w->b);
             close(fd);
             continue;
         }
@@ -1013,8 +1027,10 @@ static void items_free(struct item *it) {
             deliv_clear(&it->d);
         } else {
             struct conn *c = it->c;
-            if (c->counted)
+            if (c->counted) {
                 atomic_fetch_sub(c->ls->nconns, 1);
+                limits_conn_gone(c->w->b);
+            }
             conn_free(c);
         }
         free(it);

@@ -591,6 +591,8 @@ static int h_listener_auto_id_prefix(struct parser *p, const struct key *k, char
 static int h_max_packet_size(struct parser *p, const struct key *k, char *value);
 static int h_expiration(struct parser *p, const struct key *k, char *value);
 static int h_per_listener(struct parser *p, const struct key *k, char *value);
+static int h_control_api(struct parser *p, const struct key *k, char *value);
+static int h_dup_messages(struct parser *p, const struct key *k, char *value);
 static int h_log_dest(struct parser *p, const struct key *k, char *value);
 static int h_log_type(struct parser *p, const struct key *k, char *value);
 static int h_include_dir(struct parser *p, const struct key *k, char *value);
@@ -627,7 +629,7 @@ static const struct key keys[] = {
     L_INT("maximum_qos", max_qos, 0, 2, DOC("alias of max_qos")),
     L_INT("max_topic_alias", max_topic_alias, 0, 65535,
           DOC("topic aliases an MQTT 5 client may use towards the broker")),
-    L_INT("max_topic_alias_broker", max_topic_alias_broker, 0, 65535, STORED,
+    L_INT("max_topic_alias_broker", max_topic_alias_broker, 0, 65535,
           DOC("topic aliases the broker may use towards a client")),
     L_BOOL("use_username_as_clientid", use_username_as_clientid,
            DOC("the user name replaces the client id")),
@@ -702,7 +704,7 @@ static const struct key keys[] = {
     /* Limits. */
     G_INT("max_inflight_messages", max_inflight_messages, 0, 65535,
           DOC("QoS 1/2 messages in flight per client; 0 = no limit")),
-    G_I64("max_inflight_bytes", max_inflight_bytes, 0, INT64_MAX, STORED,
+    G_I64("max_inflight_bytes", max_inflight_bytes, 0, INT64_MAX,
           DOC("payload bytes in flight per client; 0 = no limit")),
     G_INT("max_queued_messages", max_queued_messages, 0, INT_MAX,
           DOC("messages queued per client beyond the in-flight window; 0 = no limit")),
@@ -723,17 +725,19 @@ static const struct key keys[] = {
     G_BOOL("upgrade_outgoing_qos", upgrade_outgoing_qos,
            DOC("deliver at the subscription's QoS even when published lower")),
     G_BOOL("set_tcp_nodelay", set_tcp_nodelay, DOC("TCP_NODELAY on client sockets")),
-    G_I64("memory_limit", memory_limit, 0, INT64_MAX, STORED,
-          DOC("memory the broker may use; 0 = no limit")),
-    G_INT("global_max_clients", global_max_clients, -1, INT_MAX, STORED,
+    G_I64("memory_limit", memory_limit, 0, INT64_MAX,
+          DOC("payload bytes of the messages held; a PUBLISH beyond is refused; 0 = no limit")),
+    G_INT("global_max_clients", global_max_clients, -1, INT_MAX,
           DOC("most client sessions in total; -1 = unlimited")),
-    G_INT("global_max_connections", global_max_connections, -1, INT_MAX, STORED,
+    G_INT("global_max_connections", global_max_connections, -1, INT_MAX,
           DOC("most connections in total; -1 = unlimited")),
-    G_INT("retain_expiry_interval", retain_expiry_interval, 0, 10000000, STORED,
-          DOC("minutes after which retained messages expire; 0 = never")),
-    G_BOOL("allow_duplicate_messages", allow_duplicate_messages, STORED,
-           DOC("one copy per matching subscription (deprecated in Mosquitto)")),
-    G_BOOL("check_retain_source", check_retain_source, STORED,
+    G_INT("retain_expiry_interval", retain_expiry_interval, 0, 10000000,
+          DOC("Mosquitto's sweep period for expired retained messages; hato removes them as they "
+              "expire")),
+    FN("allow_duplicate_messages", h_dup_messages, IN(SC_GLOBAL), TYPE("bool"), DEF("true"),
+       ACCEPTED,
+       DOC("hato sends one copy per client for overlapping subscriptions; true is warned about")),
+    G_BOOL("check_retain_source", check_retain_source,
            DOC("a retained message is re-checked against its publisher's ACL")),
     G_INT("sys_interval", sys_interval, 0, 65535, DOC("seconds between $SYS updates; 0 = none")),
     /* Persistence. */
@@ -769,8 +773,8 @@ static const struct key keys[] = {
           DOC("largest HTTP request head a WebSocket listener reads")),
     G_INT("packet_buffer_size", websockets_headers_size, 0, 65535, DEF("0 (4096)"),
           DOC("alias of websockets_headers_size")),
-    G_BOOL("enable_control_api", enable_control_api, STORED,
-           DOC("Mosquitto 2.1's $CONTROL topics")),
+    FN("enable_control_api", h_control_api, IN(SC_GLOBAL), TYPE("bool"), DEF("false"),
+       DOC("Mosquitto 2.1's $CONTROL/broker/v1 API: true is refused (hato has none)")),
     /* hato's own. */
     G_INT("threads", threads, 0, 256, RESTART, DOC("worker threads; 0 = one per CPU (hato)")),
     G_ENUM("persistence_sync", persistence_sync, sync_modes, RESTART,
@@ -1131,6 +1135,43 @@ static int h_expiration(struct parser *p, const struct key *k, char *value) {
         return fail(p, "%s: expected a duration such as 3600s, 2h, 1d, 3w, 2m or 1y, got '%s'",
                     k->name, w);
     p->cfg->persistent_client_expiration = v;
+    return 0;
+}
+
+/* allow_duplicate_messages: hato always sends one copy per client for
+ * overlapping subscriptions (docs/migration.md). Mosquitto 2.0's false
+ * does the same; an explicit true (one copy per subscription there) is
+ * accepted with a warning at its line, so that it does not pass unnoticed. */
+static int h_dup_messages(struct parser *p, const struct key *k, char *value) {
+    char *w;
+    if (one_word(p, k->name, value, &w) < 0)
+        return -1;
+    bool b;
+    if (parse_bool_word(w, &b) < 0)
+        return fail(p, "%s: expected true or false, got '%s'", k->name, w);
+    p->cfg->allow_duplicate_messages = b;
+    if (b && add_warning_at(p->cfg, p->file, p->line,
+                            "allow_duplicate_messages true: hato sends one copy per client for "
+                            "overlapping subscriptions, as Mosquitto with false") < 0)
+        return fail(p, "out of memory");
+    return 0;
+}
+
+/* Mosquitto 2.1's $CONTROL/broker/v1 API is not in hato: false is accepted,
+ * true refused (a directive that would do nothing must not pass for one). */
+static int h_control_api(struct parser *p, const struct key *k, char *value) {
+    char *w;
+    if (one_word(p, k->name, value, &w) < 0)
+        return -1;
+    bool b;
+    if (parse_bool_word(w, &b) < 0)
+        return fail(p, "%s: expected true or false, got '%s'", k->name, w);
+    if (b)
+        return fail(p,
+                    "%s: hato has no $CONTROL/broker/v1 API (Mosquitto 2.1); remove the line "
+                    "or set it to false",
+                    k->name);
+    p->cfg->enable_control_api = false;
     return 0;
 }
 

@@ -138,6 +138,39 @@ int rec_msg_decode(struct rread *r, struct rec_msg *m) {
     return 0;
 }
 
+void rec_source_encode(struct rbuf *b, const struct rec_source *s) {
+    rbuf_u8(b, REC_TAG_SOURCE);
+    rbuf_u16(b, s->id_len);
+    rbuf_bytes(b, s->id, s->id_len);
+    rbuf_u8(b, s->has_user);
+    if (s->has_user)
+        rbuf_blob(b, s->user, s->user_len);
+    rbuf_u32(b, (uint32_t)s->listener);
+}
+
+int rec_source_decode(struct rread *r, struct rec_source *s) {
+    memset(s, 0, sizeof(*s));
+    s->listener = -1;
+    if (r->failed)
+        return -1;
+    if (r->off == r->len)
+        return 0;
+    if (rread_u8(r) != REC_TAG_SOURCE)
+        return -1;
+    s->id_len = rread_u16(r);
+    s->id = rread_bytes(r, s->id_len);
+    uint8_t hu = rread_u8(r);
+    if (hu > 1)
+        return -1;
+    s->has_user = hu;
+    if (s->has_user)
+        s->user = rread_blob(r, &s->user_len);
+    s->listener = (int32_t)rread_u32(r);
+    if (r->failed || s->listener < -1 || r->off != r->len)
+        return -1;
+    return 1;
+}
+
 /* ---- sessions ---------------------------------------------------------- */
 
 void rec_sess_encode_head(struct rbuf *b, const struct rec_sess *s, const struct rec_msg *will) {

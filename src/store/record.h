@@ -73,6 +73,26 @@ struct rec_msg {
 void rec_msg_encode(struct rbuf *b, const struct rec_msg *m);
 int rec_msg_decode(struct rread *r, struct rec_msg *m);
 
+/*
+ * The publisher of a retained message (check_retain_source), an optional
+ * trailer after the message in a `retain` value: u8 REC_TAG_SOURCE, u16
+ * id length, id, u8 has_user, [u32 user length, user], i32 listener index
+ * (-1 = unknown). Records written before it existed simply end after the
+ * message; readers that predate it ignore it.
+ */
+#define REC_TAG_SOURCE 0x53
+struct rec_source {
+    const uint8_t *id;
+    uint16_t id_len;
+    bool has_user;
+    const uint8_t *user;
+    uint32_t user_len;
+    int32_t listener;
+};
+void rec_source_encode(struct rbuf *b, const struct rec_source *s);
+/* 1 decoded, 0 none (the value ends here), -1 damaged. */
+int rec_source_decode(struct rread *r, struct rec_source *s);
+
 struct rec_sub {
     const uint8_t *filter;
     uint16_t len;

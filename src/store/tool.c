@@ -399,8 +399,28 @@ static int on_retained(void *vc, const uint8_t *k, size_t kl, const uint8_t *v, 
         problem(c, "retain", "undecodable retained message %s", hexkey(k, kl));
         return 0;
     }
-    if (c->dump)
-        cJSON_AddItemToArray(c->retained, msg_json(&m));
+    struct rec_source src;
+    int hs = rec_source_decode(&r, &src);
+    if (hs < 0) {
+        problem(c, "retain", "damaged publisher of retained message %s", hexkey(k, kl));
+        return 0;
+    }
+    if (c->dump) {
+        cJSON *o = msg_json(&m);
+        if (o && hs == 1) {
+            cJSON *so = cJSON_AddObjectToObject(o, "source");
+            char *id = strndup((const char *)src.id, src.id_len);
+            cJSON_AddStringToObject(so, "client_id", id ? id : "");
+            free(id);
+            if (src.has_user) {
+                char *u = strndup((const char *)src.user, src.user_len);
+                cJSON_AddStringToObject(so, "username", u ? u : "");
+                free(u);
+            }
+            cJSON_AddNumberToObject(so, "listener", src.listener);
+        }
+        cJSON_AddItemToArray(c->retained, o);
+    }
     return 0;
 }
 

@@ -48,6 +48,8 @@ def test_check_and_dump_a_store(tmp_path):
     assert d["messages"] == []
     (ret,) = d["retained"]
     assert ret["topic"] == "d/r" and ret["payload_base64"] == "AP8="
+    # Its publisher, kept for check_retain_source (anonymous: no user name).
+    assert ret["source"] == {"client_id": "pub", "listener": 0}
     # -c takes the path from a config file.
     conf = tmp_path / "tool.conf"
     conf.write_text(f"persistence true\npersistence_location {store}\n")

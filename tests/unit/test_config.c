@@ -468,7 +468,7 @@ static void test_globals(void **state) {
                         "retain_expiry_interval 60\n"
                         "websockets_log_level 255\n"
                         "websockets_headers_size 4096\n"
-                        "enable_control_api true\n"
+                        "enable_control_api false\n"
                         "auth_plugin_deny_special_chars false\n"
                         "threads 256\n"
                         "persistence_sync batch\n"
@@ -510,7 +510,7 @@ static void test_globals(void **state) {
     assert_int_equal(c.retain_expiry_interval, 60);
     assert_int_equal(c.websockets_log_level, 255);
     assert_int_equal(c.websockets_headers_size, 4096);
-    assert_true(c.enable_control_api);
+    assert_false(c.enable_control_api);
     assert_false(c.auth_plugin_deny_special_chars);
     assert_int_equal(c.threads, 256);
     assert_int_equal(c.persistence_sync, HATO_SYNC_BATCH);
@@ -527,6 +527,15 @@ static void test_globals(void **state) {
     assert_int_equal(c.persistence_sync, HATO_SYNC_NONE);
     assert_true(c.persistence);
     assert_int_equal(c.websockets_headers_size, 0);
+    hato_config_free(&c);
+
+    /* allow_duplicate_messages true: accepted, warned about (hato sends one copy). */
+    parse_ok(&c, "allow_duplicate_messages true\nallow_duplicate_messages false\n");
+    assert_int_equal(c.n_warnings, 1);
+    assert_string_equal(c.warnings[0],
+                        "hato.conf:1: allow_duplicate_messages true: hato sends one copy per "
+                        "client for overlapping subscriptions, as Mosquitto with false");
+    assert_false(c.allow_duplicate_messages);
     hato_config_free(&c);
 
     /* Obsolete directives: warning, no effect. */
@@ -641,6 +650,9 @@ static void test_errors(void **state) {
         {"max_queued_messages 99999999999\n",
          "hato.conf:1: max_queued_messages: expected an integer 0..2147483647, got "
          "'99999999999'"},
+        {"enable_control_api true\n",
+         "hato.conf:1: enable_control_api: hato has no $CONTROL/broker/v1 API (Mosquitto 2.1); "
+         "remove the line or set it to false"},
         {"memory_limit -1\n",
          "hato.conf:1: memory_limit: expected an integer 0..9223372036854775807, got '-1'"},
         {"message_size_limit 556000000\n",

@@ -49,6 +49,58 @@ static void msg_round_trip(void **state) {
     rbuf_free(&b);
 }
 
+/* The publisher trailer of a retained record (check_retain_source): round trip,
+ * absent in a record written before it existed, every truncation refused. */
+static void source_trailer(void **state) {
+    (void)state;
+    struct rec_msg m = {.qos = 1, .topic = (const uint8_t *)"r", .topic_len = 1};
+    struct rbuf old = {0};
+    rec_msg_encode(&old, &m);
+    struct rread r = {old.p, old.len, 0, false};
+    struct rec_msg d;
+    struct rec_source src;
+    assert_int_equal(rec_msg_decode(&r, &d), 0);
+    assert_int_equal(rec_source_decode(&r, &src), 0); /* an old record: no trailer */
+    assert_int_equal(src.listener, -1);
+
+    struct rec_source in = {.id = (const uint8_t *)"alice-1",
+                            .id_len = 7,
+                            .has_user = true,
+                            .user = (const uint8_t *)"alice",
+                            .user_len = 5,
+                            .listener = 2};
+    struct rbuf b = {0};
+    rec_msg_encode(&b, &m);
+    size_t msg_len = b.len;
+    rec_source_encode(&b, &in);
+    assert_false(b.failed);
+    struct rread t = {b.p, b.len, 0, false};
+    assert_int_equal(rec_msg_decode(&t, &d), 0);
+    assert_int_equal(rec_source_decode(&t, &src), 1);
+    assert_int_equal(src.id_len, 7);
+    assert_memory_equal(src.id, "alice-1", 7);
+    assert_true(src.has_user);
+    assert_int_equal(src.user_len, 5);
+    assert_memory_equal(src.user, "alice", 5);
+    assert_int_equal(src.listener, 2);
+    for (size_t n = msg_len + 1; n < b.len; n++) {
+        struct rread u = {b.p, n, 0, false};
+        assert_int_equal(rec_msg_decode(&u, &d), 0);
+        assert_int_equal(rec_source_decode(&u, &src), -1);
+    }
+    /* Trailing garbage and an unknown tag are damage, not a guess. */
+    rbuf_u8(&b, 0);
+    struct rread g = {b.p, b.len, 0, false};
+    assert_int_equal(rec_msg_decode(&g, &d), 0);
+    assert_int_equal(rec_source_decode(&g, &src), -1);
+    b.p[msg_len] = 0x54;
+    struct rread x = {b.p, b.len - 1, 0, false};
+    assert_int_equal(rec_msg_decode(&x, &d), 0);
+    assert_int_equal(rec_source_decode(&x, &src), -1);
+    rbuf_free(&b);
+    rbuf_free(&old);
+}
+
 static void session_round_trip(void **state) {
     (void)state;
     struct rec_sess s = {
@@ -193,9 +245,8 @@ static void store_commit_and_refs(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(msg_round_trip),
-        cmocka_unit_test(session_round_trip),
-        cmocka_unit_test(entry_and_keys),
+        cmocka_unit_test(msg_round_trip),        cmocka_unit_test(session_round_trip),
+        cmocka_unit_test(source_trailer),        cmocka_unit_test(entry_and_keys),
         cmocka_unit_test(store_commit_and_refs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
