@@ -29,6 +29,11 @@ for d in /var/lib/hato /var/log/hato; do
 done
 [ -L /etc/systemd/system/multi-user.target.wants/hato.service ] || fail "hato.service not enabled"
 /usr/sbin/hato --test-config -c /etc/hato/hato.conf >/dev/null || fail "installed config refused"
+# The packaged broker loads Mosquitto plugins (built with mosquitto-dev, a
+# build dependency) and exports the mosquitto_* functions they call.
+/usr/sbin/hato -h 2>&1 | grep -q "Built with:.* plugins" || fail "packaged hato has no plugin support"
+nm -D --defined-only /usr/sbin/hato | grep -q " mosquitto_callback_register$" ||
+    fail "packaged hato does not export mosquitto_callback_register"
 if command -v systemd-analyze >/dev/null; then
     out=$(systemd-analyze verify --man=no /lib/systemd/system/hato.service 2>&1) || fail "unit: $out"
     [ -z "$out" ] || fail "unit: $out"
