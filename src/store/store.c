@@ -30,11 +30,15 @@ const char *const store_db_names[SDB_N] = {"meta", "msgs",  "mrefs", "retain",
 
 enum op_kind { OP_PUT, OP_DEL, OP_PUT_CURRENT, OP_MSG_PUT, OP_ENTRY_DEL, OP_PURGE, OP_RELEASE };
 
+/*
+ * One operation, laid out in a chunk right after the previous one: header, key, and (when
+ * val_inline) the value. `size` (a multiple of 8) steps to the next operation.
+ */
 struct store_op {
-    struct store_op *next;
+    uint32_t size;
     uint8_t kind;
     uint8_t db;
-    bool val_inline; /* val points into this allocation, after the key */
+    bool val_inline; /* val points into this op, after the key */
     uint32_t refs;
     uint64_t id;
     void *val;
@@ -44,6 +48,23 @@ struct store_op {
     size_t klen;
     uint8_t key[];
 };
+
+/* A run of operations of one batch. The first chunk of a batch is small (an idle turn with
+ * one acknowledgement costs little), the next ones double up to CHUNK_MAX. */
+#define CHUNK_MIN 4096u
+#define CHUNK_MAX (64u * 1024)
+
+struct store_chunk {
+    struct store_chunk *next;
+    uint32_t used, cap;
+    uint32_t nops, nrel; /* operations, of which OP_RELEASE */
+    bool taken;          /* holds a malloc'd value (store_put_take) to free with it */
+    _Alignas(8) uint8_t data[];
+};
+
+static inline struct store_op *chunk_op(struct store_chunk *c, uint32_t off) {
+    return (struct store_op *)(void *)(c->data + off);
+}
 
 #if HATO_WITH_PERSISTENCE
 /* Acknowledgements of one batch, waiting for the sync that makes its commit durable. */
@@ -69,7 +90,7 @@ struct store {
     bool started;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    struct store_op *head, *tail;
+    struct store_chunk *head, *tail;
     bool stop;
     store_release_fn release;
     void *release_ctx;
@@ -93,22 +114,37 @@ struct store {
 
 static struct store_op *op_new_extra(struct store_batch *b, enum op_kind kind, enum store_db db,
                                      const void *key, size_t klen, size_t extra) {
-    struct store_op *op = malloc(sizeof(*op) + klen + extra);
-    if (!op) {
-        log_error("Error: out of memory building a store batch; a change is not saved.");
-        return NULL;
+    size_t need = (sizeof(struct store_op) + klen + extra + 7) & ~(size_t)7;
+    struct store_chunk *c = b->tail;
+    if (!c || c->cap - c->used < need) {
+        size_t cap = c ? (size_t)c->cap * 2 : CHUNK_MIN - sizeof(*c);
+        if (cap > CHUNK_MAX)
+            cap = CHUNK_MAX;
+        if (cap < need)
+            cap = need;
+        if (need > UINT32_MAX || !(c = malloc(sizeof(*c) + cap))) {
+            log_error("Error: out of memory building a store batch; a change is not saved.");
+            return NULL;
+        }
+        *c = (struct store_chunk){.cap = (uint32_t)cap};
+        if (b->tail)
+            b->tail->next = c;
+        else
+            b->head = c;
+        b->tail = c;
     }
+    struct store_op *op = chunk_op(c, c->used);
     memset(op, 0, sizeof(*op));
+    op->size = (uint32_t)need;
     op->kind = (uint8_t)kind;
     op->db = (uint8_t)db;
     op->klen = klen;
     if (klen)
         memcpy(op->key, key, klen);
-    if (b->tail)
-        b->tail->next = op;
-    else
-        b->head = op;
-    b->tail = op;
+    c->used += (uint32_t)need;
+    c->nops++;
+    if (kind == OP_RELEASE)
+        c->nrel++;
     b->n++;
     return op;
 }
@@ -141,6 +177,7 @@ void store_put_take(struct store_batch *b, enum store_db db, const void *key, si
     }
     op->val = val;
     op->vlen = vlen;
+    b->tail->taken = true;
 }
 
 void store_put(struct store_batch *b, enum store_db db, const void *key, size_t klen,
@@ -188,13 +225,16 @@ void store_release(struct store_batch *b, void *arg) {
         op->ctx = arg;
 }
 
-static void ops_free(struct store_op *op) {
-    while (op) {
-        struct store_op *n = op->next;
-        if (!op->val_inline)
-            free(op->val);
-        free(op);
-        op = n;
+static void ops_free(struct store_chunk *c) {
+    while (c) {
+        struct store_chunk *n = c->next;
+        for (uint32_t off = 0; c->taken && off < c->used; off += chunk_op(c, off)->size) {
+            struct store_op *op = chunk_op(c, off);
+            if (!op->val_inline)
+                free(op->val);
+        }
+        free(c);
+        c = n;
     }
 }
 
@@ -316,14 +356,15 @@ static int apply_one(struct store *st, MDB_txn *txn, struct store_op *op) {
 }
 
 /* Apply ops in one transaction and commit; grows the map when full. */
-static int commit_ops(struct store *st, struct store_op *ops) {
+static int commit_ops(struct store *st, struct store_chunk *ops) {
     for (int attempt = 0; attempt < 4; attempt++) {
         MDB_txn *txn;
         int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
         if (rc)
             return rc;
-        for (struct store_op *op = ops; op && rc == 0; op = op->next)
-            rc = apply_one(st, txn, op);
+        for (struct store_chunk *c = ops; c && rc == 0; c = c->next)
+            for (uint32_t off = 0; off < c->used && rc == 0; off += chunk_op(c, off)->size)
+                rc = apply_one(st, txn, chunk_op(c, off));
         if (rc == 0) {
             rc = mdb_txn_commit(txn);
         } else {
@@ -344,16 +385,13 @@ static const char *errtext(int rc) {
     return rc == ENOSPC ? "no space left on device" : mdb_strerror(rc);
 }
 
-static void run_batch(struct store *st, struct store_op *ops) {
+static void run_batch(struct store *st, struct store_chunk *ops) {
     size_t n = 0, nrel = 0;
-    bool writes = false;
-    for (struct store_op *op = ops; op; op = op->next) {
-        n++;
-        if (op->kind == OP_RELEASE)
-            nrel++;
-        else
-            writes = true;
+    for (struct store_chunk *c = ops; c; c = c->next) {
+        n += c->nops;
+        nrel += c->nrel;
     }
+    bool writes = n > nrel;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = writes ? commit_ops(st, ops) : 0;
@@ -376,9 +414,15 @@ static void run_batch(struct store *st, struct store_op *ops) {
         void **args = malloc(nrel * sizeof(*args));
         if (args) {
             size_t k = 0;
-            for (struct store_op *op = ops; op; op = op->next)
-                if (op->kind == OP_RELEASE)
-                    args[k++] = op->ctx;
+            for (struct store_chunk *c = ops; c; c = c->next)
+                for (uint32_t off = 0, left = c->nrel; left && off < c->used;
+                     off += chunk_op(c, off)->size) {
+                    struct store_op *op = chunk_op(c, off);
+                    if (op->kind == OP_RELEASE) {
+                        args[k++] = op->ctx;
+                        left--;
+                    }
+                }
             struct relgroup *g = st->syncer_started ? malloc(sizeof(*g)) : NULL;
             if (g) {
                 /* In order behind the groups already waiting for their sync. */
@@ -477,7 +521,7 @@ static void *writer(void *arg) {
                 pthread_cond_wait(&st->cond, &st->lock);
             }
         }
-        struct store_op *ops = st->head;
+        struct store_chunk *ops = st->head;
         st->head = st->tail = NULL;
         bool stop = st->stop;
         pthread_mutex_unlock(&st->lock);

@@ -27,11 +27,13 @@ enum store_sync { STORE_SYNC_ALWAYS, STORE_SYNC_BATCH, STORE_SYNC_NONE };
 extern const char *const store_db_names[SDB_N];
 
 struct store;
-struct store_op;
+struct store_chunk;
 
-/* Operations of one loop turn, built by one thread without locks. */
+/* Operations of one loop turn, built by one thread without locks: laid out one after the
+ * other in a few large chunks (no allocation per operation; the writer walks them in memory
+ * order and frees a chunk at once). head is NULL while the batch is empty. */
 struct store_batch {
-    struct store_op *head, *tail;
+    struct store_chunk *head, *tail;
     size_t n;
 };
 
