@@ -183,6 +183,28 @@ void persist_deliv_update(struct session *s, const struct deliv *d) {
     entry_put(&s->w->sb, s, d);
 }
 
+/*
+ * A QoS 1 delivery's packet id is not written when it is sent (the PUBACK usually comes
+ * within a few commits and deletes the entry: two B-tree operations per message instead of
+ * three). It is written here, when the connection goes or the broker stops, so a restart
+ * re-sends it with DUP and the same id (MQTT-4.4.0-1). After a crash the entry is restored
+ * as queued and sent again under a new id: a duplicate, which QoS 1 allows.
+ */
+void persist_session_inflight(struct session *s) {
+    if (!on(s->w->b))
+        return;
+    for (uint32_t i = 0; i < s->ninflight; i++) {
+        const struct deliv *d = &s->inflight[i];
+        if (d->seq && d->qos == 1 && d->state == DS_WAIT_PUBACK)
+            entry_put(&s->w->sb, s, d);
+    }
+}
+
+static void inflight_of(void *ctx, void *val) {
+    (void)ctx;
+    persist_session_inflight(val);
+}
+
 void persist_deliv_done(struct session *s, struct deliv *d) {
     if (!on(s->w->b) || !d->seq)
         return;
@@ -920,8 +942,10 @@ int persist_start(struct broker *b) {
 void persist_close(struct broker *b) {
     if (!on(b))
         return;
-    for (int i = 0; i < b->nworkers && b->workers; i++)
+    for (int i = 0; i < b->nworkers && b->workers; i++) {
+        strmap_each(&b->workers[i].sessions, inflight_of, NULL); /* the workers have stopped */
         persist_flush(&b->workers[i]);
+    }
     struct store_stats st;
     store_get_stats(b->store, &st);
     store_close(b->store);

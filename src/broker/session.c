@@ -265,7 +265,8 @@ void session_detach(struct session *s, bool publish) {
         s->expire_at = now + (int64_t)s->expiry * 1000;
         session_timer_add(s);
     }
-    persist_session(s); /* offline since now, will, expiry as the DISCONNECT left them */
+    persist_session_inflight(s); /* packet ids of QoS 1 in flight, for the resend */
+    persist_session(s);          /* offline since now, will, expiry as the DISCONNECT left them */
     (void)b;
 }
 
@@ -646,9 +647,9 @@ static void send_now(struct session *s, struct deliv *d) {
         deliv_drop(s, d); /* too large for this client: discarded */
         return;
     }
-    /* QoS 1 goes out at once; its packet id is saved alongside (a crash before that commit
-     * re-sends it under a new id: a duplicate, which QoS 1 allows). */
-    persist_deliv_update(s, d);
+    /* QoS 1 goes out at once; its packet id is saved only if the connection goes before the
+     * PUBACK (persist_session_inflight): a crash re-sends it under a new id, a duplicate,
+     * which QoS 1 allows. */
 }
 
 void session_send_inflight(struct session *s, uint16_t pid) {
