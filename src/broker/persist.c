@@ -186,7 +186,8 @@ void persist_deliv_update(struct session *s, const struct deliv *d) {
 /*
  * A QoS 1 delivery's packet id is not written when it is sent (the PUBACK usually comes
  * within a few commits and deletes the entry: two B-tree operations per message instead of
- * three). It is written here, when the connection goes or the broker stops, so a restart
+ * three). It is written here, when the connection goes (session_detach; at shutdown the
+ * workers close their connections the same way before the store closes), so a restart
  * re-sends it with DUP and the same id (MQTT-4.4.0-1). After a crash the entry is restored
  * as queued and sent again under a new id: a duplicate, which QoS 1 allows.
  */
@@ -198,11 +199,6 @@ void persist_session_inflight(struct session *s) {
         if (d->seq && d->qos == 1 && d->state == DS_WAIT_PUBACK)
             entry_put(&s->w->sb, s, d);
     }
-}
-
-static void inflight_of(void *ctx, void *val) {
-    (void)ctx;
-    persist_session_inflight(val);
 }
 
 void persist_deliv_done(struct session *s, struct deliv *d) {
@@ -942,10 +938,8 @@ int persist_start(struct broker *b) {
 void persist_close(struct broker *b) {
     if (!on(b))
         return;
-    for (int i = 0; i < b->nworkers && b->workers; i++) {
-        strmap_each(&b->workers[i].sessions, inflight_of, NULL); /* the workers have stopped */
+    for (int i = 0; i < b->nworkers && b->workers; i++)
         persist_flush(&b->workers[i]);
-    }
     struct store_stats st;
     store_get_stats(b->store, &st);
     store_close(b->store);

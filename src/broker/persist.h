@@ -34,7 +34,7 @@ void persist_route(struct worker *w, struct msg *m, struct pending_deliv *pd, si
 void persist_deliv_new(struct session *s, struct deliv *d);
 /* The delivery's state or packet id changed (sent, PUBREC received). */
 void persist_deliv_update(struct session *s, const struct deliv *d);
-/* The session's connection went (or the broker stops): save the packet ids of its QoS 1
+/* The session's connection went (also at shutdown): save the packet ids of its QoS 1
  * deliveries in flight, which send_now leaves unsaved (see persist.c). */
 void persist_session_inflight(struct session *s);
 /* The delivery is done or dropped. */

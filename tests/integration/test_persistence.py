@@ -4,7 +4,7 @@ QoS 0/1/2 messages, in-flight state in both directions, expiry that keeps counti
 
 import time
 
-from mqttraw import (PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RawClient, ack, connect,
+from mqttraw import (PINGRESP, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RawClient, ack, connect, pingreq,
                      connected_client, disconnect, drain, publish, publish_ok, recv_publish,
                      sub_opts, subscribe, subscribe_ok, v5_client, CONNACK, SUBACK)
 from persistkit import start
@@ -150,6 +150,44 @@ def test_restart_resends_outgoing_inflight_with_same_packet_id_MQTT_4_4_0_1(tmp_
     b3 = start(tmp_path, store)
     assert "0 queued and 0 in-flight" in b3.wait_log(r"Persistence: restored")
     b3.stop()
+
+
+def test_stop_with_subscriber_connected_keeps_qos1_packet_ids_MQTT_4_4_0_1(tmp_path):
+    """The packet id of a QoS 1 delivery is saved when its connection goes, not when it is
+    sent: a broker stopped while the subscriber is still connected (no disconnect first)
+    must still save it, so the restart re-sends the same packet id with DUP (MQTT-4.4.0-1)
+    and nothing acknowledged comes again."""
+    store = tmp_path / "store"
+    store.mkdir()
+    b = start(tmp_path, store)
+    sub = connected_client(b, "stillhere", clean=False)
+    subscribe_ok(sub, 1, [("k/#", 1)])
+    with connected_client(b, "pub") as pub:
+        for i in range(4):
+            publish_ok(pub, "k/%d" % i, b"m%d" % i, qos=1, pid=i + 1)
+    got = [sub.expect(PUBLISH) for _ in range(4)]
+    assert [p.payload for p in got] == [b"m0", b"m1", b"m2", b"m3"]
+    for p in got[:2]:
+        sub.send(ack(PUBACK, p.pid))
+    # Both PUBACKs are handled (and their entries deleted) before the stop: a PINGREQ
+    # after them is answered in order.
+    sub.send(pingreq())
+    assert sub.recv().type == PINGRESP
+    b.stop()  # SIGTERM with the subscriber connected
+    sub.close()
+
+    b2 = start(tmp_path, store)
+    assert "0 queued and 2 in-flight" in b2.wait_log(r"Persistence: restored")
+    sub = connected_client(b2, "stillhere", clean=False)
+    assert sub.connack.session_present
+    again = [sub.expect(PUBLISH) for _ in range(2)]
+    assert [(p.pid, p.dup, p.payload) for p in again] == \
+        [(got[2].pid, True, b"m2"), (got[3].pid, True, b"m3")]
+    for p in again:
+        sub.send(ack(PUBACK, p.pid))
+    sub.expect_nothing(0.5)
+    leave(sub)
+    b2.stop()
 
 
 def test_restart_will_and_expiry_keep_counting_MQTT_3_1_2_23(tmp_path):
