@@ -242,7 +242,8 @@ enum item_kind {
     IT_ADOPT,
     IT_ACK,
     IT_AUTH,
-    IT_PUBLISH /* d.m: broker_publish_internal */
+    IT_PUBLISH, /* d.m: broker_publish_internal */
+    IT_DELIVERS /* a batch of deliveries from route.c (route_batch_run / _free) */
 };
 enum { AUTH_DONE_NONE, AUTH_DONE_OK, AUTH_DONE_BAD };
 struct item {
@@ -475,6 +476,10 @@ void route_flush(struct worker *w);
 /* Hand one delivery to its session (here, or through its worker's inbox); takes the
  * session reference and the delivery. */
 void route_dispatch(struct worker *w, struct session *s, struct deliv *d);
+/* An IT_DELIVERS item arrived at w: deliver each entry, free the batch. */
+void route_batch_run(struct worker *w, struct item *it);
+/* An IT_DELIVERS item never delivered (shutdown): drop its entries, free it. */
+void route_batch_free(struct item *it);
 
 /* sys.c */
 /*
