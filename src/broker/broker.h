@@ -114,6 +114,7 @@ struct session {
     /* Outgoing QoS 1/2: in flight (sent, unacknowledged) and queued. */
     struct deliv *inflight;
     uint32_t ninflight, capinflight;
+    uint32_t inflight_head;  /* live entries: inflight[inflight_head ..][0 .. ninflight) */
     uint64_t inflight_bytes; /* payload bytes of the in-flight entries (max_inflight_bytes) */
     struct deliv *queue;     /* ring */
     uint32_t qhead, qlen, qcap;
