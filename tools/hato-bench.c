@@ -3,7 +3,11 @@
  *
  * One thread drives every connection through one epoll instance, so the
  * tool costs little next to the broker it measures (it reports its own CPU
- * time). Publishers stamp each payload with their index, a sequence number
+ * time). With -j N the clients are dealt over N processes (client i to
+ * process i mod N), each with its own loop, so the generator can drive
+ * several broker cores; the parent holds them at a barrier until every
+ * subscriber is subscribed, then merges their counts and latencies into one
+ * summary. Publishers stamp each payload with their index, a sequence number
  * and the send time (CLOCK_MONOTONIC, shared by all processes of the
  * machine); subscribers check every message against what they expect, so a
  * run reports end-to-end latency percentiles, losses, duplicates and
@@ -23,6 +27,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,6 +64,7 @@ struct opts {
     bool quiet;
     const char *id_prefix;
     const char *ws_path; /* --ws PATH: MQTT over WebSocket */
+    int jobs;            /* -j N: generator processes */
 };
 
 struct seqmap { /* what one subscriber got from one publisher */
@@ -95,7 +101,23 @@ static struct opts O = {
     .idle = 3,
     .keepalive = 120,
     .id_prefix = "hb",
+    .jobs = 1,
 };
+
+/* -j: this process's share of the clients, and its pipes to the parent. */
+static int job;                /* 0 .. O.jobs-1 */
+static int ready_fd = -1;      /* child -> parent: u64 subscribed/connected count */
+static int go_fd = -1;         /* parent -> children: one byte each, "start" */
+static int result_fd = -1;     /* child -> parent: struct job_result + latencies */
+static uint64_t held_merged;   /* parent: connections held by all children */
+static bool merged;            /* parent: the totals below come from the children */
+static double gen_load;        /* busiest process's CPU / wall during traffic, 0..1 */
+static uint64_t traffic_t0_ns; /* start of the traffic phase */
+static double traffic_cpu0;
+
+static bool mine(int i) {
+    return i % O.jobs == job;
+}
 
 static struct bclient *clients;
 static int nclients;
@@ -480,7 +502,7 @@ static void progress(bool force) {
     double dt = (double)(t - last_report_ns) / 1e9;
     double p50, p99;
     interval_latency(&p50, &p99);
-    if (!O.quiet && dt > 0)
+    if (!O.quiet && O.jobs == 1 && dt > 0)
         fprintf(stderr,
                 "%6.1fs sent %" PRIu64 " (%.0f/s) received %" PRIu64 " (%.0f/s)"
                 " latency p50 %.3f ms p99 %.3f ms connected %" PRIu64 "\n",
@@ -492,7 +514,21 @@ static void progress(bool force) {
 }
 
 /* Publish from every publisher until all is sent and received (or idle). */
+static double cpu_seconds(void);
+
+static void load_begin(void) {
+    traffic_t0_ns = now_ns();
+    traffic_cpu0 = cpu_seconds();
+}
+
+static void load_end(void) {
+    double wall = secs_since(traffic_t0_ns);
+    if (wall > 0)
+        gen_load = (cpu_seconds() - traffic_cpu0) / wall;
+}
+
 static void traffic(int pub_from, int pub_to) {
+    load_begin();
     first_send_ns = now_ns();
     last_progress_ns = first_send_ns;
     uint64_t last_tick = first_send_ns, seen = 0;
@@ -525,6 +561,7 @@ static void traffic(int pub_from, int pub_to) {
         }
         progress(false);
     }
+    load_end();
 }
 
 /* ---- results ------------------------------------------------------------- */
@@ -541,11 +578,155 @@ static double pct(double p) {
     return lat[i];
 }
 
-static double cpu_seconds(void) {
+static double ru_seconds(int who) {
     struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
+    getrusage(who, &ru);
     return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* This process's CPU; the parent of -j adds its (reaped) children's. */
+static double cpu_seconds(void) {
+    return ru_seconds(RUSAGE_SELF) + (merged ? ru_seconds(RUSAGE_CHILDREN) : 0);
+}
+
+/* ---- -j: several generator processes ------------------------------------ */
+
+struct job_result {
+    uint64_t sent, expected, received, unique, dup, reorder, errors, connected, held;
+    uint64_t first_send, last_recv, nlat;
+    double connect_s, load;
+};
+
+static bool write_all(int fd, const void *p, size_t n) {
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        b += w, n -= (size_t)w;
+    }
+    return true;
+}
+
+static bool read_all(int fd, void *p, size_t n) {
+    uint8_t *b = p;
+    while (n) {
+        ssize_t r = read(fd, b, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        b += r, n -= (size_t)r;
+    }
+    return true;
+}
+
+/* Child: report `count` (subscribed or connected clients) and wait for the
+ * parent's go, so no process publishes before every subscriber is in. */
+static void job_barrier(uint64_t count) {
+    if (ready_fd < 0)
+        return;
+    uint8_t go;
+    if (!write_all(ready_fd, &count, sizeof(count)) || !read_all(go_fd, &go, 1))
+        die(1, "job %d: lost the parent", job);
+}
+
+static void job_send_result(double connect_s, uint64_t held) {
+    struct job_result r = {n_sent,       n_expected,     n_received,  n_unique, n_dup,
+                           n_reorder,    n_errors,       n_connected, held,     first_send_ns,
+                           last_recv_ns, (uint64_t)nlat, connect_s,   gen_load};
+    if (!write_all(result_fd, &r, sizeof(r)) ||
+        (nlat && !write_all(result_fd, lat, nlat * sizeof(*lat))))
+        die(1, "job %d: cannot send its results", job);
+    close(result_fd);
+}
+
+static int summarise(double connect_s);
+
+/* Parent of -j N: fork the children (each returns from here into main with
+ * its `job`), hold them at the barrier, merge their results, summarise. */
+static void run_jobs(void) {
+    int ready[2], go[2], *res = calloc((size_t)O.jobs, sizeof(int));
+    pid_t *pids = calloc((size_t)O.jobs, sizeof(pid_t));
+    if (!res || !pids || pipe(ready) < 0 || pipe(go) < 0)
+        die(1, "-j: %s", strerror(errno));
+    for (int k = 0; k < O.jobs; k++) {
+        int rp[2];
+        if (pipe(rp) < 0)
+            die(1, "-j: %s", strerror(errno));
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid < 0)
+            die(1, "-j: fork: %s", strerror(errno));
+        if (pid == 0) {
+            for (int j = 0; j < k; j++)
+                close(res[j]);
+            close(rp[0]), close(ready[0]), close(go[1]);
+            job = k, ready_fd = ready[1], go_fd = go[0], result_fd = rp[1];
+            free(res), free(pids);
+            return;
+        }
+        close(rp[1]);
+        res[k] = rp[0];
+        pids[k] = pid;
+    }
+    close(ready[1]), close(go[0]);
+    uint64_t total = 0;
+    int up = 0;
+    for (; up < O.jobs; up++) { /* EOF if every child died: no hang */
+        uint64_t n;
+        if (!read_all(ready[0], &n, sizeof(n)))
+            break;
+        total += n;
+    }
+    if (O.mode == M_CONN)
+        fprintf(stderr, "# connected %" PRIu64 "\n", total);
+    for (int k = 0; k < up; k++)
+        write_all(go[1], "g", 1);
+    close(go[1]);
+    double connect_s = 0;
+    uint64_t first = 0;
+    for (int k = 0; k < O.jobs; k++) {
+        struct job_result r;
+        if (!read_all(res[k], &r, sizeof(r))) {
+            n_errors++;
+            fprintf(stderr, "hato-bench: job %d ended without results\n", k);
+            continue;
+        }
+        n_sent += r.sent, n_expected += r.expected, n_received += r.received;
+        n_unique += r.unique, n_dup += r.dup, n_reorder += r.reorder, n_errors += r.errors;
+        n_connected += r.connected, held_merged += r.held;
+        if (r.first_send && (!first || r.first_send < first))
+            first = r.first_send;
+        if (r.last_recv > last_recv_ns)
+            last_recv_ns = r.last_recv;
+        if (r.connect_s > connect_s)
+            connect_s = r.connect_s;
+        if (r.load > gen_load)
+            gen_load = r.load;
+        if (r.nlat) {
+            uint32_t *p = realloc(lat, (nlat + r.nlat) * sizeof(*lat));
+            if (!p)
+                die(1, "out of memory");
+            lat = p;
+            if (!read_all(res[k], lat + nlat, r.nlat * sizeof(*lat)))
+                die(1, "job %d: short latency record", k);
+            nlat += r.nlat;
+        }
+        close(res[k]);
+    }
+    for (int k = 0; k < O.jobs; k++) {
+        int st;
+        while (waitpid(pids[k], &st, 0) < 0 && errno == EINTR)
+            ;
+    }
+    first_send_ns = first;
+    merged = true;
+    int rc = summarise(connect_s);
+    exit(rc);
 }
 
 static const char *mode_name(void) {
@@ -554,6 +735,13 @@ static const char *mode_name(void) {
 }
 
 static int summarise(double connect_s) {
+    if (result_fd >= 0) { /* a child of -j: the parent summarises */
+        uint64_t held = 0;
+        for (int i = 0; i < nclients; i++)
+            held += clients[i].connected;
+        job_send_result(connect_s, held);
+        return 0;
+    }
     if (nlat)
         qsort(lat, nlat, sizeof(*lat), cmp_u32);
     double elapsed = last_recv_ns > first_send_ns
@@ -564,20 +752,24 @@ static int summarise(double connect_s) {
     uint64_t held = 0;
     for (int i = 0; i < nclients; i++)
         held += clients[i].connected;
+    if (merged)
+        held = held_merged;
+    uint64_t nconns =
+        merged ? (uint64_t)(O.mode == M_CONN ? O.conns : O.pubs + O.subs) : (uint64_t)nclients;
     if (O.json) {
         printf("{\"mode\": \"%s\", \"sent\": %" PRIu64 ", \"expected\": %" PRIu64
                ", \"received\": %" PRIu64 ", \"lost\": %" PRIu64 ", \"duplicates\": %" PRIu64
                ", \"reordered\": %" PRIu64 ", \"elapsed_s\": %.6f, \"send_rate\": %.1f"
                ", \"recv_rate\": %.1f, \"latency_us\": {\"p50\": %.0f, \"p99\": %.0f"
                ", \"p999\": %.0f, \"max\": %.0f}, \"connected\": %" PRIu64
-               ", \"connect_rate\": %.1f, \"errors\": %" PRIu64 ", \"cpu_s\": %.3f}\n",
+               ", \"connect_rate\": %.1f, \"errors\": %" PRIu64 ", \"cpu_s\": %.3f"
+               ", \"jobs\": %d, \"gen_load\": %.3f}\n",
                mode_name(), n_sent, n_expected, n_received, lost, n_dup, n_reorder, elapsed,
                send_elapsed > 0 ? (double)n_sent / send_elapsed : 0,
                elapsed > 0 ? (double)n_received / elapsed : 0, pct(0.5), pct(0.99), pct(0.999),
                nlat ? (double)lat[nlat - 1] : 0, O.mode == M_CONN ? held : n_connected,
-               connect_s > 0 ? (double)(O.mode == M_CONN ? held : (uint64_t)nclients) / connect_s
-                             : 0,
-               n_errors, cpu_seconds());
+               connect_s > 0 ? (double)(O.mode == M_CONN ? held : nconns) / connect_s : 0, n_errors,
+               cpu_seconds(), O.jobs, gen_load);
     } else {
         printf("%s: sent %" PRIu64 ", received %" PRIu64 " of %" PRIu64 " expected in %.3f s"
                " (%.0f msg/s); lost %" PRIu64 ", duplicates %" PRIu64 ", reordered %" PRIu64 "\n",
@@ -587,8 +779,10 @@ static int summarise(double connect_s) {
             printf("latency: p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms\n",
                    pct(0.5) / 1000, pct(0.99) / 1000, pct(0.999) / 1000,
                    (double)lat[nlat - 1] / 1000);
-        printf("connections: %" PRIu64 " held, %.0f/s; errors %" PRIu64 "; hato-bench CPU %.3f s\n",
-               held, connect_s > 0 ? (double)nclients / connect_s : 0, n_errors, cpu_seconds());
+        printf("connections: %" PRIu64 " held, %.0f/s; errors %" PRIu64 "; hato-bench CPU %.3f s"
+               " (%d process%s, busiest %.0f%% of a core)\n",
+               held, connect_s > 0 ? (double)nconns / connect_s : 0, n_errors, cpu_seconds(),
+               O.jobs, O.jobs == 1 ? "" : "es", gen_load * 100);
     }
     fflush(stdout);
     if (n_errors)
@@ -636,6 +830,7 @@ static void usage(FILE *f) {
                "  -k SECONDS     keep-alive [120]\n"
                "  -i PREFIX      client id prefix [hb]\n"
                "  --ws PATH      MQTT over WebSocket, upgrading at PATH (e.g. /mqtt)\n"
+               "  -j N, --jobs N generator processes, client i in process i mod N [1]\n"
                "  --json         final summary as one JSON object on stdout\n"
                "  --quiet        no per-second progress on stderr\n");
 }
@@ -667,18 +862,24 @@ static void parse(int argc, char **argv) {
         usage(stdout), exit(0);
     else
         die(2, "unknown mode '%s' (conn, pub, sub, run or retained)", m);
-    enum { O_PUBS = 256, O_SUBS, O_HOLD, O_IDLE, O_SRC, O_JSON, O_QUIET, O_HELP, O_WS };
+    enum { O_PUBS = 256, O_SUBS, O_HOLD, O_IDLE, O_SRC, O_JSON, O_QUIET, O_HELP, O_WS, O_JOBS };
     static const struct option lo[] = {
-        {"pubs", required_argument, 0, O_PUBS},      {"subs", required_argument, 0, O_SUBS},
-        {"hold", required_argument, 0, O_HOLD},      {"idle", required_argument, 0, O_IDLE},
-        {"source-ips", required_argument, 0, O_SRC}, {"json", no_argument, 0, O_JSON},
-        {"quiet", no_argument, 0, O_QUIET},          {"help", no_argument, 0, O_HELP},
-        {"ws", required_argument, 0, O_WS},          {0, 0, 0, 0},
+        {"pubs", required_argument, 0, O_PUBS},
+        {"subs", required_argument, 0, O_SUBS},
+        {"hold", required_argument, 0, O_HOLD},
+        {"idle", required_argument, 0, O_IDLE},
+        {"source-ips", required_argument, 0, O_SRC},
+        {"json", no_argument, 0, O_JSON},
+        {"quiet", no_argument, 0, O_QUIET},
+        {"help", no_argument, 0, O_HELP},
+        {"ws", required_argument, 0, O_WS},
+        {"jobs", required_argument, 0, O_JOBS},
+        {0, 0, 0, 0},
     };
     int c;
     bool count_given = false;
     optind = 2;
-    while ((c = getopt_long(argc, argv, "h:p:V:c:t:T:q:s:n:r:W:R:d:k:i:", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h:p:V:c:t:T:q:s:n:r:W:R:d:k:i:j:", lo, NULL)) != -1) {
         switch (c) {
         case 'h':
             O.host = optarg;
@@ -754,6 +955,10 @@ static void parse(int argc, char **argv) {
                 die(2, "--ws expects an HTTP path starting with /, not '%s'", optarg);
             O.ws_path = optarg;
             break;
+        case 'j':
+        case O_JOBS:
+            O.jobs = (int)num(c == 'j' ? "-j" : "--jobs", optarg, 1, 256);
+            break;
         case O_HELP:
             usage(stdout);
             exit(0);
@@ -766,19 +971,22 @@ static void parse(int argc, char **argv) {
         die(2, "unexpected argument '%s'", argv[optind]);
     if (O.mode == M_RETAINED && !count_given)
         O.count = 10000;
+    if (O.mode == M_RETAINED)
+        O.jobs = 1; /* one publisher, one subscriber: nothing to share out */
     if (O.mode == M_RETAINED && !strcmp(O.topic, "bench/%i"))
         O.topic = "bench/r/%i";
 }
 
 /* Messages each subscriber should get: publishers whose topic its filter matches. */
-static void compute_expected(int pub_from, int pub_to, int sub_from, int sub_to) {
+static void compute_expected(int npub, int sub_from, int sub_to) {
+    char t[256];
     for (int s = sub_from; s < sub_to; s++) {
         struct bclient *sb = &clients[s];
         sb->seq = calloc((size_t)O.pubs, sizeof(*sb->seq));
         if (!sb->seq)
             die(1, "out of memory");
-        for (int p = pub_from; p < pub_to; p++) {
-            const char *t = clients[p].topic;
+        for (int p = 0; p < npub; p++) { /* every publisher, in whichever process */
+            expand(t, sizeof(t), O.topic, p);
             if (mqtt_topic_match((const uint8_t *)sb->topic, strlen(sb->topic), (const uint8_t *)t,
                                  strlen(t)))
                 n_expected += O.count;
@@ -796,11 +1004,13 @@ int main(int argc, char **argv) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+    t_start_ns = now_ns();
+    if (O.jobs > 1)
+        run_jobs(); /* the parent does not return; each child does, with its `job` */
     epfd = epoll_create1(EPOLL_CLOEXEC);
     payload_buf = calloc(1, O.size);
     if (epfd < 0 || !payload_buf)
         die(1, "start-up failed: %s", strerror(errno));
-    t_start_ns = now_ns();
 
     int npub = 0, nsub = 0;
     switch (O.mode) {
@@ -827,14 +1037,19 @@ int main(int argc, char **argv) {
     double connect_s = 0;
     if (O.mode == M_CONN) {
         for (int i = 0; i < O.conns; i++)
-            add_client(R_CONN, i);
+            if (mine(i))
+                add_client(R_CONN, i);
+        load_begin();
         connect_range(0, nclients, O.duration);
+        load_end();
         connect_s = secs_since(t_start_ns);
-        all_connected_ns = now_ns();
         uint64_t up = 0;
         for (int i = 0; i < nclients; i++)
             up += clients[i].connected;
-        fprintf(stderr, "# connected %" PRIu64 "\n", up);
+        if (ready_fd < 0)
+            fprintf(stderr, "# connected %" PRIu64 "\n", up);
+        job_barrier(up);
+        all_connected_ns = now_ns();
         while (!stop_flag && secs_since(all_connected_ns) < O.hold &&
                secs_since(t_start_ns) < O.duration) {
             poll_once(200);
@@ -905,9 +1120,14 @@ int main(int argc, char **argv) {
 
     /* pub, sub, run: subscribers first (all subscribed), then publishers. */
     for (int i = 0; i < nsub; i++)
-        add_client(R_SUB, i);
+        if (mine(i))
+            add_client(R_SUB, i);
+    int nsub_all = nsub;
+    nsub = nclients; /* from here on: this process's subscribers */
     for (int i = 0; i < npub; i++)
-        add_client(R_PUB, i);
+        if (mine(i))
+            add_client(R_PUB, i);
+    npub = nclients - nsub;
     if (nsub) {
         connect_range(0, nsub, O.duration);
         while (!stop_flag && secs_since(t_start_ns) < O.duration) {
@@ -919,11 +1139,20 @@ int main(int argc, char **argv) {
             poll_once(100);
         }
     }
+    uint64_t subscribed = 0;
+    for (int i = 0; i < nsub; i++)
+        subscribed += clients[i].subscribed;
+    job_barrier(subscribed);
     if (O.mode == M_RUN)
-        compute_expected(nsub, nsub + npub, 0, nsub);
+        compute_expected(O.pubs, 0, nsub);
     if (O.mode == M_SUB) {
-        /* Without publishers here, -n is the total to wait for. */
-        n_expected = O.count;
+        /* Without publishers here, -n is the total to wait for (shared out
+         * over the processes of -j by their subscribers). */
+        n_expected = 0;
+        for (int i = 0; i < nsub; i++) {
+            uint64_t k = (uint64_t)clients[i].index, all = (uint64_t)nsub_all;
+            n_expected += O.count * (k + 1) / all - O.count * k / all;
+        }
         for (int i = 0; i < nsub; i++) {
             clients[i].seq = NULL;
         }
@@ -933,6 +1162,7 @@ int main(int argc, char **argv) {
         connect_range(nsub, nsub + npub, O.duration);
     connect_s = secs_since(t_start_ns) - t_conn0;
     if (O.mode == M_SUB) {
+        load_begin();
         first_send_ns = now_ns();
         uint64_t last = now_ns(), seen = 0;
         while (!stop_flag && n_received < n_expected && secs_since(t_start_ns) < O.duration) {
@@ -943,6 +1173,7 @@ int main(int argc, char **argv) {
             else if (n_received && secs_since(last) > O.idle)
                 break;
         }
+        load_end();
     } else {
         traffic(nsub, nsub + npub);
     }

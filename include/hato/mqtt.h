@@ -242,7 +242,8 @@ struct mqtt_sub_entry {
 
 /*
  * A decoded (or to-be-encoded) control packet. Fields not used by `type`
- * are zero after decoding.
+ * are zero after decoding, except that after a PUBLISH the bytes of the
+ * union past `publish` (other types' members) are left as they were.
  */
 struct mqtt_packet {
     uint8_t type;  /* enum mqtt_type */

@@ -114,6 +114,7 @@ struct session {
     /* Outgoing QoS 1/2: in flight (sent, unacknowledged) and queued. */
     struct deliv *inflight;
     uint32_t ninflight, capinflight;
+    uint32_t inflight_head;  /* live entries: inflight[inflight_head ..][0 .. ninflight) */
     uint64_t inflight_bytes; /* payload bytes of the in-flight entries (max_inflight_bytes) */
     struct deliv *queue;     /* ring */
     uint32_t qhead, qlen, qcap;
@@ -242,7 +243,8 @@ enum item_kind {
     IT_ADOPT,
     IT_ACK,
     IT_AUTH,
-    IT_PUBLISH /* d.m: broker_publish_internal */
+    IT_PUBLISH, /* d.m: broker_publish_internal */
+    IT_DELIVERS /* a batch of deliveries from route.c (route_batch_run / _free) */
 };
 enum { AUTH_DONE_NONE, AUTH_DONE_OK, AUTH_DONE_BAD };
 struct item {
@@ -475,6 +477,10 @@ void route_flush(struct worker *w);
 /* Hand one delivery to its session (here, or through its worker's inbox); takes the
  * session reference and the delivery. */
 void route_dispatch(struct worker *w, struct session *s, struct deliv *d);
+/* An IT_DELIVERS item arrived at w: deliver each entry, free the batch. */
+void route_batch_run(struct worker *w, struct item *it);
+/* An IT_DELIVERS item never delivered (shutdown): drop its entries, free it. */
+void route_batch_free(struct item *it);
 
 /* sys.c */
 /*

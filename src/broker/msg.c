@@ -1,5 +1,7 @@
 #include "broker/msg.h"
 
+#include "base/zero.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -71,7 +73,7 @@ struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload,
     struct msg *m = malloc(sizeof(*m) + topic_len + 1 + payload_len + user_len + extra + wire_len);
     if (!m)
         return NULL;
-    memset(m, 0, sizeof(*m));
+    base_zero(m, sizeof(*m)); /* a call to libc, not a `rep stos` (base/zero.h) */
     atomic_init(&m->refs, 1);
     m->qos = qos;
     m->retain = retain;

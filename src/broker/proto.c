@@ -847,15 +847,19 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
             atomic_store(&memory_over, false);
     }
 
-    size_t full_len;
-    char *full = mounted(c, topic, tlen, &full_len);
+    /* The topic goes into the message as it is, unless a mount point is
+     * prefixed: no copy of it per message on the usual path. */
+    size_t full_len = tlen;
+    char *full = *mount(c) ? mounted(c, topic, tlen, &full_len) : NULL;
+    const char *ftopic = full ? full : (const char *)topic;
     uint32_t expiry = c->version == MQTT_V5 && (p->props.present & PROP(MESSAGE_EXPIRY))
                           ? p->props.message_expiry
                           : 0;
     struct msg *m =
-        full ? msg_new(full, full_len, p->publish.payload.p, p->publish.payload.len, qos,
-                       p->publish.retain, c->version == MQTT_V5 ? &p->props : NULL, expiry, s)
-             : NULL;
+        full || !*mount(c)
+            ? msg_new(ftopic, full_len, p->publish.payload.p, p->publish.payload.len, qos,
+                      p->publish.retain, c->version == MQTT_V5 ? &p->props : NULL, expiry, s)
+            : NULL;
     free(full);
     if (!m) {
         proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");

@@ -61,8 +61,9 @@ void deliv_clear(struct deliv *d) {
 
 static void drop_queues(struct session *s) {
     for (uint32_t i = 0; i < s->ninflight; i++)
-        deliv_clear(&s->inflight[i]);
+        deliv_clear(&s->inflight[s->inflight_head + i]);
     s->ninflight = 0;
+    s->inflight_head = 0;
     s->inflight_bytes = 0;
     free(s->pid_bits);
     s->pid_bits = NULL;
@@ -318,12 +319,12 @@ static bool pid_in_use(struct session *s, uint16_t pid) {
     if (!s->pid_bits && s->ninflight >= PID_BITS_FROM) {
         s->pid_bits = calloc(65536 / 64, sizeof(uint64_t));
         for (uint32_t i = 0; s->pid_bits && i < s->ninflight; i++)
-            pid_mark(s, s->inflight[i].pid, true);
+            pid_mark(s, s->inflight[s->inflight_head + i].pid, true);
     }
     if (s->pid_bits)
         return s->pid_bits[pid >> 6] & (1ull << (pid & 63));
     for (uint32_t i = 0; i < s->ninflight; i++)
-        if (s->inflight[i].pid == pid)
+        if (s->inflight[s->inflight_head + i].pid == pid)
             return true;
     return false;
 }
@@ -333,13 +334,19 @@ static void deliv_drop(struct session *s, struct deliv *d);
 
 /* Remove in-flight entry i: done with (acknowledged) or discarded. */
 static void inflight_del(struct session *s, uint32_t i) {
-    struct deliv *d = &s->inflight[i];
+    struct deliv *d = &s->inflight[s->inflight_head + i];
     pid_mark(s, d->pid, false);
     s->inflight_bytes -= d->m->payload_len;
     deliv_drop(s, d);
-    memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
+    /* Acknowledgements come mostly in order: the oldest entry goes by
+     * moving the start, not the window (O(1), not O(window) per ack). */
+    if (i == 0)
+        s->inflight_head++;
+    else
+        memmove(d, d + 1, (s->ninflight - i - 1) * sizeof(*d));
     s->ninflight--;
     if (s->ninflight == 0) {
+        s->inflight_head = 0;
         free(s->pid_bits);
         s->pid_bits = NULL;
     }
@@ -599,15 +606,22 @@ static int ring_push(struct session *s, struct deliv *d) {
 }
 
 static int inflight_push(struct session *s, struct deliv *d) {
-    if (s->ninflight == s->capinflight) {
-        uint32_t n = s->capinflight ? s->capinflight * 2 : 4;
-        struct deliv *a = realloc(s->inflight, n * sizeof(*a));
-        if (!a)
-            return -1;
-        s->inflight = a;
-        s->capinflight = n;
+    if (s->inflight_head + s->ninflight == s->capinflight) {
+        if (s->inflight_head && s->ninflight <= s->capinflight / 2) {
+            /* At least half the array is acknowledged space at the front:
+             * one move per capacity/2 acknowledgements. */
+            memmove(s->inflight, s->inflight + s->inflight_head, s->ninflight * sizeof(*d));
+            s->inflight_head = 0;
+        } else {
+            uint32_t n = s->capinflight ? s->capinflight * 2 : 4;
+            struct deliv *a = realloc(s->inflight, n * sizeof(*a));
+            if (!a)
+                return -1;
+            s->inflight = a;
+            s->capinflight = n;
+        }
     }
-    s->inflight[s->ninflight++] = *d;
+    s->inflight[s->inflight_head + s->ninflight++] = *d;
     s->inflight_bytes += d->m->payload_len;
     pid_mark(s, d->pid, true);
     return 0;
@@ -656,7 +670,7 @@ void session_send_inflight(struct session *s, uint16_t pid) {
     if (!online(s))
         return; /* resent on reconnect */
     for (uint32_t i = 0; i < s->ninflight; i++) {
-        struct deliv *d = &s->inflight[i];
+        struct deliv *d = &s->inflight[s->inflight_head + i];
         if (d->pid != pid || d->state == DS_WAIT_PUBCOMP)
             continue;
         if (send_publish(s, d, false) != 0) {
@@ -768,7 +782,7 @@ void session_pump(struct session *s) {
 void session_resend(struct session *s) {
     /* MQTT-4.4.0-1: unacknowledged PUBLISH (DUP) and PUBREL, in order. */
     for (uint32_t i = 0; i < s->ninflight;) {
-        struct deliv *d = &s->inflight[i];
+        struct deliv *d = &s->inflight[s->inflight_head + i];
         if (d->state == DS_WAIT_PUBCOMP) {
             send_pubrel(s, d->pid);
         } else if (expired(d->m) || send_publish(s, d, true)) {
@@ -781,7 +795,7 @@ void session_resend(struct session *s) {
 
 void session_puback(struct session *s, uint16_t pid, uint8_t type, uint8_t reason) {
     for (uint32_t i = 0; i < s->ninflight; i++) {
-        struct deliv *d = &s->inflight[i];
+        struct deliv *d = &s->inflight[s->inflight_head + i];
         if (d->pid != pid)
             continue;
         bool done = false;

@@ -844,6 +844,10 @@ static void on_inbox(struct ev_loop *loop, void *data) {
             continue;
         } else if (it->kind == IT_PUBLISH) {
             route_internal(w, it->d.m);
+        } else if (it->kind == IT_DELIVERS) {
+            route_batch_run(w, it); /* frees it */
+            it = next;
+            continue;
         } else {
             adopt(w, it->c);
         }
@@ -1025,6 +1029,10 @@ static void items_free(struct item *it) {
             /* a verdict for a connection closed at shutdown */
         } else if (it->kind == IT_PUBLISH) {
             deliv_clear(&it->d);
+        } else if (it->kind == IT_DELIVERS) {
+            route_batch_free(it); /* frees it */
+            it = n;
+            continue;
         } else {
             struct conn *c = it->c;
             if (c->counted) {

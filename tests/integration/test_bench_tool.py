@@ -177,3 +177,46 @@ def test_progress_lines_carry_rates_and_latency(broker):
     assert rc == 0, err
     assert re.search(r"sent 400 \(\d+/s\) received 400 \(\d+/s\) latency p50 [\d.]+ ms "
                      r"p99 [\d.]+ ms connected \d+", err), err
+
+
+# -j N: the clients dealt over N processes (client i to process i mod N).
+# The subscribers of one process hear publishers of the others, so every
+# count below crosses processes and must come back merged, not per process.
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_jobs_merge_counts_across_processes(roomy, qos):
+    rc, s, err = bench("run", "-p", roomy.port, "--pubs", 4, "--subs", 3, "-t", "hb/%i",
+                       "-T", "hb/#", "-q", qos, "-n", 300, "-j", 3, "--quiet")
+    assert rc == 0, err
+    assert s["jobs"] == 3
+    assert s["sent"] == 4 * 300
+    assert s["expected"] == 4 * 3 * 300
+    assert s["received"] == s["expected"]
+    assert (s["lost"], s["duplicates"], s["reordered"], s["errors"]) == (0, 0, 0, 0)
+    assert s["connected"] == 7
+    assert 0 < s["latency_us"]["p50"] <= s["latency_us"]["p99"] <= s["latency_us"]["max"]
+    assert 0 < s["gen_load"] <= 1.5  # busiest process's CPU / wall, about one core at most
+
+
+def test_jobs_conn_mode_reports_once_with_the_total(broker):
+    rc, s, err = bench("conn", "-p", broker.port, "-c", 50, "-j", 2, "--quiet")
+    assert rc == 0, err
+    assert err.count("# connected") == 1 and "# connected 50" in err
+    assert s["connected"] == 50
+
+
+def test_jobs_still_see_losses_duplicates_and_reordering():
+    # Both clients land in process 0, process 1 has none: its empty result
+    # must merge as zeros.
+    relay = FaultyRelay()
+    rc, s, err = bench("run", "-p", relay.port, "--pubs", 1, "--subs", 1, "-t", "hb/x",
+                       "-T", "hb/x", "-n", 100, "--idle", "0.5", "-j", 2, "--quiet")
+    assert rc == 3, err
+    assert (s["expected"], s["received"], s["lost"], s["duplicates"], s["reordered"]) == \
+        (100, 100, 1, 1, 1)
+
+
+def test_jobs_option_is_bounded():
+    rc, s, err = bench("run", "-j", 0)
+    assert rc == 2 and s is None
+    assert "-j" in err

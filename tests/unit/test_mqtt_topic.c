@@ -57,6 +57,33 @@ static void test_utf8(void **state) {
 }
 
 /* MQTT-4.7.3-1 (non-empty), MQTT-3.3.2-2 / 4.7.1-1 (no wildcards). */
+/* The eight-bytes-at-a-time path must see a forbidden byte wherever it
+ * is, and take UTF-8 characters cut by a word boundary
+ * (MQTT-3.3.2-2, MQTT-1.5.4-1, MQTT-1.5.4-2). */
+static void test_topic_name_valid_every_position(void **state) {
+    (void)state;
+    uint8_t t[40];
+    for (size_t len = 1; len <= sizeof(t); len++) {
+        for (size_t at = 0; at < len; at++) {
+            static const uint8_t bad[] = {'+', '#', 0, 0x80, 0xFF};
+            for (size_t k = 0; k < sizeof(bad); k++) {
+                memset(t, 'a', len);
+                t[at] = bad[k];
+                assert_false(mqtt_topic_name_valid(t, len));
+            }
+            memset(t, 'a', len);
+            t[at] = '/';
+            assert_true(mqtt_topic_name_valid(t, len));
+            if (at + 1 < len) { /* U+00E9 over bytes at, at+1; then cut */
+                t[at] = 0xC3, t[at + 1] = 0xA9;
+                assert_true(mqtt_topic_name_valid(t, len));
+                t[at + 1] = 'a';
+                assert_false(mqtt_topic_name_valid(t, len));
+            }
+        }
+    }
+}
+
 static void test_topic_name_valid(void **state) {
     (void)state;
     assert_true(mqtt_topic_name_valid(U("a")));
@@ -197,6 +224,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_topic_name_valid),
+        cmocka_unit_test(test_topic_name_valid_every_position),
         cmocka_unit_test(test_topic_filter_valid),
         cmocka_unit_test(test_shared_split),
         cmocka_unit_test(test_topic_match),
