@@ -8,6 +8,7 @@
 
 #include "base/log.h"
 #include "broker/alias.h"
+#include "broker/bp_inline.h"
 #include "broker/broker.h"
 #include "broker/limits.h"
 #include "broker/security.h"
@@ -400,6 +401,7 @@ static void count_sent(struct session *s, const struct msg *m) {
     stat_inc(&s->w->msgs_out);
     stat_inc(&s->w->sc.pkts_out);
     stat_add(&s->w->sc.pub_bytes_out, m->payload_len);
+    bp_sent(s->conn); /* past the soft limit: its publishers are held (bp.c) */
 }
 
 /*
@@ -560,6 +562,13 @@ static int queue_push(struct session *s, struct deliv *d) {
         uint32_t msgs;
         uint64_t bytes;
     } lim = {(uint32_t)s->w->b->cfg->max_queued_messages, (uint64_t)s->w->b->cfg->max_queued_bytes};
+    if (s->conn && s->conn->bp.full) {
+        /* Holding its publishers back (bp.c): what was already on its way
+         * from other workers' inboxes when it filled is queued, not lost (the
+         * publishers are held, so that is bounded by the inbox backlog). */
+        lim.msgs = 0;
+        lim.bytes = 0;
+    }
     if ((lim.msgs && s->qlen >= lim.msgs) ||
         (lim.bytes && s->qbytes + d->m->payload_len > lim.bytes)) {
         if (!s->queue_full)
@@ -575,7 +584,11 @@ static int queue_push(struct session *s, struct deliv *d) {
     if (s->queue_full && (!lim.msgs || s->qlen <= lim.msgs / 2) &&
         (!lim.bytes || s->qbytes <= lim.bytes / 2))
         s->queue_full = false;
-    return ring_push(s, d);
+    if (ring_push(s, d) < 0)
+        return -1;
+    if (s->conn)
+        bp_queued(s->conn); /* a long queue holds its publishers back too (bp.c) */
+    return 0;
 }
 
 static int ring_push(struct session *s, struct deliv *d) {
@@ -674,9 +687,9 @@ static void send_qos0(struct session *s, const struct deliv *d) {
     /* The retained messages a SUBSCRIBE asked for are all sent: they are
      * bounded by the retained store, and a client over its output limit
      * sends no further SUBSCRIBE (its input waits). */
-    if (out_full(c) && !d->answer) {
+    if ((out_full(c) || c->bp.stalled) && !d->answer) {
         /* Logged once per episode, counted always. */
-        if (!c->dropping)
+        if (!c->dropping && !c->bp.stalled) /* a stall is logged by bp.c */
             log_notice("Client %s is not reading: more than %lld bytes unsent, dropping "
                        "QoS 0 messages for it (max_output_buffer).",
                        s->client_id, (long long)output_limit(cfg));
