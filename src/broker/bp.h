@@ -35,6 +35,7 @@ struct bp_conn {
     bool paused;                /* publisher: its input is not read */
     bool full;                  /* subscriber: over the soft limit (s->bp.full set) */
     bool stalled;               /* subscriber: no progress / over the hard limit */
+    bool q0;                    /* subscriber: QoS 0 kept in its queue while full (session.c) */
 };
 
 /* On a worker. */

@@ -679,11 +679,42 @@ void session_send_inflight(struct session *s, uint16_t pid) {
     }
 }
 
+/* A subscriber holding its publishers back (bp.c) that would pass
+ * max_output_buffer keeps QoS 0 in its queue instead of dropping it: what
+ * crossed from other workers before the hold took effect (bounded, the
+ * publishers are held). Later QoS 0 queue behind it while any waits, so the
+ * order stays. A copy of d is queued; true when it was. */
+static bool keep_held_qos0(struct session *s, const struct deliv *d) {
+    struct conn *c = s->conn;
+    if (c->bp.q0 && !s->qlen)
+        c->bp.q0 = false;
+    if (d->answer || c->bp.stalled || !((c->bp.full && out_full(c)) || c->bp.q0))
+        return false;
+    struct deliv q = *d;
+    q.seq = q.smid = 0; /* QoS 0: no stored copy to follow */
+    q.subids = NULL;
+    if (d->nsub > 1) {
+        q.subids = malloc(d->nsub * sizeof(uint32_t));
+        if (!q.subids)
+            return false;
+        memcpy(q.subids, d->subids, d->nsub * sizeof(uint32_t));
+    }
+    msg_ref(q.m);
+    if (ring_push(s, &q) < 0) {
+        deliv_clear(&q);
+        return false;
+    }
+    c->bp.q0 = true;
+    return true;
+}
+
 /* QoS 0 to the session's connection: sent now, or dropped and counted when
  * the client is over max_output_buffer. d is left to the caller. */
 static void send_qos0(struct session *s, const struct deliv *d) {
     struct conn *c = s->conn;
     const struct hato_config *cfg = s->w->b->cfg;
+    if (__builtin_expect(c->bp.full || c->bp.q0, 0) && keep_held_qos0(s, d))
+        return;
     /* The retained messages a SUBSCRIBE asked for are all sent: they are
      * bounded by the retained store, and a client over its output limit
      * sends no further SUBSCRIBE (its input waits). */
