@@ -184,6 +184,7 @@ def run_one(kind, hato_bin, mb, qos, timeout, tmp):
             "rss_growth_mib": (max(rss) - base) / 1024, "pub_mb_s": sent * (SIZE + 20) / 1e6 /
             elapsed, "elapsed_s": elapsed, "timed_out": timed_out,
             "healthy_stalled": log.count("Client healthy is stalled"),
+            "healthy_stalled_hard": log.count("Client healthy is stalled (over"),
             "healthy_dropping": log.count("Client healthy is not reading"),
             "healthy_queue_full": log.count("Queue of client healthy is full"),
         }

@@ -189,7 +189,9 @@ void bp_flushed_slow(struct conn *c, size_t wrote) {
             c->bp.progress = ev_now(c->w->loop);
         if (under(c, soft))
             conn_release(c);
-        else if (c->out_bytes > hard)
+        else if (!wrote && c->out_bytes + (c->s ? c->s->qbytes : 0) > 2 * hard)
+            /* What it holds back in its queue (session.c: keep_held_qos0) too: twice
+             * max_output_buffer waiting, and this flush wrote nothing. */
             stall(c, "over max_output_buffer");
         return;
     }
