@@ -27,6 +27,7 @@
 
 #include "base/strmap.h"
 #include "config/config.h"
+#include "broker/bp.h"
 #include "broker/msg.h"
 #include "broker/retain.h"
 #include "broker/stats.h"
@@ -146,6 +147,7 @@ struct session {
      * for acknowledgements released by the store. */
     atomic_bool durable;
     uint32_t conn_gen;
+    struct bp_sess bp; /* back-pressure (bp.h): over its soft limit, who waits */
 };
 
 enum conn_state {
@@ -235,6 +237,7 @@ struct conn {
     struct session *s;
     /* Incoming topic aliases: alias -> topic, array of cfg max_topic_alias. */
     char **aliases;
+    struct bp_conn bp; /* back-pressure (bp.h): held publisher, full or stalled subscriber */
 };
 
 /* Cross-thread work item. */
@@ -320,6 +323,7 @@ struct worker {
      * owner writes them on the message path, other threads only read. */
     _Alignas(64) struct stats_counters sc;
     struct sys_state *sys; /* $SYS publication state (sys.c), worker 0 only */
+    struct bp_worker bp;   /* back-pressure (bp.h): held publishers */
 };
 
 struct pending_deliv {
@@ -404,6 +408,8 @@ struct worker *broker_owner(struct broker *b, const char *id, size_t len);
 void worker_post(struct worker *from, struct worker *to, struct item *it);
 void conn_close(struct conn *c, const char *why);
 void conn_mark_dirty(struct conn *c);
+/* Set the epoll interest from the connection's state (output, held input). */
+void conn_update_events(struct conn *c);
 /* Append bytes for output (copied). 0 or -1 out of memory. */
 int conn_write(struct conn *c, const void *p, size_t len);
 /* Append a reference to a message's payload for output. */

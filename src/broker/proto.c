@@ -918,7 +918,7 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
     if (control)
         plugin_control(c, m); /* $CONTROL/...: to its plugin, never to subscribers (Mosquitto) */
     else
-        n = route_publish(c->w, m);
+        n = bp_route_publish(c, m); /* route_publish; may hold c (back-pressure) */
     msg_unref(m);
     /* QoS 1: the copies first, then PUBACK (also Mosquitto's order). */
     if (qos == 1)

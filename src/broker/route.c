@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "broker/bp_inline.h"
 #include "broker/broker.h"
 #include "broker/persist.h"
 
@@ -187,6 +188,7 @@ size_t route_publish(struct worker *w, struct msg *m) {
             i = end;
             continue;
         }
+        bp_check(w, s);            /* over its soft limit: the publisher is held (bp.c) */
         struct deliv d = {.m = m}; /* borrowed until dispatched (see below) */
         d.qos = upgrade ? qos : (m->qos < qos ? m->qos : qos);
         d.retain = rap && m->retain; /* MQTT-3.3.1-12, -13 */

@@ -8,6 +8,7 @@
 
 #include "base/log.h"
 #include "broker/alias.h"
+#include "broker/bp_inline.h"
 #include "broker/broker.h"
 #include "broker/limits.h"
 #include "broker/security.h"
@@ -408,6 +409,7 @@ static void count_sent(struct session *s, const struct msg *m) {
     stat_inc(&s->w->msgs_out);
     stat_inc(&s->w->sc.pkts_out);
     stat_add(&s->w->sc.pub_bytes_out, m->payload_len);
+    bp_sent(s->conn); /* past the soft limit: its publishers are held (bp.c) */
 }
 
 /*
@@ -568,6 +570,13 @@ static int queue_push(struct session *s, struct deliv *d) {
         uint32_t msgs;
         uint64_t bytes;
     } lim = {(uint32_t)s->w->b->cfg->max_queued_messages, (uint64_t)s->w->b->cfg->max_queued_bytes};
+    if (s->conn && s->conn->bp.full) {
+        /* Holding its publishers back (bp.c): what was already on its way
+         * from other workers' inboxes when it filled is queued, not lost (the
+         * publishers are held, so that is bounded by the inbox backlog). */
+        lim.msgs = 0;
+        lim.bytes = 0;
+    }
     if ((lim.msgs && s->qlen >= lim.msgs) ||
         (lim.bytes && s->qbytes + d->m->payload_len > lim.bytes)) {
         if (!s->queue_full)
@@ -583,7 +592,11 @@ static int queue_push(struct session *s, struct deliv *d) {
     if (s->queue_full && (!lim.msgs || s->qlen <= lim.msgs / 2) &&
         (!lim.bytes || s->qbytes <= lim.bytes / 2))
         s->queue_full = false;
-    return ring_push(s, d);
+    if (ring_push(s, d) < 0)
+        return -1;
+    if (s->conn)
+        bp_queued(s->conn); /* a long queue holds its publishers back too (bp.c) */
+    return 0;
 }
 
 static int ring_push(struct session *s, struct deliv *d) {
@@ -681,17 +694,48 @@ void session_send_inflight(struct session *s, uint16_t pid) {
     }
 }
 
+/* A subscriber holding its publishers back (bp.c) that would pass
+ * max_output_buffer keeps QoS 0 in its queue instead of dropping it: what
+ * crossed from other workers before the hold took effect (bounded, the
+ * publishers are held). Later QoS 0 queue behind it while any waits, so the
+ * order stays. A copy of d is queued; true when it was. */
+static bool keep_held_qos0(struct session *s, const struct deliv *d) {
+    struct conn *c = s->conn;
+    if (c->bp.q0 && !s->qlen)
+        c->bp.q0 = false;
+    if (d->answer || c->bp.stalled || !((c->bp.full && out_full(c)) || c->bp.q0))
+        return false;
+    struct deliv q = *d;
+    q.seq = q.smid = 0; /* QoS 0: no stored copy to follow */
+    q.subids = NULL;
+    if (d->nsub > 1) {
+        q.subids = malloc(d->nsub * sizeof(uint32_t));
+        if (!q.subids)
+            return false;
+        memcpy(q.subids, d->subids, d->nsub * sizeof(uint32_t));
+    }
+    msg_ref(q.m);
+    if (ring_push(s, &q) < 0) {
+        deliv_clear(&q);
+        return false;
+    }
+    c->bp.q0 = true;
+    return true;
+}
+
 /* QoS 0 to the session's connection: sent now, or dropped and counted when
  * the client is over max_output_buffer. d is left to the caller. */
 static void send_qos0(struct session *s, const struct deliv *d) {
     struct conn *c = s->conn;
     const struct hato_config *cfg = s->w->b->cfg;
+    if (__builtin_expect(c->bp.full || c->bp.q0, 0) && keep_held_qos0(s, d))
+        return;
     /* The retained messages a SUBSCRIBE asked for are all sent: they are
      * bounded by the retained store, and a client over its output limit
      * sends no further SUBSCRIBE (its input waits). */
-    if (out_full(c) && !d->answer) {
+    if ((out_full(c) || c->bp.stalled) && !d->answer) {
         /* Logged once per episode, counted always. */
-        if (!c->dropping)
+        if (!c->dropping && !c->bp.stalled) /* a stall is logged by bp.c */
             log_notice("Client %s is not reading: more than %lld bytes unsent, dropping "
                        "QoS 0 messages for it (max_output_buffer).",
                        s->client_id, (long long)output_limit(cfg));

@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "broker/authpool.h"
 #include "broker/alias.h"
+#include "broker/bp_inline.h"
 #include "broker/broker.h"
 #include "broker/limits.h"
 #include "broker/metrics.h"
@@ -220,8 +221,9 @@ static bool conn_backlogged(const struct conn *c) {
  * A layer holding bytes that read would return (decrypted TLS, decoded
  * WebSocket payload) is served on the next turn: write readiness is asked
  * for, which the socket has at once. */
-static void conn_update_events(struct conn *c) {
-    bool backlogged = conn_backlogged(c);
+void conn_update_events(struct conn *c) {
+    /* Held by back-pressure (bp.c): input waits like an over-full output. */
+    bool backlogged = conn_backlogged(c) || c->bp.paused;
     /* A parked CONNECT (authpool.h) reads nothing until its verdict. */
     uint32_t ev = backlogged || c->auth_id ? 0 : EV_READ;
     if (conn_plain(c)) {
@@ -244,6 +246,7 @@ static void conn_update_events(struct conn *c) {
  * let its layers write what they keep. Returns -1 if the connection failed
  * (c->si.why may say why). */
 static int conn_flush(struct conn *c) {
+    size_t wrote = 0;
     while (c->nsegs) {
         struct iovec iov[64];
         int n = 0;
@@ -267,6 +270,7 @@ static int conn_flush(struct conn *c) {
             break;
         stat_add(&c->w->sc.bytes_out, (unsigned long)w);
         conn_out_consumed(c, (size_t)w);
+        wrote += (size_t)w;
     }
     int kept = conn_plain(c) ? 0 : stream_flush(c->st);
     if (kept < 0)
@@ -277,6 +281,7 @@ static int conn_flush(struct conn *c) {
         conn_close(c, NULL);
         return 0;
     }
+    bp_flushed(c, wrote);
     conn_update_events(c);
     return 0;
 }
@@ -325,6 +330,7 @@ void conn_close(struct conn *c, const char *why) {
     if (c->state == CS_CLOSING)
         return;
     struct worker *w = c->w;
+    bp_conn_closed(c);  /* held publishers it held go on; held itself: leaves the list */
     authpool_unpark(c); /* a password check in flight: its verdict is dropped */
     if (c->s) {
         plugin_disconnect(c, why);
@@ -383,7 +389,7 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
     /* A refused login waiting for its delay, or a CONNACK waiting for the
      * store, reads nothing more. */
     while (off < len && c->state != CS_CLOSING && !c->refuse_at && !c->connack_held &&
-           !c->auth_id) {
+           !c->auth_id && !c->bp.paused) {
         struct mqtt_frame f;
         uint8_t reason = 0;
         uint32_t limit = (uint32_t)b->cfg->max_packet_size; /* 0 = protocol maximum */
@@ -532,7 +538,7 @@ static void conn_read_some(struct conn *c) {
     /* Layers return a record or frame per read, so more rounds for the same bytes. */
     int max_rounds = plain ? 4 : 16;
     for (int rounds = 0; rounds < max_rounds && c->state != CS_CLOSING && c->w == w &&
-                         !c->refuse_at && !c->auth_id && !conn_backlogged(c);
+                         !c->refuse_at && !c->auth_id && !c->bp.paused && !conn_backlogged(c);
          rounds++) {
         uint8_t *dst;
         size_t room;
@@ -622,8 +628,9 @@ static void conn_event(struct ev_loop *loop, struct ev_io *io, uint32_t events) 
             return;
     }
     if ((events & EV_READ) || (!plain && stream_pending(c->st))) {
-        if (conn_backlogged(c)) {
-            /* Read again when the output has drained (conn_flush). */
+        if (conn_backlogged(c) || c->bp.paused) {
+            /* Read again when the output has drained (conn_flush), or the
+             * subscriber holding it back has (bp.c). */
             conn_update_events(c);
             return;
         }
@@ -827,6 +834,7 @@ static void on_inbox(struct ev_loop *loop, void *data) {
     security_worker_update(w); /* a reload wakes every worker */
     worker_listen_sync(w);
     plugin_worker_wake(w); /* kicks asked by a plugin */
+    bp_worker_wake(w);     /* held publishers whose subscribers drained */
     while (it) {
         struct item *next = it->next;
         if (it->kind == IT_DELIVER) {
@@ -891,6 +899,7 @@ static void on_tick(struct ev_loop *loop, void *data) {
     security_worker_update(w);
     for (struct conn *c = w->conns, *next; c; c = next) {
         next = c->next;
+        bp_conn_tick(c, now); /* stall timeout; a held publisher is not timed out */
         /* Idle connections hold no output buffers: the memory per held
          * connection is what bench/compare's idle scenario measures. */
         if (!c->nsegs && !c->wlen && !c->dirty) {
@@ -913,6 +922,7 @@ static void on_tick(struct ev_loop *loop, void *data) {
                 proto_fail(c, MQTT_RC_KEEP_ALIVE_TIMEOUT, "keep alive timeout");
         }
     }
+    bp_worker_tick(w);
     session_timers(w, now);
     tls_tick(w);
     /* One worker purges expired retained messages (the others only skip them),

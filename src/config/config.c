@@ -790,6 +790,11 @@ static const struct key keys[] = {
           DOC("longest failed-login delay in ms (hato)")),
     G_I64("max_output_buffer", max_output_buffer, 0, 1 << 30,
           DOC("unsent bytes per connection above which QoS 0 is dropped (hato)")),
+    G_I64("output_soft_limit", output_soft_limit, 0, 1 << 30,
+          DOC("unsent bytes of a subscriber above which its publishers are not read; "
+              "0 = max_output_buffer / 4 (hato)")),
+    G_INT("output_stall_timeout", output_stall_timeout, 0, 3600,
+          DOC("seconds without progress after which a held-back subscriber is stalled (hato)")),
     G_INT("max_topic_levels", max_topic_levels, 0, 65536,
           DOC("levels in a topic name or filter; 0 = no limit (hato)")),
     /* Removed from Mosquitto 2.0: accepted with a warning. */
@@ -1665,6 +1670,7 @@ void hato_config_init(struct hato_config *cfg) {
     cfg->auth_fail_delay = 1000;
     cfg->auth_fail_delay_max = 30000;
     cfg->max_output_buffer = 4 << 20;
+    cfg->output_stall_timeout = 2;
     cfg->max_topic_levels = 201;
     listener_init(&cfg->default_listener, "<default>", 0);
     cfg->default_listener.port = -1; /* not given */

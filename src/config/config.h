@@ -235,6 +235,11 @@ struct hato_config {
      * is not read; 4 MiB; 0..1 GiB, 0 = the most, 1 GiB (output offsets
      * are 32-bit). */
     int64_t max_output_buffer;
+    /* Back-pressure (bp.c): unsent bytes above which a reading subscriber holds
+     * its publishers (0 = max_output_buffer / 4), and seconds without progress
+     * after which it is stalled (0 = only the hard limit). */
+    int64_t output_soft_limit;
+    int output_stall_timeout;
     int max_topic_levels; /* levels in a topic name or filter; 201 (Mosquitto's); 0 = no limit */
 
     /* Non-fatal remarks (deprecated or ignored directives), "FILE:LINE: text". */
