@@ -195,7 +195,7 @@ void persist_session_inflight(struct session *s) {
     if (!on(s->w->b))
         return;
     for (uint32_t i = 0; i < s->ninflight; i++) {
-        const struct deliv *d = &s->inflight[i];
+        const struct deliv *d = &s->inflight[s->inflight_head + i];
         if (d->seq && d->qos == 1 && d->state == DS_WAIT_PUBACK)
             entry_put(&s->w->sb, s, d);
     }
