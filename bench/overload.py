@@ -34,6 +34,8 @@ import time
 import paho.mqtt.client as mqtt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from mqttraw import packet, s  # noqa: E402  (the tests' MQTT byte builders)
 SIZE = 1000
 
 
@@ -41,25 +43,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n % 128
-        n //= 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def packet(t, flags, body):
-    return bytes([(t << 4) | flags]) + varint(len(body)) + body
-
-
-def s(x):
-    x = x.encode() if isinstance(x, str) else x
-    return struct.pack("!H", len(x)) + x
 
 
 def connect(cid):

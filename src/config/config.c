@@ -285,6 +285,16 @@ static int parse_bool_word(const char *w, bool *out) {
 }
 
 /* Strict decimal integer in [lo, hi]: optional '-', digits, nothing else. */
+/* A handler's one-word boolean value; a bad one fails with its line. */
+static int bool_value(struct parser *p, const char *key, char *value, bool *out) {
+    char *w;
+    if (one_word(p, key, value, &w) < 0)
+        return -1;
+    if (parse_bool_word(w, out) < 0)
+        return fail(p, "%s: expected true or false, got '%s'", key, w);
+    return 0;
+}
+
 static int parse_int_word(const char *w, int64_t lo, int64_t hi, int64_t *out) {
     const char *s = w;
     if (*s == '-')
@@ -1148,12 +1158,9 @@ static int h_expiration(struct parser *p, const struct key *k, char *value) {
  * does the same; an explicit true (one copy per subscription there) is
  * accepted with a warning at its line, so that it does not pass unnoticed. */
 static int h_dup_messages(struct parser *p, const struct key *k, char *value) {
-    char *w;
-    if (one_word(p, k->name, value, &w) < 0)
-        return -1;
     bool b;
-    if (parse_bool_word(w, &b) < 0)
-        return fail(p, "%s: expected true or false, got '%s'", k->name, w);
+    if (bool_value(p, k->name, value, &b) < 0)
+        return -1;
     p->cfg->allow_duplicate_messages = b;
     if (b && add_warning_at(p->cfg, p->file, p->line,
                             "allow_duplicate_messages true: hato sends one copy per client for "
@@ -1165,12 +1172,9 @@ static int h_dup_messages(struct parser *p, const struct key *k, char *value) {
 /* Mosquitto 2.1's $CONTROL/broker/v1 API is not in hato: false is accepted,
  * true refused (a directive that would do nothing must not pass for one). */
 static int h_control_api(struct parser *p, const struct key *k, char *value) {
-    char *w;
-    if (one_word(p, k->name, value, &w) < 0)
-        return -1;
     bool b;
-    if (parse_bool_word(w, &b) < 0)
-        return fail(p, "%s: expected true or false, got '%s'", k->name, w);
+    if (bool_value(p, k->name, value, &b) < 0)
+        return -1;
     if (b)
         return fail(p,
                     "%s: hato has no $CONTROL/broker/v1 API (Mosquitto 2.1); remove the line "
@@ -1181,12 +1185,9 @@ static int h_control_api(struct parser *p, const struct key *k, char *value) {
 }
 
 static int h_per_listener(struct parser *p, const struct key *k, char *value) {
-    char *w;
-    if (one_word(p, k->name, value, &w) < 0)
-        return -1;
     bool b;
-    if (parse_bool_word(w, &b) < 0)
-        return fail(p, "%s: expected true or false, got '%s'", k->name, w);
+    if (bool_value(p, k->name, value, &b) < 0)
+        return -1;
     struct hato_config *cfg = p->cfg;
     if (cfg->per_listener_settings) {
         if (!b && add_warning_at(cfg, p->file, p->line,
@@ -1369,12 +1370,9 @@ static int plugin_opt(struct parser *p, const char *name, char *value) {
 /* Mosquitto: a setting of the plugin it follows. Before any plugin it sets
  * the default of the plugins that follow (hato accepted it so before). */
 static int h_deny_special(struct parser *p, const struct key *k, char *value) {
-    char *w;
-    if (one_word(p, k->name, value, &w) < 0)
-        return -1;
     bool b;
-    if (parse_bool_word(w, &b) < 0)
-        return fail(p, "%s: expected true or false, got '%s'", k->name, w);
+    if (bool_value(p, k->name, value, &b) < 0)
+        return -1;
     if (p->cfg->n_plugins)
         p->cfg->plugins[p->cfg->n_plugins - 1].deny_special_chars = b;
     else
