@@ -382,6 +382,14 @@ static void handle(struct bclient *b, uint32_t ev) {
     watch(b);
 }
 
+static int poll_wait(const struct timespec *timeout) {
+    struct epoll_event evs[256];
+    int n = epoll_pwait2(epfd, evs, 256, timeout, NULL);
+    for (int i = 0; i < n; i++)
+        handle(evs[i].data.ptr, evs[i].events);
+    return n;
+}
+
 static int poll_once(int timeout_ms) {
     struct epoll_event evs[256];
     int n = epoll_wait(epfd, evs, 256, timeout_ms);
@@ -431,13 +439,51 @@ static void connect_range(int from, int to, double deadline_s) {
     }
 }
 
+/* The offset of publisher b's paced schedule (-r) from the first one's. */
+static uint64_t pub_phase_ns(const struct bclient *b) {
+    if (O.rate <= 0 || O.pubs <= 1)
+        return 0;
+    return (uint64_t)((double)b->index * 1e9 / ((double)O.pubs * O.rate));
+}
+
+/* Nanoseconds from tnow until the next paced publish of pubs [from, to) is
+ * due, at most 1 ms (0: one is due now). */
+static uint64_t next_due_ns(int from, int to, uint64_t tnow) {
+    uint64_t best = 1000000;
+    double period = 1e9 / O.rate;
+    for (int i = from; i < to; i++) {
+        const struct bclient *b = &clients[i];
+        /* A publisher at its in-flight window waits for an acknowledgement,
+         * which is an event. */
+        if (!b->connected || b->sent >= O.count ||
+            (O.qos == 0 ? hc_out_pending(b->hc) >= QOS0_OUT_CAP
+                        : hc_pending(b->hc) >= (size_t)O.inflight))
+            continue;
+        double at = (double)(first_send_ns + pub_phase_ns(b)) + (double)b->sent * period;
+        if (at <= (double)tnow)
+            return 0;
+        uint64_t d = (uint64_t)(at - (double)tnow);
+        if (d < best)
+            best = d;
+    }
+    return best;
+}
+
 /* Fill publisher b's output as far as its budget allows. */
 static void pump_pub(struct bclient *b, uint64_t tnow) {
     if (!b->connected || b->sent >= O.count)
         return;
     uint64_t budget = O.count - b->sent;
     if (O.rate > 0) {
-        uint64_t due = (uint64_t)((double)(tnow - first_send_ns) / 1e9 * O.rate) + 1;
+        /* Publisher i's schedule starts i / (pubs x rate) later than the
+         * first one's: independent clients do not publish in lockstep, and
+         * a burst of every publisher at the same instant would measure the
+         * burst's queue (in the broker and in this generator), not the
+         * latency of a message (docs/internals/performance.md). */
+        uint64_t phase = pub_phase_ns(b);
+        if (tnow < first_send_ns + phase)
+            return;
+        uint64_t due = (uint64_t)((double)(tnow - first_send_ns - phase) / 1e9 * O.rate) + 1;
         if (due > O.count)
             due = O.count;
         budget = due > b->sent ? due - b->sent : 0;
@@ -554,7 +600,15 @@ static void traffic(int pub_from, int pub_to) {
             break; /* the rest is not coming: losses */
         if (pub_to == pub_from && O.mode == M_SUB && n_expected && n_unique >= n_expected)
             break;
-        poll_once(can_send ? 0 : O.rate > 0 ? 1 : 100);
+        if (O.rate > 0 && !can_send) {
+            /* Wake when the next paced publish is due, not at the next
+             * millisecond: the schedules of -r are staggered finer. */
+            uint64_t d = next_due_ns(pub_from, pub_to, now_ns());
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)d};
+            poll_wait(&ts);
+        } else {
+            poll_once(can_send ? 0 : 100);
+        }
         if (t - last_tick > 500000000u) {
             tick_all();
             last_tick = t;
