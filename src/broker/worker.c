@@ -1118,6 +1118,7 @@ void worker_free(struct worker *w) {
     free(w->rbuf);
     free(w->out_head);
     free(w->out_tail);
+    route_cache_free(w);
     free(w->matches);
     free(w->seen);
     free(w->pend);
