@@ -452,7 +452,7 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
             break;
         struct mqtt_packet p;
         const uint8_t *raw = data + off;
-        r = mqtt_decode(raw, f.total, c->version, true, &p, &reason);
+        r = mqtt_decode_frame(raw, &f, c->version, true, &p, &reason);
         if (r != MQTT_OK) {
             if (c->state == CS_NEW && reason == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION) {
                 /* Answer in the form the client can read (MQTT-3.1.2-2). */
