@@ -353,6 +353,13 @@ int mqtt_frame_parse(const uint8_t *buf, size_t len, uint32_t max_size, struct m
  */
 int mqtt_decode(const uint8_t *buf, size_t len, uint8_t version, bool is_server,
                 struct mqtt_packet *out, uint8_t *reason);
+/*
+ * mqtt_decode of a packet whose fixed header the caller already parsed:
+ * `f` is what mqtt_frame_parse returned (MQTT_OK) for buf, and buf holds
+ * f->total bytes. Saves the second parse of the read loop's frame.
+ */
+int mqtt_decode_frame(const uint8_t *buf, const struct mqtt_frame *f, uint8_t version,
+                      bool is_server, struct mqtt_packet *out, uint8_t *reason);
 
 /* Walk a decoded SUBSCRIBE. *off starts at 0. Returns false at the end. */
 bool mqtt_sub_next(const struct mqtt_packet *p, uint32_t *off, struct mqtt_sub_entry *out);

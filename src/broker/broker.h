@@ -292,7 +292,8 @@ struct worker {
     /* Scratch for routing one message. */
     struct match *matches;
     size_t nmatches, capmatches;
-    const void **seen; /* route.c: hash set of matched sessions */
+    struct route_cache *rcache; /* route.c: the last topic's matches */
+    const void **seen;          /* route.c: hash set of matched sessions */
     size_t capseen;
     uint32_t *subid_scratch;
     size_t nsubid_scratch, capsubid_scratch;
@@ -473,6 +474,8 @@ int session_in_pid_add(struct session *s, uint16_t pid);
 /* Route a message from worker w to every matching session. Returns the
  * number of sessions it was delivered to. Takes no reference of m's own. */
 size_t route_publish(struct worker *w, struct msg *m);
+/* Release the last-match cache of route_publish (its session references). */
+void route_cache_free(struct worker *w);
 /* Publish a will (or any broker-made message): retain handling included. */
 void route_will(struct worker *w, struct msg *m);
 /* Route a broker-made message (an IT_PUBLISH item): retained as flagged, $SYS

@@ -148,17 +148,118 @@ static int pend_push(struct worker *w, struct session *s, struct deliv *d) {
     return 0;
 }
 
+/*
+ * The last match of this worker, for the next message on the same topic: a
+ * publisher's read batch is hundreds of PUBLISH packets on one topic
+ * (fan-in), a fan-out topic is the same for every message. The entry holds
+ * a reference on each of its sessions, so a hit borrows them: no tree walk,
+ * no read lock, no reference pair per receiver. It is used only while the
+ * tree's generation (sub_tree_gen) is the one read before the walk that
+ * filled it, and never for matches with a shared group (a member is picked
+ * per message).
+ */
+#define RCACHE_TOPIC 256 /* longer topics are not cached */
+#define RCACHE_MATCHES 1024
+
+struct route_cache {
+    uint64_t gen;
+    bool valid;
+    bool repeats; /* the matches were sorted: a session has several */
+    bool busy;    /* a delivery loop borrows v: a nested route_publish walks */
+    uint16_t topic_len;
+    char topic[RCACHE_TOPIC];
+    size_t n, cap;
+    struct match *v;
+};
+
+static void rcache_clear(struct route_cache *rc) {
+    for (size_t i = 0; i < rc->n; i++)
+        session_unref(rc->v[i].s);
+    rc->n = 0;
+    rc->valid = false;
+}
+
+void route_cache_free(struct worker *w) {
+    struct route_cache *rc = w->rcache;
+    if (!rc)
+        return;
+    rcache_clear(rc);
+    free(rc->v);
+    free(rc);
+    w->rcache = NULL;
+}
+
+static bool rcache_hit(const struct route_cache *rc, uint64_t gen, const struct msg *m) {
+    return rc && rc->valid && !rc->busy && rc->gen == gen && rc->topic_len == m->topic_len &&
+           memcmp(rc->topic, m->topic, m->topic_len) == 0;
+}
+
+/* Keep w->matches (n of them, with their references) as the last match. */
+static void rcache_store(struct worker *w, uint64_t gen, const struct msg *m, bool repeats) {
+    struct route_cache *rc = w->rcache;
+    size_t n = w->nmatches;
+    if (m->topic_len > RCACHE_TOPIC || n > RCACHE_MATCHES || (rc && rc->busy))
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (w->matches[i].shared)
+            return;
+    if (!rc) {
+        rc = w->rcache = calloc(1, sizeof(*rc));
+        if (!rc)
+            return;
+    }
+    rcache_clear(rc);
+    if (n > rc->cap) {
+        size_t cap = rc->cap ? rc->cap : 8;
+        while (cap < n)
+            cap *= 2;
+        struct match *v = realloc(rc->v, cap * sizeof(*v));
+        if (!v)
+            return;
+        rc->v = v;
+        rc->cap = cap;
+    }
+    for (size_t i = 0; i < n; i++) {
+        rc->v[i] = w->matches[i];
+        session_ref(rc->v[i].s);
+    }
+    rc->n = n;
+    rc->gen = gen;
+    rc->repeats = repeats;
+    rc->topic_len = (uint16_t)m->topic_len;
+    memcpy(rc->topic, m->topic, m->topic_len);
+    rc->valid = true;
+}
+
 size_t route_publish(struct worker *w, struct msg *m) {
     struct broker *b = w->b;
-    w->nmatches = 0;
     w->npend = 0;
-    sub_tree_match(b->subs, m->topic, m->topic_len, collect, w);
-    size_t n = w->nmatches, delivered = 0;
-    if (n > 1 && has_repeats(w))
-        qsort(w->matches, n, sizeof(*w->matches), by_session);
+    /* Read before the walk: a change during it makes the entry stale. */
+    uint64_t gen = sub_tree_gen(b->subs);
+    struct route_cache *rc = w->rcache;
+    struct match *mv;
+    size_t n;
+    /* Borrowed: the matches' sessions are held by the cache entry, not by
+     * one reference each taken for this message. */
+    const bool borrowed = rcache_hit(rc, gen, m);
+    if (borrowed) {
+        mv = rc->v;
+        n = rc->n;
+        rc->busy = true;
+    } else {
+        w->nmatches = 0;
+        sub_tree_match(b->subs, m->topic, m->topic_len, collect, w);
+        n = w->nmatches;
+        bool repeats = n > 1 && has_repeats(w);
+        if (repeats)
+            qsort(w->matches, n, sizeof(*w->matches), by_session);
+        rcache_store(w, gen, m, repeats);
+        mv = w->matches;
+    }
+    size_t delivered = 0;
     bool upgrade = b->cfg->upgrade_outgoing_qos;
     for (size_t i = 0; i < n;) {
-        struct match *first = &w->matches[i];
+        struct match *first = &mv[i];
         struct session *s = first->s;
         size_t j = i;
         uint8_t qos = 0;
@@ -168,10 +269,10 @@ size_t route_publish(struct worker *w, struct msg *m) {
         /* Merge the run of non-shared matches of one session. */
         size_t end = i + 1;
         if (!first->shared)
-            while (end < n && !w->matches[end].shared && w->matches[end].s == s)
+            while (end < n && !mv[end].shared && mv[end].s == s)
                 end++;
         for (j = i; j < end; j++) {
-            struct match *mt = &w->matches[j];
+            struct match *mt = &mv[j];
             if (mt->opts.no_local && m->origin == s)
                 continue; /* MQTT-3.8.3-3 */
             any = true;
@@ -183,8 +284,9 @@ size_t route_publish(struct worker *w, struct msg *m) {
                 nsub++, subid = mt->opts.sub_id;
         }
         if (!any) {
-            for (j = i; j < end; j++)
-                session_unref(w->matches[j].s);
+            if (!borrowed)
+                for (j = i; j < end; j++)
+                    session_unref(mv[j].s);
             i = end;
             continue;
         }
@@ -206,23 +308,28 @@ size_t route_publish(struct worker *w, struct msg *m) {
             } else {
                 uint32_t k = 0;
                 for (j = i; j < end; j++) {
-                    struct match *mt = &w->matches[j];
+                    struct match *mt = &mv[j];
                     if (k < nsub && mt->opts.sub_id && !(mt->opts.no_local && m->origin == s))
                         d.subids[k++] = mt->opts.sub_id;
                 }
             }
         }
         /* One reference per run goes with the delivery; drop the others. */
-        for (j = i + 1; j < end; j++)
-            session_unref(w->matches[j].s);
+        if (!borrowed)
+            for (j = i + 1; j < end; j++)
+                session_unref(mv[j].s);
         if (!b->store && s->w == w && d.qos == 0 && session_send_qos0(s, &d)) {
-            /* Sent (or refused) at once from the route's own reference: no
-             * reference pair per subscriber on the fan-out path. */
+            /* Sent (or refused) at once from the route's own reference (or
+             * the cache's): no reference pair per subscriber on the
+             * fan-out path. */
             if (d.nsub > 1)
                 free(d.subids);
-            session_unref(s);
+            if (!borrowed)
+                session_unref(s);
         } else {
             msg_ref(m); /* the delivery's own, from here on */
+            if (borrowed)
+                session_ref(s); /* the delivery's own, as collect gives it */
             if (!b->store) {
                 route_dispatch(w, s, &d);
             } else if (pend_push(w, s, &d) < 0) {
@@ -233,7 +340,10 @@ size_t route_publish(struct worker *w, struct msg *m) {
         delivered++;
         i = end;
     }
-    w->nmatches = 0;
+    if (borrowed)
+        rc->busy = false;
+    else
+        w->nmatches = 0;
     if (b->store) {
         /* The message is stored once for all durable receivers, before any gets it. */
         persist_route(w, m, w->pend, w->npend);

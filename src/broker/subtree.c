@@ -363,6 +363,7 @@ struct sub_tree {
     atomic_size_t count;
     atomic_size_t shared_count; /* of count, the shared members */
     size_t nodes;               /* besides the root; changed under the write lock */
+    atomic_uint_least64_t gen;  /* sub_tree_gen: bumped by every change, under the write lock */
 };
 
 static struct sub_node *node_new(struct sub_node *parent, const char *name, size_t len,
@@ -623,7 +624,9 @@ int sub_tree_add(struct sub_tree *t, const char *filter, size_t len, void *owner
         }
         if (r < 0)
             prune(t, n);
-        else if (r == 1) {
+        else
+            atomic_fetch_add_explicit(&t->gen, 1, memory_order_release);
+        if (r == 1) {
             atomic_fetch_add_explicit(&t->count, 1, memory_order_relaxed);
             if (group)
                 atomic_fetch_add_explicit(&t->shared_count, 1, memory_order_relaxed);
@@ -654,6 +657,7 @@ int sub_tree_remove(struct sub_tree *t, const char *filter, size_t len, void *ow
             r = set_del(&n->subs, owner);
         }
         if (r) {
+            atomic_fetch_add_explicit(&t->gen, 1, memory_order_release);
             atomic_fetch_sub_explicit(&t->count, 1, memory_order_relaxed);
             if (group)
                 atomic_fetch_sub_explicit(&t->shared_count, 1, memory_order_relaxed);
@@ -769,6 +773,10 @@ void sub_tree_match(struct sub_tree *t, const char *topic, size_t len, sub_match
     }
 done:
     pthread_rwlock_unlock(&t->lock);
+}
+
+uint64_t sub_tree_gen(struct sub_tree *t) {
+    return atomic_load_explicit(&t->gen, memory_order_acquire);
 }
 
 size_t sub_tree_count(struct sub_tree *t) {

@@ -77,6 +77,15 @@ int sub_tree_remove(struct sub_tree *t, const char *filter, size_t len, void *ow
  */
 void sub_tree_match(struct sub_tree *t, const char *topic, size_t len, sub_match_fn fn, void *ctx);
 
+/*
+ * The tree's generation: changes with every add (new or replaced options)
+ * and every remove. Two sub_tree_match calls for one topic report the same
+ * non-shared subscriptions, in the same order, when the generation read
+ * before the first is still the generation read before the second (shared
+ * groups pick a member per call: never the same answer twice).
+ */
+uint64_t sub_tree_gen(struct sub_tree *t);
+
 /* Number of subscriptions (shared members included), for $SYS and metrics. */
 size_t sub_tree_count(struct sub_tree *t);
 /* Of those, the members of shared subscriptions ($share/...). */

@@ -33,6 +33,8 @@
 /* Payloads at least this long are written by reference (writev), shorter
  * ones are copied: a copy is cheaper than an iovec for small messages. */
 #define PAYLOAD_BY_REF 1024
+/* Largest output buffer kept for reuse after it drained (conn_out_done). */
+#define OUT_KEEP_MAX (16u * 1024 * 1024)
 /* Largest packet accepted before CONNECT is handled. */
 #define PRECONNECT_MAX (256 * 1024)
 
@@ -72,7 +74,45 @@ void conn_mark_dirty(struct conn *c) {
     }
 }
 
+/*
+ * Move the unsent bytes of wbuf to its start when at least half of what it
+ * holds was already sent: a subscriber with a standing backlog (fan-in,
+ * output partly flushed every turn) then reuses the same pages instead of
+ * growing the buffer into fresh ones (a page fault and a page clear per
+ * 4 KiB written). Each byte is moved at most as often as an older byte
+ * was sent, so the cost per byte written is bounded.
+ */
+static void wbuf_compact(struct conn *c) {
+    size_t first = c->wlen;
+    for (uint32_t i = 0; i < c->nsegs; i++) {
+        const struct oseg *s = &c->segs[c->seghead + i];
+        if (!s->m) {
+            /* The head segment may be partly sent (segoff). */
+            first = s->off + (i == 0 ? c->segoff : 0);
+            break;
+        }
+    }
+    if (!first || first < c->wlen - first)
+        return;
+    memmove(c->wbuf, c->wbuf + first, c->wlen - first);
+    if (c->nsegs && !c->segs[c->seghead].m) {
+        struct oseg *h = &c->segs[c->seghead];
+        h->len -= c->segoff;
+        h->off += c->segoff;
+        c->segoff = 0;
+    }
+    for (uint32_t i = 0; i < c->nsegs; i++) {
+        struct oseg *s = &c->segs[c->seghead + i];
+        if (!s->m)
+            s->off -= (uint32_t)first;
+    }
+    c->wlen -= first;
+}
+
 static int wbuf_reserve(struct conn *c, size_t len) {
+    if (c->wlen + len <= c->wcap)
+        return 0;
+    wbuf_compact(c);
     if (c->wlen + len <= c->wcap)
         return 0;
     size_t n = c->wcap ? c->wcap : 64;
@@ -193,11 +233,14 @@ static void out_release(struct conn *c) {
 void conn_out_done(struct conn *c) {
     c->seghead = 0;
     c->wlen = 0;
-    /* Idle connections keep no buffers: large ones are not worth holding,
-     * and small ones cost one malloc per turn when reused, which is less
-     * than holding them on thousands of quiet connections. Busy middle-sized
-     * buffers stay until the tick finds them unused. */
-    if (c->wcap > 16384 || c->wcap <= 1024)
+    /* Small buffers are freed at once: one malloc per turn when reused
+     * costs less than holding them on thousands of quiet connections.
+     * Larger ones stay until the tick finds them unused (at most 250 ms):
+     * freed on every drain, a busy subscriber's buffer (fan-in writes
+     * megabytes per turn) came back as fresh pages each turn, a page fault
+     * and a page clear per 4 KiB written. Past OUT_KEEP_MAX a buffer is a
+     * backlog's, not a turn's, and goes at once. */
+    if (c->wcap > OUT_KEEP_MAX || c->wcap <= 1024)
         out_release(c);
 }
 
@@ -409,7 +452,7 @@ void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
             break;
         struct mqtt_packet p;
         const uint8_t *raw = data + off;
-        r = mqtt_decode(raw, f.total, c->version, true, &p, &reason);
+        r = mqtt_decode_frame(raw, &f, c->version, true, &p, &reason);
         if (r != MQTT_OK) {
             if (c->state == CS_NEW && reason == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION) {
                 /* Answer in the form the client can read (MQTT-3.1.2-2). */
@@ -1075,6 +1118,7 @@ void worker_free(struct worker *w) {
     free(w->rbuf);
     free(w->out_head);
     free(w->out_tail);
+    route_cache_free(w);
     free(w->matches);
     free(w->seen);
     free(w->pend);

@@ -385,16 +385,27 @@ int mqtt_decode(const uint8_t *buf, size_t len, uint8_t version, bool is_server,
     uint8_t dummy;
     if (!reason)
         reason = &dummy;
+    struct mqtt_frame f;
+    if (!buf || mqtt_frame_parse(buf, len, 0, &f, reason) != MQTT_OK || f.total != len) {
+        base_zero(out, sizeof *out);
+        return MALFORMED(reason);
+    }
+    return mqtt_decode_frame(buf, &f, version, is_server, out, reason);
+}
+
+int mqtt_decode_frame(const uint8_t *buf, const struct mqtt_frame *fr, uint8_t version,
+                      bool is_server, struct mqtt_packet *out, uint8_t *reason) {
+    uint8_t dummy;
+    if (!reason)
+        reason = &dummy;
     *reason = MQTT_RC_SUCCESS;
+    const struct mqtt_frame f = *fr;
     /* A PUBLISH (the hot path) writes nothing past its union member: clear
      * only up to there, and without an inlined `rep stos` (base/zero.h). */
-    size_t used = buf && len && (buf[0] >> 4) == MQTT_PUBLISH
+    size_t used = f.type == MQTT_PUBLISH
                       ? offsetof(struct mqtt_packet, publish) + sizeof out->publish
                       : sizeof *out;
     base_zero(out, used);
-    struct mqtt_frame f;
-    if (!buf || mqtt_frame_parse(buf, len, 0, &f, reason) != MQTT_OK || f.total != len)
-        return MALFORMED(reason);
     out->type = f.type;
     out->flags = f.flags;
     if (f.type == 0) /* reserved packet type */

@@ -50,19 +50,42 @@ static inline uint64_t bytes_eq(uint64_t v, uint8_t b) {
     return (x - ones) & ~x & highs;
 }
 
+/* No NUL, '+', '#' or byte above 0x7F in the word. */
+static inline bool word_plain(uint64_t v) {
+    return !((v & 0x8080808080808080ull) | bytes_eq(v, 0) | bytes_eq(v, '+') | bytes_eq(v, '#'));
+}
+
 bool mqtt_topic_name_valid(const uint8_t *s, size_t len) {
     if (len == 0 || len > 0xFFFF) /* MQTT-4.7.3-1, -3 */
         return false;
     /* Plain ASCII without NUL, '+' or '#' (nearly every topic), eight bytes
-     * at a time; the first word with anything else, and the tail, go the
-     * byte-wise way. The prefix passed is whole characters, so the UTF-8
-     * check may start after it. */
+     * at a time, the tail as one more (overlapping or padded) word: a plain
+     * topic needs no byte-wise pass. From the first word with anything
+     * else, the byte-wise way; the prefix passed is whole characters, so
+     * the UTF-8 check may start after it. */
     size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t v;
-        memcpy(&v, s + i, 8);
-        if ((v & 0x8080808080808080ull) | bytes_eq(v, 0) | bytes_eq(v, '+') | bytes_eq(v, '#'))
-            break;
+    uint64_t v;
+    if (len < 8) {
+        /* A short topic as one word, padded with 'a' (plain). */
+        v = 0x6161616161616161ull;
+        memcpy(&v, s, len);
+        if (word_plain(v))
+            return true;
+    } else {
+        for (; i + 8 <= len; i += 8) {
+            memcpy(&v, s + i, 8);
+            if (!word_plain(v))
+                break;
+        }
+        if (i == len)
+            return true;
+        if (i + 8 > len) {
+            /* Every whole word was plain: the tail is in the last word,
+             * which overlaps the one before. */
+            memcpy(&v, s + len - 8, 8);
+            if (word_plain(v))
+                return true;
+        }
     }
     s += i, len -= i;
     if (memchr(s, '+', len) || memchr(s, '#', len)) /* MQTT-3.3.2-2 */

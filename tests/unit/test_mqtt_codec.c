@@ -193,6 +193,53 @@ static void test_decode_length_mismatch(void **state) {
     assert_int_equal(mqtt_decode(BYTES(0xC0, 0x00), 4, true, &p, NULL), MQTT_OK);
 }
 
+/* mqtt_decode_frame (the read loop's: the frame parsed once) decodes as
+ * mqtt_decode does, and refuses what it refuses. */
+static void test_decode_frame_same_as_decode(void **state) {
+    (void)state;
+    /* PUBLISH QoS 1 "a/b" id 7 "hi" (3.1.1), then the same in MQTT 5 with a
+     * message expiry of 9, then a PINGREQ; and a PUBLISH with a '+'. */
+    static const uint8_t v4[] = {0x32, 0x09, 0x00, 0x03, 'a', '/', 'b', 0x00, 0x07, 'h', 'i'};
+    static const uint8_t v5[] = {0x32, 0x0F, 0x00, 0x03, 'a',  '/',  'b', 0x00, 0x07,
+                                 0x05, 0x02, 0x00, 0x00, 0x00, 0x09, 'h', 'i'};
+    static const uint8_t ping[] = {0xC0, 0x00};
+    static const uint8_t bad[] = {0x30, 0x05, 0x00, 0x03, 'a', '/', '+'};
+    const struct {
+        const uint8_t *b;
+        size_t n;
+        uint8_t version;
+    } cases[] = {{v4, sizeof v4, MQTT_V311},
+                 {v5, sizeof v5, MQTT_V5},
+                 {ping, sizeof ping, MQTT_V311},
+                 {bad, sizeof bad, MQTT_V311}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct mqtt_frame f;
+        struct mqtt_packet a, b;
+        uint8_t ra = 0xEE, rb = 0xEE;
+        assert_int_equal(mqtt_frame_parse(cases[i].b, cases[i].n, 0, &f, NULL), MQTT_OK);
+        int x = mqtt_decode(cases[i].b, cases[i].n, cases[i].version, true, &a, &ra);
+        int y = mqtt_decode_frame(cases[i].b, &f, cases[i].version, true, &b, &rb);
+        assert_int_equal(x, y);
+        assert_int_equal(x, i == 3 ? MQTT_ERR : MQTT_OK);
+        assert_int_equal(ra, rb);
+        assert_int_equal(a.type, b.type);
+        assert_int_equal(a.flags, b.flags);
+        if (x != MQTT_OK || a.type != MQTT_PUBLISH)
+            continue;
+        assert_int_equal(a.packet_id, 7);
+        assert_int_equal(b.packet_id, 7);
+        assert_int_equal(b.publish.qos, 1);
+        assert_int_equal(b.publish.topic.len, 3);
+        assert_memory_equal(b.publish.topic.p, "a/b", 3);
+        assert_int_equal(b.publish.payload.len, 2);
+        assert_memory_equal(b.publish.payload.p, "hi", 2);
+        assert_true(a.props.present == b.props.present);
+        assert_int_equal(a.props.message_expiry, b.props.message_expiry);
+    }
+    assert_int_equal(mqtt_decode(bad, sizeof bad, MQTT_V311, true, &(struct mqtt_packet){0}, NULL),
+                     MQTT_ERR);
+}
+
 /* ---- CONNECT ---- */
 
 /* CONNECT variable header for name/level/flags, keep alive 60. */
@@ -1776,6 +1823,7 @@ int main(void) {
         cmocka_unit_test(test_frame_five_byte_length_rejected),
         cmocka_unit_test(test_frame_non_minimal_length_accepted),
         cmocka_unit_test(test_frame_max_size),
+        cmocka_unit_test(test_decode_frame_same_as_decode),
         cmocka_unit_test(test_decode_length_mismatch),
         cmocka_unit_test(test_connect_valid_all_versions),
         cmocka_unit_test(test_connect_bad_protocol_name),
