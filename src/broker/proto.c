@@ -718,11 +718,14 @@ static void send_ack(struct conn *c, uint8_t type, uint16_t pid, uint8_t reason)
 /* Topics a client may not publish to, whatever the ACL says (as Mosquitto,
  * which compares the first four characters with "$SYS"): $SYS... is the
  * broker's own (a client must not feed its statistics or its log), and
- * $share/... names a shared subscription, not a topic. */
+ * $share/... names a shared subscription, not a topic. Except, as in
+ * Mosquitto, $SYS/broker/connection/+/state: a bridge connecting to us
+ * publishes its state there (notifications; its will says 0). */
 static bool reserved_topic(const uint8_t *topic, size_t len) {
-    static const char sys[] = "$SYS", share[] = "$share/";
+    static const char sys[] = "$SYS", share[] = "$share/",
+                      state[] = "$SYS/broker/connection/+/state";
     if (len >= 4 && memcmp(topic, sys, 4) == 0) /* "$SYSTEM/x" too, as Mosquitto */
-        return true;
+        return !mqtt_topic_match((const uint8_t *)state, sizeof(state) - 1, topic, len);
     return len >= sizeof(share) - 1 && memcmp(topic, share, sizeof(share) - 1) == 0;
 }
 

@@ -270,3 +270,28 @@ def test_mosquitto_bridge_into_hato_exactly_once_no_echo(broker, mosquitto, try_
         # Mosquitto-to-Mosquitto without try_private.
         assert got == {"local A": 1, "local B": 2, "remote A": 1, "remote B": 1,
                        "retained on remote": (b"R", True), "retained on local": None}
+
+
+def notification_states(remote, mosquitto):
+    """A Mosquitto bridge (notifications on, the default) into `remote`:
+    the retained state it leaves there while up and after it stopped."""
+    local = mosquitto(bridge_config(remote.port, True))
+    watch = m.connected_client(remote.port, "watch")
+    m.subscribe_ok(watch, 1, [("$SYS/broker/connection/+/state", 1)])
+    states = [m.recv_publish(watch, timeout=10).payload]  # "1" (retained or live)
+    local.stop()  # its will, "0", is published on the remote
+    states.append(m.recv_publish(watch, timeout=10).payload)
+    watch.close()
+    return states, retained(remote.port, "$SYS/broker/connection/mbridge/state")
+
+
+def test_bridge_notifications_to_remote_state_topic_as_mosquitto(broker, mosquitto):
+    """Mosquitto lets a client write $SYS/broker/connection/+/state (its
+    acl__check_dollar), the one $SYS topic it may: a bridge's notification
+    and will land there. Every other $SYS topic stays refused
+    (test_reserved_topics.py)."""
+    want = notification_states(mosquitto(), mosquitto)
+    assert want == ([b"1", b"0"], (b"0", True))
+    assert notification_states(broker, mosquitto) == want
+    broker.stop()
+    assert "reserved topic" not in broker.log
