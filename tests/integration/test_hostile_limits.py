@@ -110,7 +110,11 @@ def test_slow_consumer_memory_bounded_others_unaffected(broker_factory):
     n0 = sum(1 for p in drain(slow0, quiet=1.0, limit=total) if p.type == PUBLISH)
     assert 0 < n0 < total
     # After the drains: deliveries crossing worker threads have all landed.
+    # A drain ends after a quiet second; on a loaded machine the broker can
+    # pause longer than that, so what still arrives now counts as delivered.
     st = stats(b)
+    n0 += sum(1 for p in drain(slow0, quiet=0.5, limit=total) if p.type == PUBLISH)
+    assert n0 < total
     assert st["dropped"] >= (total - n0) + (total - 60)
     # Logged once per episode, not once per message (thousands were dropped).
     # An episode ends when the output drains to half the limit: the kernel's
