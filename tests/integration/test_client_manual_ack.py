@@ -95,11 +95,17 @@ def resent_since(d, at):
     return [ln for ln in d.seen[at:] if ln.startswith("in PUBLISH") and ln.endswith(" 1")]
 
 
-def test_qos1_not_acked_until_hc_ack_then_resent_with_dup_MQTT_4_4_0_1(broker, publisher):
-    d = Driver(broker, "ma-q1")
+def subscribed(broker, client_id, topic, qos, **kw):
+    """A Driver connected as client_id and subscribed to topic at qos (granted)."""
+    d = Driver(broker, client_id, **kw)
     d.expect("connected")
-    d.cmd("sub ma/q1 1")
-    assert d.expect("suback")[1] == "1"
+    d.cmd(f"sub {topic} {qos}")
+    assert d.expect("suback")[1] == str(qos)
+    return d
+
+
+def test_qos1_not_acked_until_hc_ack_then_resent_with_dup_MQTT_4_4_0_1(broker, publisher):
+    d = subscribed(broker, "ma-q1", "ma/q1", 1)
     m.publish_ok(publisher, "ma/q1", b"one", qos=1, pid=1)
     msg = d.expect("msg ")
     mid = msg[1]
@@ -131,10 +137,7 @@ def test_qos1_not_acked_until_hc_ack_then_resent_with_dup_MQTT_4_4_0_1(broker, p
 
 
 def test_hc_ack_unknown_id_or_disconnected_is_state_error(broker, publisher):
-    d = Driver(broker, "ma-state")
-    d.expect("connected")
-    d.cmd("sub ma/st 1")
-    d.expect("suback")
+    d = subscribed(broker, "ma-state", "ma/st", 1)
     d.cmd("ack 777")
     assert d.expect("ack ")[1:] == ["777", "-3"]
     m.publish_ok(publisher, "ma/st", b"x", qos=1, pid=3)
@@ -153,10 +156,7 @@ def test_hc_ack_unknown_id_or_disconnected_is_state_error(broker, publisher):
 
 
 def test_qos2_exactly_once_pubrec_only_after_hc_ack_MQTT_4_3_3(broker, publisher):
-    d = Driver(broker, "ma-q2")
-    d.expect("connected")
-    d.cmd("sub ma/q2 2")
-    assert d.expect("suback")[1] == "2"
+    d = subscribed(broker, "ma-q2", "ma/q2", 2)
     m.publish_ok(publisher, "ma/q2", b"two", qos=2, pid=4)
     msg = d.expect("msg ")
     mid = msg[1]
@@ -190,10 +190,7 @@ def test_qos2_exactly_once_pubrec_only_after_hc_ack_MQTT_4_3_3(broker, publisher
 
 
 def test_receive_maximum_bounds_unacknowledged_messages_MQTT_3_3_4_9(broker, publisher):
-    d = Driver(broker, "ma-rm", version=5, receive_maximum=2)
-    d.expect("connected")
-    d.cmd("sub ma/rm 1")
-    d.expect("suback")
+    d = subscribed(broker, "ma-rm", "ma/rm", 1, version=5, receive_maximum=2)
     for i in range(5):
         m.publish_ok(publisher, "ma/rm", b"m%d" % i, qos=1, pid=10 + i)
     first = [d.expect("msg "), d.expect("msg ")]
