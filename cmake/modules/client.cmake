@@ -36,6 +36,10 @@ endif()
 # tests/integration/test_cli_library.py (not installed).
 add_executable(multi_clients ${CMAKE_SOURCE_DIR}/tests/unit/client/multi_clients.c)
 target_link_libraries(multi_clients PRIVATE hato_client)
+# hc_config.manual_ack driven from stdin; run by
+# tests/integration/test_client_manual_ack.py (not installed).
+add_executable(manual_ack ${CMAKE_SOURCE_DIR}/tests/unit/client/manual_ack.c)
+target_link_libraries(manual_ack PRIVATE hato_client)
 
 # The library for programs outside the tree: link -lhato_client -lhato_mqtt -lssl -lcrypto.
 install(TARGETS hato_client hato_mqtt ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})

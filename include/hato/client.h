@@ -133,6 +133,16 @@ struct hc_config {
     /* MQTT over WebSocket (RFC 6455, subprotocol "mqtt") when set: the
      * HTTP request path, e.g. "/mqtt". Over TLS too (wss) with `tls`. */
     const char *ws_path;
+
+    /* Manual acknowledgement: an incoming QoS 1 PUBLISH is not PUBACKed,
+     * and a QoS 2 one not PUBRECed, until the caller calls hc_ack() with
+     * its packet id (hc_message.mid), e.g. once the message is stored
+     * elsewhere (a bridge). Off: acknowledged before on_message runs. */
+    bool manual_ack;
+    /* MQTT 5 CONNECT Receive Maximum: at most this many QoS 1/2 messages
+     * unacknowledged by us at once [0: not sent; the broker assumes
+     * 65535]. Overrides one in connect_props. Ignored for 3.x. */
+    uint16_t receive_maximum;
 };
 
 /* A message received from the broker (valid during the callback). */
@@ -271,6 +281,20 @@ int hc_subscribe(struct hc_client *c, uint32_t count, const struct mqtt_sub_entr
 int hc_subscribe1(struct hc_client *c, const char *filter, uint8_t qos, uint16_t *mid);
 int hc_unsubscribe(struct hc_client *c, uint32_t count, const char *const *filters,
                    const struct mqtt_props *props, uint16_t *mid);
+
+/*
+ * Manual acknowledgement (hc_config.manual_ack): acknowledge the incoming
+ * QoS 1/2 message with packet id `packet_id` as delivered by on_message
+ * (PUBACK for QoS 1, PUBREC for QoS 2; the PUBREL that follows is answered
+ * with PUBCOMP by the library). Each delivered message is acknowledged
+ * once. Until then a re-sent copy (DUP, same id, e.g. after a reconnect
+ * with the session kept) is not delivered again (QoS 2: exactly once,
+ * MQTT-4.3.3). Returns HC_OK, or HC_ERR_STATE when the id is not awaiting
+ * an acknowledgement or the client is not connected (the id then stays
+ * pending: call hc_ack again after on_connect reports a kept session; a
+ * connection without the session forgets every pending id).
+ */
+int hc_ack(struct hc_client *c, uint16_t packet_id);
 
 /*
  * Send DISCONNECT (reason code and properties for 5.0; props may be NULL)

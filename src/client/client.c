@@ -190,6 +190,10 @@ static int build_connect(struct hc_client *c, const struct hc_config *cfg) {
     }
     if (cfg->connect_props && c->version == MQTT_V5)
         p.props = *cfg->connect_props;
+    if (cfg->receive_maximum && c->version == MQTT_V5) {
+        p.props.receive_maximum = cfg->receive_maximum;
+        p.props.present |= MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM);
+    }
     size_t n = mqtt_encode(NULL, 0, c->version, &p);
     if (!n) {
         hc__config_fail("CONNECT cannot be encoded (a field over 65535 bytes or a bad QoS)");
@@ -317,6 +321,7 @@ struct hc_client *hc_new(const struct hc_config *cfg, const struct hc_callbacks 
     if (!c->connect_timeout_ms)
         c->connect_timeout_ms = c->keepalive ? c->keepalive * 1500u : 30000u;
     c->insecure = cfg->insecure;
+    c->manual_ack = cfg->manual_ack;
     if (cfg->connect_props && c->version == MQTT_V5 &&
         (cfg->connect_props->present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE)))
         c->max_in_packet = cfg->connect_props->maximum_packet_size;
@@ -389,6 +394,7 @@ void hc_free(struct hc_client *c) {
     free(c->in.p);
     free(c->out.p);
     free(c->rx_qos2);
+    free(c->held);
     free(c->connect_pkt);
     free(c->host);
     free(c->unix_path);
@@ -922,6 +928,30 @@ static int rx_add(struct hc_client *c, uint16_t id) {
     return HC_OK;
 }
 
+/* manual_ack: the delivered QoS 1/2 messages waiting for hc_ack. */
+static bool held_has(const struct hc_client *c, uint16_t id, size_t *at) {
+    for (size_t i = 0; i < c->held_count; i++)
+        if (c->held[i].id == id) {
+            if (at)
+                *at = i;
+            return true;
+        }
+    return false;
+}
+
+static int held_add(struct hc_client *c, uint16_t id, uint8_t qos) {
+    if (c->held_count == c->held_cap) {
+        size_t n = c->held_cap ? c->held_cap * 2 : 8;
+        struct hc_held *h = realloc(c->held, n * sizeof *h);
+        if (!h)
+            return HC_ERR_NOMEM;
+        c->held = h;
+        c->held_cap = n;
+    }
+    c->held[c->held_count++] = (struct hc_held){.id = id, .qos = qos};
+    return HC_OK;
+}
+
 static int deliver(struct hc_client *c, const struct mqtt_packet *p) {
     if (!c->cb.on_message)
         return HC_OK;
@@ -1008,6 +1038,12 @@ static int on_connack(struct hc_client *c, const struct mqtt_packet *p, uint64_t
     }
     c->state = HC_ST_CONNECTED;
     c->window = c->max_inflight;
+    if (!p->connack.session_present) {
+        /* The broker starts afresh (MQTT-3.1.2-6): incoming ids of the old
+         * session mean nothing now and may be reused. */
+        c->rx_count = 0;
+        c->held_count = 0;
+    }
     if (c->version == MQTT_V5) {
         const struct mqtt_props *pr = &p->props;
         if ((pr->present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM)) &&
@@ -1052,6 +1088,38 @@ static int on_connack(struct hc_client *c, const struct mqtt_packet *p, uint64_t
     return HC_OK;
 }
 
+/*
+ * manual_ack: a QoS 1/2 PUBLISH is delivered and held until hc_ack. A copy
+ * re-sent while held is not delivered again; a QoS 2 copy re-sent after
+ * hc_ack (PUBREC lost) gets PUBREC again (MQTT-4.3.3, method B).
+ */
+static int publish_held(struct hc_client *c, const struct mqtt_packet *p, uint64_t now) {
+    uint16_t id = p->packet_id;
+    if (held_has(c, id, NULL))
+        return HC_OK;
+    if (p->publish.qos == 2 && rx_has(c, id, NULL))
+        return out_ack(c, MQTT_PUBREC, id, now);
+    int rc = held_add(c, id, p->publish.qos);
+    if (rc == HC_OK && p->publish.qos == 2 && (rc = rx_add(c, id)) != HC_OK)
+        c->held_count--;
+    if (rc == HC_OK)
+        rc = deliver(c, p);
+    return rc;
+}
+
+int hc_ack(struct hc_client *c, uint16_t packet_id) {
+    size_t at;
+    if (c->state != HC_ST_CONNECTED || !held_has(c, packet_id, &at))
+        return HC_ERR_STATE;
+    uint8_t qos = c->held[at].qos;
+    uint64_t now = hc_now_ms();
+    int rc = out_ack(c, qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, packet_id, now);
+    if (rc != HC_OK)
+        return rc;
+    c->held[at] = c->held[--c->held_count];
+    return HC_OK;
+}
+
 static int handle_packet(struct hc_client *c, const uint8_t *buf, size_t len, uint64_t now) {
     struct mqtt_packet p;
     uint8_t reason = 0;
@@ -1084,6 +1152,8 @@ static int handle_packet(struct hc_client *c, const uint8_t *buf, size_t len, ui
          * callback that disconnects must not leave the ack unsent. */
         if (p.publish.qos == 0) {
             rc = deliver(c, &p);
+        } else if (c->manual_ack) {
+            rc = publish_held(c, &p, now);
         } else if (p.publish.qos == 1) {
             rc = out_ack(c, MQTT_PUBACK, p.packet_id, now);
             if (rc == HC_OK)
@@ -1122,6 +1192,8 @@ static int handle_packet(struct hc_client *c, const uint8_t *buf, size_t len, ui
         size_t at;
         if (rx_has(c, p.packet_id, &at))
             c->rx_qos2[at] = c->rx_qos2[--c->rx_count];
+        if (held_has(c, p.packet_id, &at)) /* PUBREL before our PUBREC: broker's error */
+            c->held[at] = c->held[--c->held_count];
         rc = out_ack(c, MQTT_PUBCOMP, p.packet_id, now);
         break;
     }

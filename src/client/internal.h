@@ -85,6 +85,13 @@ struct hc_client {
     bool mids_wrapped; /* a packet id was found in use: check each one */
     uint16_t *rx_qos2; /* incoming QoS 2 ids between PUBREC and PUBREL */
     size_t rx_count, rx_cap;
+    /* manual_ack: incoming QoS 1/2 messages delivered, not yet hc_ack'ed */
+    bool manual_ack;
+    struct hc_held {
+        uint16_t id;
+        uint8_t qos;
+    } * held;
+    size_t held_count, held_cap;
     char *msg_topic;
     size_t msg_topic_cap;
 

@@ -340,6 +340,60 @@ static void test_incoming_qos2_delivered_once(void **state) {
     close(s.lfd);
 }
 
+/* manual_ack: no PUBREC until hc_ack; a re-send while held or after the ack
+ * is not delivered again (MQTT-4.3.3); a connection without the session
+ * forgets the ids, so the same id is then a new message. */
+static void test_manual_ack_qos2(void **state) {
+    (void)state;
+    struct srv s;
+    struct seen seen = {0};
+    srv_listen(&s);
+    struct hc_config cfg = {.host = "127.0.0.1",
+                            .port = s.port,
+                            .version = MQTT_V311,
+                            .client_id = "unit",
+                            .manual_ack = true};
+    int err;
+    struct hc_client *c = hc_new(&cfg, &cbs, &seen, &err);
+    assert_non_null(c);
+    connect_ok(&s, c, false);
+    struct mqtt_packet p = {.type = MQTT_PUBLISH, .packet_id = 7, .flags = 4};
+    p.publish.qos = 2;
+    p.publish.topic = (struct mqtt_str){(const uint8_t *)"in", 2};
+    p.publish.payload = (struct mqtt_str){(const uint8_t *)"hello", 5};
+    srv_send(&s, &p);
+    UNTIL(c, seen.messages == 1);
+    settle(c);
+    assert_false(readable(s.fd)); /* no PUBREC yet */
+    p.flags |= 8;
+    p.publish.dup = true;
+    srv_send(&s, &p);
+    settle(c);
+    assert_false(readable(s.fd));
+    assert_int_equal(seen.messages, 1);
+    assert_int_equal(hc_ack(c, 8), HC_ERR_STATE);
+    assert_int_equal(hc_ack(c, 7), HC_OK);
+    assert_int_equal(hc_ack(c, 7), HC_ERR_STATE);
+    assert_int_equal(srv_read(&s, c), MQTT_PUBREC);
+    assert_int_equal(s.p.packet_id, 7);
+    srv_send(&s, &p); /* PUBREC lost: answered again, not delivered */
+    assert_int_equal(srv_read(&s, c), MQTT_PUBREC);
+    assert_int_equal(seen.messages, 1);
+    srv_drop(&s);
+    UNTIL(c, hc_state(c) == HC_ST_IDLE);
+    connect_ok(&s, c, false);
+    srv_send(&s, &p);
+    UNTIL(c, seen.messages == 2);
+    assert_int_equal(hc_ack(c, 7), HC_OK);
+    assert_int_equal(srv_read(&s, c), MQTT_PUBREC);
+    srv_ack(&s, MQTT_PUBREL, 7);
+    assert_int_equal(srv_read(&s, c), MQTT_PUBCOMP);
+    assert_int_equal(hc_ack(c, 7), HC_ERR_STATE);
+    hc_free(c);
+    close(s.fd);
+    close(s.lfd);
+}
+
 /* Keep-alive: PINGREQ after keepalive seconds without sending
  * (MQTT-3.1.2-23), and a timeout when no PINGRESP comes. Time is passed in. */
 static void test_keepalive_ping_and_timeout(void **state) {
@@ -396,6 +450,7 @@ int main(void) {
         cmocka_unit_test(test_resend_without_session_has_no_dup),
         cmocka_unit_test(test_inflight_window),
         cmocka_unit_test(test_incoming_qos2_delivered_once),
+        cmocka_unit_test(test_manual_ack_qos2),
         cmocka_unit_test(test_keepalive_ping_and_timeout),
         cmocka_unit_test(test_bad_settings_rejected),
     };
