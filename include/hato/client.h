@@ -143,6 +143,10 @@ struct hc_config {
      * unacknowledged by us at once [0: not sent; the broker assumes
      * 65535]. Overrides one in connect_props. Ignored for 3.x. */
     uint16_t receive_maximum;
+    /* 3.x: send the CONNECT level with its high bit set (0x83 / 0x84), as
+     * a Mosquitto bridge with try_private does; the remote broker then
+     * treats us as a bridge (no echo, retain as published). */
+    bool try_private;
 };
 
 /* A message received from the broker (valid during the callback). */

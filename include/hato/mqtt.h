@@ -254,7 +254,11 @@ struct mqtt_packet {
     union {
         struct {
             uint8_t version; /* enum mqtt_version found in the packet */
-            bool clean;      /* clean session (3.x) / clean start (5) */
+            /* Mosquitto's bridge marker (try_private): the level's high bit,
+             * 0x83 / 0x84 for 3.1 / 3.1.1. Decoded into version + bridge;
+             * encoded as level | 0x80 (3.x only). */
+            bool bridge;
+            bool clean; /* clean session (3.x) / clean start (5) */
             uint16_t keep_alive;
             struct mqtt_str client_id;
             bool will;

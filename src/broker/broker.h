@@ -181,6 +181,7 @@ struct conn {
     enum conn_state state;
     /* Small fields together (every idle connection carries them). */
     uint8_t version;   /* 0 until CONNECT */
+    bool is_bridge;    /* CONNECT level 0x83/0x84: a Mosquitto bridge (internals/bridge-peer.md) */
     bool dirty;        /* on the worker's flush list */
     bool will_pending; /* publish the will if the connection is lost */
     bool counted;      /* counted in ls->nconns */

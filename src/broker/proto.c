@@ -237,6 +237,7 @@ static void handle_connect(struct conn *c, struct mqtt_packet *p) {
         return;
     }
     c->version = p->connect.version;
+    c->is_bridge = p->connect.bridge;
     const uint8_t *id = p->connect.client_id.p;
     size_t idlen = p->connect.client_id.len;
     const struct hato_listener *l = lcfg(c);
@@ -621,8 +622,8 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         conn_send(c, &ack);
     }
     log_client(LOG_NOTICE | LOG_CONN, s->client_id, c->username, c->si.peer,
-               "New client connected from %s as %s (p%d, c%d, k%d%s%s%s).", c->si.peer,
-               s->client_id,
+               "New %s connected from %s as %s (p%d, c%d, k%d%s%s%s).",
+               c->is_bridge ? "bridge" : "client", c->si.peer, s->client_id,
                c->version == MQTT_V31    ? 1
                : c->version == MQTT_V311 ? 2
                                          : 5,
@@ -1050,6 +1051,12 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
                              .no_local = e.no_local,
                              .retain_as_published = e.retain_as_published,
                              .retain_handling = e.retain_handling};
+        if (c->is_bridge && !v5) {
+            /* As Mosquitto does for a 3.x bridge: never echo its own
+             * messages back (loops), and keep their retain flag. */
+            o.no_local = true;
+            o.retain_as_published = true;
+        }
         if (v5 && (p->props.present & PROP(SUBSCRIPTION_ID)))
             o.sub_id = p->props.sub_id[0];
         if (cfg->max_subscriptions_per_client > 0 &&

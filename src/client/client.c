@@ -166,6 +166,7 @@ static int build_connect(struct hc_client *c, const struct hc_config *cfg) {
     p.connect.version = c->version;
     p.connect.clean = cfg->clean;
     p.connect.keep_alive = cfg->keepalive;
+    p.connect.bridge = cfg->try_private && c->version != MQTT_V5;
     const char *id = cfg->client_id ? cfg->client_id : "";
     p.connect.client_id = (struct mqtt_str){(const uint8_t *)id, (uint32_t)strlen(id)};
     if (cfg->will_topic) {

@@ -80,6 +80,15 @@ static int decode_connect(struct mqtt_rd *r, bool is_server, struct mqtt_packet 
     /* Not MQTT at all (MQTT-3.1.2-1): no CONNACK is owed, just close. */
     if (!mqisdp && !mqtt)
         return PROTOCOL(reason);
+    /* A Mosquitto bridge with try_private sets the level's high bit (0x83
+     * "MQIsdp", 0x84 "MQTT"). Every other level with it stays refused, 0x85
+     * too (Mosquitto 2.0.11 half-accepts it: 5.0 replies, but the CONNECT
+     * read without properties; see docs/internals/bridge-peer.md). */
+    if ((mqisdp && level == (0x80 | MQTT_V31)) || (mqtt && level == (0x80 | MQTT_V311))) {
+        out->connect.bridge = true;
+        level &= 0x7F;
+        out->connect.version = level;
+    }
     /* Known name, unknown level (MQTT-3.1.2-2): answer with a CONNACK. */
     if ((mqisdp && level != MQTT_V31) || (mqtt && level != MQTT_V311 && level != MQTT_V5))
         return fail(reason, MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION);

@@ -33,7 +33,8 @@ static void body_connect(struct mqtt_wr *w, uint8_t version, const struct mqtt_p
     if (p->connect.has_username)
         cf |= 0x80;
     mqtt_wr_bin(w, name);
-    mqtt_wr_u8(w, version);
+    /* Mosquitto's bridge marker (try_private), 3.x only. */
+    mqtt_wr_u8(w, p->connect.bridge && version != MQTT_V5 ? (uint8_t)(version | 0x80) : version);
     mqtt_wr_u8(w, cf);
     mqtt_wr_u16(w, p->connect.keep_alive);
     if (version == MQTT_V5)

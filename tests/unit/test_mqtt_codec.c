@@ -281,7 +281,8 @@ static void test_connect_unsupported_level(void **state) {
     const struct {
         const char *name;
         uint8_t level;
-    } cases[] = {{"MQTT", 6}, {"MQTT", 3}, {"MQIsdp", 4}, {"MQTT", 0}, {"MQIsdp", 0x83}};
+    } cases[] = {{"MQTT", 6},    {"MQTT", 3},    {"MQIsdp", 4},    {"MQTT", 0},
+                 {"MQTT", 0x85}, {"MQTT", 0x83}, {"MQIsdp", 0x84}, {"MQTT", 0xC4}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         connect_head(&b, cases[i].name, cases[i].level, 0x02);
         b_str(&b, "c");
@@ -291,6 +292,35 @@ static void test_connect_unsupported_level(void **state) {
         assert_int_equal(p.connect.version, cases[i].level);
         assert_int_equal(p.type, MQTT_CONNECT);
     }
+}
+
+/* Mosquitto's bridge marker (try_private): "MQIsdp" 0x83 and "MQTT" 0x84
+ * are 3.1 / 3.1.1 from a bridge; encoding puts the bit back. */
+static void test_connect_bridge_level(void **state) {
+    (void)state;
+    static struct bld b;
+    struct mqtt_packet p;
+    const struct {
+        const char *name;
+        uint8_t level, version;
+    } cases[] = {{"MQIsdp", 0x83, MQTT_V31}, {"MQTT", 0x84, MQTT_V311}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        connect_head(&b, cases[i].name, cases[i].level, 0x02);
+        b_str(&b, "c");
+        frame(0x10, b.d, b.n);
+        assert_int_equal(mqtt_decode(g_pkt, g_len, 0, true, &p, NULL), MQTT_OK);
+        assert_int_equal(p.connect.version, cases[i].version);
+        assert_true(p.connect.bridge);
+        uint8_t out[64];
+        size_t n = mqtt_encode(out, sizeof out, cases[i].version, &p);
+        assert_int_equal(n, g_len);
+        assert_memory_equal(out, g_pkt, n);
+    }
+    connect_head(&b, "MQTT", 4, 0x02);
+    b_str(&b, "c");
+    frame(0x10, b.d, b.n);
+    assert_int_equal(mqtt_decode(g_pkt, g_len, 0, true, &p, NULL), MQTT_OK);
+    assert_false(p.connect.bridge);
 }
 
 /* MQTT-3.1.2-3: the reserved connect flag must be 0. */
@@ -1780,6 +1810,7 @@ int main(void) {
         cmocka_unit_test(test_connect_valid_all_versions),
         cmocka_unit_test(test_connect_bad_protocol_name),
         cmocka_unit_test(test_connect_unsupported_level),
+        cmocka_unit_test(test_connect_bridge_level),
         cmocka_unit_test(test_connect_reserved_flag),
         cmocka_unit_test(test_connect_will_qos3),
         cmocka_unit_test(test_connect_will_flags_without_will),

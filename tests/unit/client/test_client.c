@@ -394,6 +394,29 @@ static void test_manual_ack_qos2(void **state) {
     close(s.lfd);
 }
 
+/* try_private: the CONNECT level carries Mosquitto's bridge bit (0x84 for
+ * 3.1.1), which the codec decodes back into version 4 + bridge. */
+static void test_try_private_connect_level(void **state) {
+    (void)state;
+    struct srv s;
+    struct seen seen = {0};
+    srv_listen(&s);
+    struct hc_config cfg = {
+        .host = "127.0.0.1", .port = s.port, .client_id = "unit", .try_private = true};
+    int err;
+    struct hc_client *c = hc_new(&cfg, &cbs, &seen, &err);
+    assert_non_null(c);
+    assert_int_equal(hc_connect(c, hc_now_ms()), HC_OK);
+    srv_accept(&s, c);
+    assert_int_equal(srv_read(&s, c), MQTT_CONNECT);
+    assert_int_equal(s.pkt[8], 0x84); /* 10 len 00 04 "MQTT" level */
+    assert_int_equal(s.p.connect.version, MQTT_V311);
+    assert_true(s.p.connect.bridge);
+    hc_free(c);
+    close(s.fd);
+    close(s.lfd);
+}
+
 /* Keep-alive: PINGREQ after keepalive seconds without sending
  * (MQTT-3.1.2-23), and a timeout when no PINGRESP comes. Time is passed in. */
 static void test_keepalive_ping_and_timeout(void **state) {
@@ -451,6 +474,7 @@ int main(void) {
         cmocka_unit_test(test_inflight_window),
         cmocka_unit_test(test_incoming_qos2_delivered_once),
         cmocka_unit_test(test_manual_ack_qos2),
+        cmocka_unit_test(test_try_private_connect_level),
         cmocka_unit_test(test_keepalive_ping_and_timeout),
         cmocka_unit_test(test_bad_settings_rejected),
     };
