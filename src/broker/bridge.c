@@ -593,8 +593,12 @@ static void remote_on_connect(struct hc_client *c, void *ud, uint8_t reason, boo
     struct bconn *bc = ud;
     const struct hato_bridge *cfg = bc->cfg;
     if (reason != 0) {
-        bridge_fail(bc, "Connection Refused: %s (CONNACK code %u)",
-                    hc_connack_text(cfg->version, reason), reason);
+        /* "Connection Refused: not authorised (CONNACK code 5)" */
+        const char *t = hc_connack_text(cfg->version, reason);
+        size_t n = strlen(t);
+        if (n && t[n - 1] == '.')
+            n--;
+        bridge_fail(bc, "%.*s (CONNACK code %u)", (int)n, t, reason);
         return;
     }
     bc->remote_up = true;
