@@ -342,7 +342,8 @@ int bridge_conf_option(struct hato_config *cfg, const char *key, char *value, ch
         if (strcmp(w, "automatic") == 0)
             b->start_type = BRIDGE_START_AUTOMATIC;
         else if (strcmp(w, "lazy") == 0)
-            b->start_type = BRIDGE_START_LAZY;
+            return berr(err, errlen, "%s: lazy is not implemented by hato (use automatic or once)",
+                        key);
         else if (strcmp(w, "once") == 0)
             b->start_type = BRIDGE_START_ONCE;
         else
