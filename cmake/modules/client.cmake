@@ -43,3 +43,4 @@ target_link_libraries(manual_ack PRIVATE hato_client)
 
 # The library for programs outside the tree: link -lhato_client -lhato_mqtt -lssl -lcrypto.
 install(TARGETS hato_client hato_mqtt ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+target_link_libraries(hato_broker PUBLIC hato_client) # the bridge engine (src/broker/bridge.c) drives its connections with it

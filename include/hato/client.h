@@ -215,6 +215,13 @@ void hc_free(struct hc_client *c);
  */
 int hc_connect(struct hc_client *c, uint64_t now);
 
+/*
+ * As hc_connect, over a socket that is already connected (a socketpair,
+ * an inherited descriptor): the client takes it (closes it on error and
+ * when the connection ends) and starts the MQTT CONNECT at once.
+ */
+int hc_connect_fd(struct hc_client *c, int fd, uint64_t now);
+
 /* The socket to poll, -1 when not connected. It changes on reconnect. */
 int hc_fd(const struct hc_client *c);
 /* True when the caller should poll hc_fd() for writability. */

@@ -2,6 +2,7 @@
  * The broker: listening sockets, workers, signals and shutdown.
  */
 #include "broker/broker.h"
+#include "broker/bridge.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -315,6 +316,7 @@ int broker_run(struct broker *b) {
             return 1;
         }
     }
+    bridge_start(b); /* after the workers: a bridge's local side is a connection of theirs */
     atomic_store(&b->serving, true);
     log_notice("hato version %s running (%d worker thread%s).", HATO_VERSION, b->nworkers,
                b->nworkers == 1 ? "" : "s");
@@ -343,6 +345,7 @@ int broker_run(struct broker *b) {
     notify_stopping();
     atomic_store(&b->serving, false);
     log_notice("hato version %s terminating.", HATO_VERSION);
+    bridge_stop(b); /* before the workers, which see its local connections close */
     atomic_store(&b->stopping, true);
     for (int i = 0; i < b->nworkers; i++)
         ev_stop(b->workers[i].loop);

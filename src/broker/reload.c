@@ -2,6 +2,7 @@
  * SIGHUP: re-read the configuration and apply it live (reload.h).
  */
 #include "broker/reload.h"
+#include "broker/bridge.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -463,6 +464,7 @@ void broker_reload(struct broker *b) {
                  "it does.");
     security_reload(b);
     plugin_reload(b);
+    bridge_reload(b, n); /* new, removed and changed bridges; unchanged ones keep running */
     log_notice("Reloaded config: %zu listener%s (%zu socket%s opened, %zu closed).", n->n_listeners,
                n->n_listeners == 1 ? "" : "s", nadded, nadded == 1 ? "" : "s", ngone);
     notify_ready_after_reload(b);

@@ -544,6 +544,24 @@ int hc_connect(struct hc_client *c, uint64_t now) {
     return try_next_address(c, now, ECONNREFUSED);
 }
 
+int hc_connect_fd(struct hc_client *c, int fd, uint64_t now) {
+    if (c->state != HC_ST_IDLE || c->fd >= 0 || fd < 0)
+        return HC_ERR_STATE;
+    c->err[0] = 0;
+    c->disconnecting = false;
+    c->connect_deadline = now + c->connect_timeout_ms;
+    buf_reset(&c->in);
+    buf_reset(&c->out);
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        hc__set_error(c, "socket: %s", strerror(errno));
+        close(fd);
+        return HC_ERR_IO;
+    }
+    c->fd = fd;
+    return start_mqtt(c, now);
+}
+
 /* The layers over the connected socket: TLS, then WebSocket. The stack
  * owns the descriptor from here on. */
 static int build_stack(struct hc_client *c) {

@@ -6,6 +6,7 @@
  * trimmed. Any doubt stops the load with "FILE:LINE: reason".
  */
 #include "config/config.h"
+#include "config/bridge_conf.h"
 #include "config/features.h"
 
 #include <arpa/inet.h>
@@ -455,7 +456,7 @@ enum scope {
     SC_GLOBAL,   /* field of hato_config */
     SC_LISTENER, /* field of the current listener (or the default one) */
     SC_SECURITY, /* global, or the listener's when per_listener_settings */
-    SC_BRIDGE,   /* bridge option: refused */
+    SC_BRIDGE,   /* bridge option (bridge_conf.c) */
     SC_PLUGIN,   /* plugin loading: refused */
 };
 
@@ -468,7 +469,7 @@ enum kind {
     K_ENUM_STR, /* char *, one of choices */
     K_ENUM_INT, /* int index into choices */
     K_FN,       /* custom handler */
-    K_BRIDGE,   /* bridge option: error */
+    K_BRIDGE,   /* bridge option: bridge_conf_option, or refused */
     K_PLUGIN,   /* plugin loading: error */
     K_OBSOLETE, /* removed in Mosquitto 2.0: warning, ignored */
 };
@@ -565,10 +566,12 @@ struct key {
     { .name = n, .scope = SC_SECURITY, .kind = K_BOOL, .goff = CO(f), .loff = LO(f), __VA_ARGS__ }
 #define FN(n, h, ...)                                                                              \
     { .name = n, .kind = K_FN, .fn = h, __VA_ARGS__ }
-#define BRIDGE(n)                                                                                  \
+#define BRIDGE(n, ty, text)                                                                        \
+    { .name = n, .scope = SC_BRIDGE, .kind = K_BRIDGE, .type = ty, .doc = text }
+#define BRIDGE_NO(n, why)                                                                          \
     {                                                                                              \
         .name = n, .scope = SC_BRIDGE, .kind = K_BRIDGE, .status = ST_REFUSED,                     \
-        .doc = "bridge option: start-up stops (bridges are not supported yet)"                     \
+        .doc = "bridge option hato does not implement: " why                                       \
     }
 #define PLUGIN(n)                                                                                  \
     {                                                                                              \
@@ -811,56 +814,67 @@ static const struct key keys[] = {
     OBSOLETE("retry_interval"),
     OBSOLETE("store_clean_interval"),
     /* Bridges. */
-    FN("connection", h_connection, IN(SC_BRIDGE), REFUSED, TYPE("name"), DEF("none"),
-       DOC("starts a bridge: start-up stops (bridges are not supported yet)")),
-    BRIDGE("address"),
-    BRIDGE("addresses"),
-    BRIDGE("bridge_alpn"),
-    BRIDGE("bridge_attempt_unsubscribe"),
-    BRIDGE("bridge_bind_address"),
-    BRIDGE("bridge_cafile"),
-    BRIDGE("bridge_capath"),
-    BRIDGE("bridge_certfile"),
-    BRIDGE("bridge_ciphers"),
-    BRIDGE("bridge_ciphers_tls1.3"),
-    BRIDGE("bridge_identity"),
-    BRIDGE("bridge_insecure"),
-    BRIDGE("bridge_keyfile"),
-    BRIDGE("bridge_max_packet_size"),
-    BRIDGE("bridge_max_topic_alias"),
-    BRIDGE("bridge_outgoing_retain"),
-    BRIDGE("bridge_protocol_version"),
-    BRIDGE("bridge_psk"),
-    BRIDGE("bridge_receive_maximum"),
-    BRIDGE("bridge_reload_type"),
-    BRIDGE("bridge_require_ocsp"),
-    BRIDGE("bridge_session_expiry_interval"),
-    BRIDGE("bridge_tcp_keepalive"),
-    BRIDGE("bridge_tcp_user_timeout"),
-    BRIDGE("bridge_tls_use_os_certs"),
-    BRIDGE("bridge_tls_version"),
-    BRIDGE("cleansession"),
-    BRIDGE("clientid"),
-    BRIDGE("idle_timeout"),
-    BRIDGE("keepalive_interval"),
-    BRIDGE("local_cleansession"),
-    BRIDGE("local_clientid"),
-    BRIDGE("local_password"),
-    BRIDGE("local_username"),
-    BRIDGE("notification_topic"),
-    BRIDGE("notifications"),
-    BRIDGE("notifications_local_only"),
-    BRIDGE("password"),
-    BRIDGE("remote_clientid"),
-    BRIDGE("remote_password"),
-    BRIDGE("remote_username"),
-    BRIDGE("restart_timeout"),
-    BRIDGE("round_robin"),
-    BRIDGE("start_type"),
-    BRIDGE("threshold"),
-    BRIDGE("topic"),
-    BRIDGE("try_private"),
-    BRIDGE("username"),
+    FN("connection", h_connection, IN(SC_BRIDGE), TYPE("name"), DEF("none"),
+       DOC("starts a bridge section: the options after it belong to bridge NAME "
+           "(docs/bridges.md)")),
+    BRIDGE("address", "host[:port] ...",
+           "the remote broker: a fail-over list; ws:// wss:// URLs too"),
+    BRIDGE("addresses", "host[:port] ...", "alias of address"),
+    BRIDGE("bridge_alpn", "protocol", "ALPN protocol of the TLS connection to the remote broker"),
+    BRIDGE("bridge_attempt_unsubscribe", "bool",
+           "unsubscribe on the remote from out-only topics after connecting [true]"),
+    BRIDGE("bridge_bind_address", "address", "local address the remote connection binds to"),
+    BRIDGE("bridge_cafile", "path", "CA certificates to check the remote broker with (TLS on)"),
+    BRIDGE("bridge_capath", "path", "directory of CA certificates (TLS on)"),
+    BRIDGE("bridge_certfile", "path", "client certificate for the remote broker (PEM)"),
+    BRIDGE_NO("bridge_ciphers", "the cipher list of bridge connections is OpenSSL's default"),
+    BRIDGE_NO("bridge_ciphers_tls1.3", "the TLS 1.3 suites of bridges are OpenSSL's default"),
+    BRIDGE("bridge_identity", "text", "TLS-PSK identity (with bridge_psk)"),
+    BRIDGE("bridge_insecure", "bool", "do not check the remote broker's host name [false]"),
+    BRIDGE("bridge_keyfile", "path", "private key of bridge_certfile (PEM)"),
+    BRIDGE("bridge_max_packet_size", "bytes",
+           "largest packet to or from the remote broker; 0 = no limit [0]"),
+    BRIDGE_NO("bridge_max_topic_alias", "bridges use no topic aliases"),
+    BRIDGE("bridge_outgoing_retain", "bool", "keep the retain flag on messages sent out [true]"),
+    BRIDGE("bridge_protocol_version", "mqttv31|mqttv311|mqttv50",
+           "MQTT version towards the remote broker [mqttv311]"),
+    BRIDGE("bridge_psk", "hex", "TLS-PSK key in hexadecimal (with bridge_identity)"),
+    BRIDGE_NO("bridge_receive_maximum", "the bridge's Receive Maximum is the client library's"),
+    BRIDGE_NO("bridge_reload_type", "a SIGHUP restarts changed bridges and keeps the others"),
+    BRIDGE_NO("bridge_require_ocsp", "OCSP stapling is not checked"),
+    BRIDGE_NO("bridge_session_expiry_interval", "MQTT 5 bridges ask for no session expiry"),
+    BRIDGE_NO("bridge_tcp_keepalive", "TCP keep-alive is not set on bridge sockets"),
+    BRIDGE_NO("bridge_tcp_user_timeout", "TCP_USER_TIMEOUT is not set on bridge sockets"),
+    BRIDGE("bridge_tls_use_os_certs", "bool", "trust the system's CA store (TLS on) [false]"),
+    BRIDGE("bridge_tls_version", "tlsv1.3|tlsv1.2|tlsv1.1",
+           "lowest TLS version towards the remote broker [tlsv1.2]"),
+    BRIDGE("cleansession", "bool", "clean session on the remote broker [false]"),
+    BRIDGE("clientid", "id", "alias of remote_clientid"),
+    BRIDGE_NO("idle_timeout", "start_type lazy is not implemented"),
+    BRIDGE("keepalive_interval", "seconds", "keep-alive towards the remote broker [60]"),
+    BRIDGE("local_cleansession", "bool",
+           "clean session of the bridge's local session [as cleansession]"),
+    BRIDGE("local_clientid", "id", "client id of the local side [local.<remote_clientid>]"),
+    BRIDGE("local_password", "text",
+           "password of the local side (not checked: a bridge is trusted)"),
+    BRIDGE("local_username", "name", "user name of the local side, for ACLs"),
+    BRIDGE("notification_topic", "topic",
+           "where 1/0 connection state goes [$SYS/broker/connection/<remote_clientid>/state]"),
+    BRIDGE("notifications", "bool", "publish the connection state, retained [true]"),
+    BRIDGE("notifications_local_only", "bool", "the state only locally, not on the remote [false]"),
+    BRIDGE("password", "text", "alias of remote_password"),
+    BRIDGE("remote_clientid", "id", "client id on the remote broker [<hostname>.<connection>]"),
+    BRIDGE("remote_password", "text", "password on the remote broker"),
+    BRIDGE("remote_username", "name", "user name on the remote broker"),
+    BRIDGE("restart_timeout", "seconds | base cap",
+           "wait before reconnecting: constant, or jittered back-off [5 30]"),
+    BRIDGE("round_robin", "bool", "after a fail-over, stay on the address that works [false]"),
+    BRIDGE("start_type", "automatic|once", "when the bridge connects; lazy is refused [automatic]"),
+    BRIDGE_NO("threshold", "start_type lazy is not implemented"),
+    BRIDGE("topic", "pattern [in|out|both [qos [local_prefix [remote_prefix]]]]",
+           "topics the bridge carries, with their direction, QoS and prefixes"),
+    BRIDGE("try_private", "bool", "tell the remote broker it is a bridge (loop prevention) [true]"),
+    BRIDGE("username", "name", "alias of remote_username"),
 };
 #pragma GCC diagnostic pop
 
@@ -1293,10 +1307,12 @@ static int h_connection(struct parser *p, const struct key *k, char *value) {
     char *name = next_word(&rest);
     if (!name)
         return fail(p, "%s: missing value", k->name);
-    return fail(p,
-                "connection: bridges are not supported by hato yet; remove the bridge "
-                "section '%s'",
-                name);
+    if (next_word(&rest))
+        return fail(p, "%s: takes one name", k->name);
+    char msg[512];
+    if (bridge_conf_new(p->cfg, name, p->file, p->line, msg, sizeof msg) < 0)
+        return fail(p, "%s", msg);
+    return 0;
 }
 
 static int h_proxy(struct parser *p, const struct key *k, char *value) {
@@ -1412,8 +1428,14 @@ static int parse_line(struct parser *p, char *line) {
     switch (k->kind) {
     case K_FN:
         return k->fn(p, k, value);
-    case K_BRIDGE:
-        return fail(p, "%s: is a bridge option and bridges are not supported by hato yet", name);
+    case K_BRIDGE: {
+        if (k->status == ST_REFUSED)
+            return fail(p, "%s: %s", name, k->doc);
+        char msg[512];
+        if (bridge_conf_option(p->cfg, name, value, msg, sizeof msg) < 0)
+            return fail(p, "%s", msg);
+        return 0;
+    }
     case K_PLUGIN:
         return fail(p,
                     "%s: is Mosquitto 2.1's; hato loads plugins with 'plugin PATH' and "
@@ -1919,6 +1941,8 @@ int hato_config_finish(struct hato_config *cfg, char *err, size_t errlen) {
             }
         }
     }
+    if (bridge_conf_finish(cfg, err, errlen) < 0)
+        return -1;
     cfg->finished = true;
     return 0;
 oom:
@@ -1940,6 +1964,9 @@ void hato_config_free(struct hato_config *cfg) {
     for (size_t i = 0; i < cfg->n_listeners; i++)
         listener_free(&cfg->listeners[i]);
     free(cfg->listeners);
+    for (size_t i = 0; i < cfg->n_bridges; i++)
+        bridge_conf_free(&cfg->bridges[i]);
+    free(cfg->bridges);
     listener_free(&cfg->default_listener);
     for (size_t i = 0; i < cfg->n_warnings; i++)
         free(cfg->warnings[i]);

@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "config/bridge_conf.h"
+
 /* Tri-state booleans (allow_anonymous, ...) before hato_config_finish. */
 #define HATO_UNSET (-1)
 
@@ -241,6 +243,10 @@ struct hato_config {
     int64_t output_soft_limit;
     int output_stall_timeout;
     int max_topic_levels; /* levels in a topic name or filter; 201 (Mosquitto's); 0 = no limit */
+
+    /* Bridges (`connection` sections, config/bridge_conf.h), in file order. */
+    struct hato_bridge *bridges;
+    size_t n_bridges;
 
     /* Non-fatal remarks (deprecated or ignored directives), "FILE:LINE: text". */
     char **warnings;

@@ -384,6 +384,31 @@ static void test_tls_and_security(void **state) {
                  "(allow_anonymous, password_file, acl_file, psk_file, auto_id_prefix, "
                  "allow_zero_length_clientid)");
 
+    expect_finish_error("listener 1883\nconnection b1\ntopic # out\n",
+                        "hato.conf:2: connection b1: no address given");
+    {
+        struct hato_config c;
+        parse_finish_ok(&c, "connection b1\naddress 127.0.0.1:1884 [::1]:1885 other\n"
+                            "remote_clientid rc\ntopic a/# both 1 l/ r/\ntopic \"\" in 2 l/x r/y\n"
+                            "restart_timeout 2 8\n");
+        assert_int_equal(c.n_bridges, 1);
+        const struct hato_bridge *b = &c.bridges[0];
+        assert_int_equal(b->n_addrs, 3);
+        assert_string_equal(b->addrs[1].host, "::1");
+        assert_int_equal(b->addrs[1].port, 1885);
+        assert_int_equal(b->addrs[2].port, 0);
+        assert_string_equal(b->local_clientid, "local.rc");
+        assert_string_equal(b->notification_topic, "$SYS/broker/connection/rc/state");
+        assert_int_equal(b->topics[0].direction, BRIDGE_BOTH);
+        assert_string_equal(b->topics[0].local_prefix, "l/");
+        assert_string_equal(b->topics[1].pattern, "");
+        assert_int_equal(b->topics[1].qos, 2);
+        assert_int_equal(b->restart_cap, 8);
+        assert_false(b->clean);
+        assert_int_equal(b->local_clean, 0);
+        hato_config_free(&c);
+    }
+
     expect_finish_error("listener 8883\ncertfile /c.pem\n",
                         "hato.conf:1: listener 8883: certfile and keyfile must be given together");
     expect_finish_error("listener 8883\ncafile /ca.pem\n",
@@ -705,12 +730,20 @@ static void test_errors(void **state) {
          "hato.conf:1: auto_id_prefix: at most 50 characters, got 51"},
         {"listener_auto_id_prefix a/b\n",
          "hato.conf:1: listener_auto_id_prefix: must not contain +, # or /, got 'a/b'"},
-        {"connection bridge-01\naddress 10.0.0.1:1883\n",
-         "hato.conf:1: connection: bridges are not supported by hato yet; remove the bridge "
-         "section 'bridge-01'"},
+        {"connection b1\naddress 10.0.0.1:1883\nbridge_ciphers ALL\n",
+         "hato.conf:3: bridge_ciphers: bridge option hato does not implement: the cipher list "
+         "of bridge connections is OpenSSL's default"},
+        {"connection b1\nconnection b1\n",
+         "hato.conf:2: connection: a bridge named 'b1' is already defined (hato.conf:1)"},
+        {"connection b1\ntopic # sideways\n",
+         "hato.conf:2: topic: direction 'sideways' is not in, out or both"},
+        {"connection b1\ntopic \"\" in 0\n",
+         "hato.conf:2: topic: an empty pattern needs a local or remote prefix"},
+        {"connection b1\naddress h:0\n",
+         "hato.conf:2: address: '0' is not a whole number from 1 to 65535"},
         {"connection\n", "hato.conf:1: connection: missing value"},
         {"topic # both 0\n",
-         "hato.conf:1: topic: is a bridge option and bridges are not supported by hato yet"},
+         "hato.conf:1: topic: a bridge option, but no 'connection' line comes before it"},
         {"plugin_load dynsec /usr/lib/mosquitto_dynamic_security.so\n",
          "hato.conf:1: plugin_load: is Mosquitto 2.1's; hato loads plugins with 'plugin PATH' "
          "and 'plugin_opt_*' lines (docs/plugins.md)"},

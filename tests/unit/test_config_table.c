@@ -65,7 +65,7 @@ static void test_defaults_and_types(void **state) {
     assert_true(get("retain_available", &d));
     assert_string_equal(d.def, "true");
     assert_string_equal(d.type, "bool");
-    assert_true(get("bridge_cafile", &d));
+    assert_true(get("bridge_ciphers", &d));
     assert_string_equal(d.status, "refused");
     assert_string_equal(d.scope, "bridge");
     assert_true(get("retry_interval", &d));
