@@ -14,6 +14,7 @@ every 0.2 s until the other side receives one (a poll with a deadline).
 
 import functools
 import os
+import re
 import subprocess
 import time
 
@@ -315,7 +316,52 @@ def mosquitto_passwd_file(path, users):
 
 
 def count_lines(node, pattern, start=0):
-    import re
     rx = re.compile(pattern)
     with node.cond:
         return sum(1 for l in node.lines[start:] if l is not None and rx.search(l))
+
+
+@pytest.fixture(params=KINDS)
+def bridging(request):
+    """Which broker runs the `connection` block: mosquitto or hato."""
+    mark_if_engine_missing(request, request.param)
+    return request.param
+
+
+def up_out(local, remote, topic="t/probe", remote_filter="t/#", rsub=None):
+    """Wait until local -> remote flows; returns a remote subscriber on remote_filter."""
+    rsub = rsub or Client(remote)
+    rsub.subscribe(remote_filter, qos=2)
+    await_flow(local, rsub, topic)
+    rsub.clear()
+    return rsub
+
+
+def up_in(local, remote, topic="t/probe", local_filter="t/#", lsub=None):
+    """Wait until remote -> local flows; returns a local subscriber on local_filter."""
+    lsub = lsub or Client(local)
+    lsub.subscribe(local_filter, qos=2)
+    await_flow(remote, lsub, topic)
+    lsub.clear()
+    return lsub
+
+
+def sentinel_wait(sub, payload=b"END", timeout=15):
+    """Receive until the sentinel arrives; return the data messages before it."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    sub.wait_payload(payload, timeout)
+    out = []
+    for m in sub.data():
+        if m[1] == payload:
+            break
+        out.append(m)
+    return out
+
+
+def mosquitto_differs(request, bridging, reason):
+    """Mark xfail (not strict) when mosquitto is the bridging broker and 2.0.11
+    is known not to do what the test (and hato) expects: reason says what it does."""
+    if bridging == "mosquitto":
+        request.node.add_marker(pytest.mark.xfail(reason="mosquitto 2.0.11: " + reason,
+                                                  strict=False))

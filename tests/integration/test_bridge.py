@@ -10,45 +10,10 @@ is merged they are real tests.
 
 import pytest
 
-from bridgekit import (KINDS, Client, await_flow, bridge_block, count_lines,
-                       mark_if_engine_missing, mosquitto_passwd_file, nodes)  # noqa: F401
+from bridgekit import (Client, bridge_block, bridging, mosquitto_passwd_file,  # noqa: F401
+                       nodes, sentinel_wait, up_in, up_out)
 
 pytestmark = pytest.mark.hato_only("starts mosquitto and hato itself, both as bridges")
-
-
-@pytest.fixture(params=KINDS)
-def bridging(request):
-    """Which broker runs the `connection` block."""
-    mark_if_engine_missing(request, request.param)
-    return request.param
-
-
-def up_out(local, remote, topic="t/probe", remote_filter="t/#", rsub=None):
-    """Wait until local -> remote flows; returns a remote subscriber on remote_filter."""
-    rsub = rsub or Client(remote)
-    rsub.subscribe(remote_filter, qos=2)
-    await_flow(local, rsub, topic)
-    rsub.clear()
-    return rsub
-
-
-def up_in(local, remote, topic="t/probe", local_filter="t/#", lsub=None):
-    lsub = lsub or Client(local)
-    lsub.subscribe(local_filter, qos=2)
-    await_flow(remote, lsub, topic)
-    lsub.clear()
-    return lsub
-
-
-def sentinel_wait(sub, payload=b"END", timeout=15):
-    """Receive until the sentinel arrives; return the data messages before it."""
-    sub.wait_payload(payload, timeout)
-    out = []
-    for m in sub.data():
-        if m[1] == (payload if isinstance(payload, bytes) else payload.encode()):
-            break
-        out.append(m)
-    return out
 
 
 # ---------------------------------------------------------------------------
