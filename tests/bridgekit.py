@@ -100,6 +100,11 @@ class Node(LoggedProcess):
     def running(self):
         return self.proc.poll() is None
 
+    def kill(self):
+        """SIGKILL by PID (a crash, as far as the peers can tell); not checked at teardown."""
+        self.killed = True
+        super().kill()
+
     def stop(self, check=True):
         """SIGTERM by PID, wait; check no sanitizer report and (hato) exit status 0."""
         rc, in_time = self.terminate(timeout=15)
@@ -143,7 +148,7 @@ class Nodes:
     def stop_all(self):
         errors = []
         for n in self.started:
-            if n.proc.poll() is None or n.proc.returncode is not None:
+            if not getattr(n, "killed", False):
                 try:
                     n.stop()
                 except AssertionError as e:
