@@ -88,6 +88,7 @@ class Node(LoggedProcess):
         return t + self.config
 
     def _start(self):
+        self.killed = False
         with open(self.config_path, "w") as f:
             f.write(self.text())
         binary = HATO_BIN if self.kind == "hato" else MOSQUITTO
@@ -370,3 +371,36 @@ def mosquitto_differs(request, bridging, reason):
     if bridging == "mosquitto":
         request.node.add_marker(pytest.mark.xfail(reason="mosquitto 2.0.11: " + reason,
                                                   strict=False))
+
+
+@functools.lru_cache(maxsize=None)
+def hato_bridge_remote_missing(hato_bin=HATO_BIN):
+    """True-ish (the reason) while hato refuses a bridge's CONNECT (protocol
+    level with the 0x80 "bridge" bit that try_private sends); "" once it accepts."""
+    import tempfile
+    from mqttraw import CONNACK, connect_raw
+    d = tempfile.mkdtemp(prefix="hato-bridge-remote-")
+    n = Node("hato", d, name="probe")
+    try:
+        c = RawClient(n, timeout=5)
+        c.send(connect_raw(b"bridge-probe", level=0x84))
+        try:
+            p = c.recv(5)
+        except (ConnectionError, TimeoutError) as e:
+            return f"CONNECT with protocol level 0x84: {e}"
+        finally:
+            c.close()
+        if p.type != CONNACK or p.reason != 0:
+            return f"CONNECT with protocol level 0x84 answered {p!r}"
+        return ""
+    finally:
+        n.stop(check=False)
+
+
+def mark_if_remote_missing(request, remote_kind):
+    """xfail (not strict) while hato, as the remote end, refuses bridges."""
+    if remote_kind == "hato":
+        why = hato_bridge_remote_missing()
+        if why:
+            request.node.add_marker(pytest.mark.xfail(
+                reason=f"hato as the remote end of a bridge not merged: {why}", strict=False))
