@@ -404,3 +404,17 @@ def mark_if_remote_missing(request, remote_kind):
         if why:
             request.node.add_marker(pytest.mark.xfail(
                 reason=f"hato as the remote end of a bridge not merged: {why}", strict=False))
+
+
+class StdinProcess(LoggedProcess):
+    """LoggedProcess whose stdin stays an open pipe (programs such as
+    `openssl s_server` stop at end of input)."""
+
+    def __init__(self, cmd, env=None):
+        import threading
+        self.lines = []
+        self.cond = threading.Condition()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env=env)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
