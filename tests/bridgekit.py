@@ -233,10 +233,28 @@ class Client:
                 self.c.send(ack(PUBACK, p.pid))
             elif p.qos == 2:
                 self.c.send(ack(PUBREC, p.pid))
+                self.pending_acks.append(p.pid)
             self.got.append((p.topic, p.payload, p.qos, p.retain))
         elif p.type == PUBREL:
             self.c.send(ack(PUBCOMP, p.pid))
+            if p.pid in self.pending_acks:
+                self.pending_acks.remove(p.pid)
         return p
+
+    def settle(self, timeout=10):
+        """Finish every QoS 2 flow received (PUBREL answered), then a PINGREQ
+        round trip: the broker has read all our acknowledgements before we close."""
+        from mqttraw import PINGRESP, pingreq
+        deadline = time.monotonic() + timeout
+        while self.pending_acks:
+            self._recv(max(0.01, deadline - time.monotonic()))
+        self.c.send(pingreq())
+        while self._recv(max(0.01, deadline - time.monotonic())).type != PINGRESP:
+            pass
+
+    def close_settled(self):
+        self.settle()
+        self.close()
 
     def wait_for(self, pred, timeout=15):
         """Receive until some message in .got satisfies pred(topic, payload); return it."""

@@ -67,7 +67,7 @@ def test_cleansession_false_outage_in_order(nodes, bridging, tmp_path, qos):
         pub.publish("q/x", p, qos=qos)
     reader.wait_payload(want[9])
     before = reader.data()
-    reader.close()
+    reader.close_settled()
     down(state, remote)
     for p in want[10:20]:
         pub.publish("q/x", p, qos=qos)  # acknowledged locally while the remote is down
@@ -95,7 +95,7 @@ def test_persistence_bridging_restart_while_remote_down(nodes, bridging, tmp_pat
     state.subscribe(STATE)
     state.wait_payload("1")
     up_out(local, remote, "q/probe", "q/#", rsub=reader)
-    reader.close()
+    reader.close_settled()
     down(state, remote)
     pub = Client(local)
     want = [f"d{i:02}".encode() for i in range(10)]
