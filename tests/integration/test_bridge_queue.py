@@ -4,7 +4,6 @@ the bridging broker, start_type once|lazy with threshold and idle_timeout.
 Run with mosquitto and with hato as the bridging broker (see bridgekit).
 """
 
-import os
 
 import pytest
 
