@@ -118,6 +118,19 @@ def test_topic_empty_remote_prefix(nodes, bridging):
     assert sentinel_wait(lsub) == [("edge/t/x", b"v", 1, False)]
 
 
+def test_topic_empty_pattern_single_topic_remap(nodes, bridging):
+    """`topic "" out 1 local/one remote/one`: one local topic to one remote topic."""
+    remote = nodes.start("mosquitto", name="remote")
+    local = nodes.start(bridging, bridge_block(remote, topics=['"" out 1 here/one there/one']),
+                        name="local")
+    rsub = up_out(local, remote, "here/one", "there/#")
+    pub = Client(local)
+    pub.publish("here/one/deeper", "not-me", qos=1)
+    pub.publish("here/one", "v", qos=1)
+    pub.publish("here/one", "END", qos=1)
+    assert sentinel_wait(rsub) == [("there/one", b"v", 1, False)]
+
+
 def test_topic_several_lines(nodes, bridging):
     """Several topic lines: each routes its own pattern and direction; topics
     matching none stay where they were published."""

@@ -10,7 +10,7 @@ import pytest
 
 from bridgekit import (Client, StdinProcess, bridge_block, bridging, nodes, up_out)  # noqa: F401
 from conftest import free_port
-from tlspki import _leaf, pki  # noqa: F401 (pki is a fixture)
+from tlspki import PSK_IDENTITY, PSK_KEY, _leaf, pki  # noqa: F401 (pki is a fixture)
 
 pytestmark = pytest.mark.hato_only("starts mosquitto and hato itself, both as bridges")
 
@@ -115,3 +115,16 @@ def test_bridge_tls_version_refuses_older_server(nodes, bridging, pki):
         local.wait_log(r"(?i)protocol version|OpenSSL Error|handshake", timeout=20)
     finally:
         server.kill()
+
+
+def test_bridge_identity_bridge_psk(nodes, bridging, pki):
+    """bridge_identity / bridge_psk: TLS with a pre-shared key instead of certificates."""
+    tls_port = free_port()
+    remote = nodes.start("mosquitto", f"listener {tls_port} 127.0.0.1\npsk_hint hato-test\n"
+                         f"psk_file {pki['psk.txt']}\n", name="remote")
+    block = bridge_block(remote, topics=["t/# out 1"], address=f"127.0.0.1:{tls_port}",
+                         extra=f"bridge_identity {PSK_IDENTITY}\nbridge_psk {PSK_KEY}\n")
+    local = nodes.start(bridging, block, name="local")
+    rsub = up_out(local, remote)
+    Client(local).publish("t/x", "psk", qos=1)
+    rsub.wait_payload("psk")
