@@ -158,7 +158,7 @@ def test_topic_several_lines(nodes, bridging):
 # bridge_protocol_version
 
 
-@pytest.mark.parametrize("version,logged", [("mqttv311", "p2"), ("mqttv50", "p5")])
+@pytest.mark.parametrize("version,logged", [("mqttv31", "p1"), ("mqttv311", "p2"), ("mqttv50", "p5")])
 def test_bridge_protocol_version(nodes, bridging, version, logged):
     remote = nodes.start("mosquitto", name="remote")
     extra = f"bridge_protocol_version {version}\n"
