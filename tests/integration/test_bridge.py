@@ -10,7 +10,7 @@ is merged they are real tests.
 
 import pytest
 
-from bridgekit import (Client, bridge_block, bridging, mosquitto_passwd_file,  # noqa: F401
+from bridgekit import (Client, await_flow, bridge_block, bridging, mosquitto_passwd_file,  # noqa: F401
                        nodes, sentinel_wait, up_in, up_out)
 
 pytestmark = pytest.mark.hato_only("starts mosquitto and hato itself, both as bridges")
@@ -139,6 +139,11 @@ def test_topic_several_lines(nodes, bridging):
     local = nodes.start(bridging, bridge_block(remote, topics=topics), name="local")
     rsub = up_out(local, remote, "a/probe", "#")
     lsub = up_in(local, remote, "b/probe", "#")
+    # One SUBSCRIBE per topic line on each side: b/# flowing says nothing of
+    # c/+, so probe the last line both ways too.
+    for src, sub in ((local, rsub), (remote, lsub)):
+        sub.clear()
+        await_flow(src, sub, "c/probe")
     lpub, rpub = Client(local), Client(remote)
     for t in ("a/1", "b/1", "c/1", "d/1", "c/1/deep"):
         lpub.publish(t, "L:" + t, qos=1)
