@@ -134,6 +134,13 @@ struct session {
     int64_t will_at; /* monotonic ms when pending, 0 otherwise */
 
     bool queue_full; /* dropping for max_queued_*: logged once per episode */
+    /* The local side of one of our bridges (set at each CONNECT): its queue
+     * bound (bridge_max_queued_messages, 0 = max_queued_messages), and
+     * whether it skips messages that came over a bridge (read by routing
+     * on every worker). */
+    bool bridge_local;
+    atomic_bool bridge_nofwd;
+    uint32_t bridge_qmax;
 
     struct session *timer_next; /* in the worker's list of timed sessions */
     bool on_timer_list;
@@ -182,6 +189,8 @@ struct conn {
     /* Small fields together (every idle connection carries them). */
     uint8_t version;   /* 0 until CONNECT */
     bool is_bridge;    /* CONNECT level 0x83/0x84: a Mosquitto bridge (internals/bridge-peer.md) */
+    bool bridge_local; /* the local side of one of our bridges (bridge.c) */
+    bool bridge_nofwd; /* ... with bridge_forward_bridged false */
     bool dirty;        /* on the worker's flush list */
     bool will_pending; /* publish the will if the connection is lost */
     bool counted;      /* counted in ls->nconns */
@@ -201,6 +210,7 @@ struct conn {
     uint16_t nalias;              /* entries of aliases */
     uint32_t max_packet_out;      /* MQTT 5: largest packet we may send it */
     uint32_t session_expiry_in;   /* from CONNECT, for the DISCONNECT check */
+    uint32_t bridge_qmax;         /* bridge_local: bridge_max_queued_messages */
     /* Outgoing topic aliases (alias.h), MQTT 5 clients that accept them; NULL = none.
      * Next to max_packet_out: send_publish reads both for every MQTT 5 delivery. */
     struct alias_out *alias_out;

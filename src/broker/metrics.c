@@ -178,7 +178,7 @@ static const char *const drop_reasons[STATS_DROP_N] = {
     [STATS_DROP_OUTPUT_FULL] = "output_full",   [STATS_DROP_QUEUE_FULL] = "queue_full",
     [STATS_DROP_QOS0_OFFLINE] = "qos0_offline", [STATS_DROP_EXPIRED] = "expired",
     [STATS_DROP_TOO_LARGE] = "too_large",       [STATS_DROP_ACL] = "acl",
-    [STATS_DROP_MEMORY_LIMIT] = "memory_limit",
+    [STATS_DROP_MEMORY_LIMIT] = "memory_limit", [STATS_DROP_BRIDGE_QUEUE] = "bridge_queue_full",
 };
 
 static void render(struct mbuf *b, const struct stats_snapshot *s, int64_t started) {

@@ -32,6 +32,9 @@ struct msg {
     bool retain; /* retain flag as published */
     uint16_t topic_len;
     uint32_t payload_len;
+    /* It reached this broker over a bridge (a peer's bridge connection or
+     * one of ours): bridges with bridge_forward_bridged false skip it. */
+    bool via_bridge;
     /* Absolute expiry (CLOCK_REALTIME, milliseconds), 0 = never. */
     int64_t expiry_at;
     /* Identity of the publishing session (for no-local), never dereferenced. */

@@ -575,6 +575,9 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     s->will_delay = v5 && will && (p->connect.will_props.present & PROP(WILL_DELAY))
                         ? p->connect.will_props.will_delay
                         : 0;
+    s->bridge_local = c->bridge_local;
+    s->bridge_qmax = c->bridge_qmax;
+    atomic_store_explicit(&s->bridge_nofwd, c->bridge_nofwd, memory_order_relaxed);
     s->conn = c;
     s->conn_gen++;
     atomic_store_explicit(&s->online, true, memory_order_relaxed);
@@ -903,6 +906,8 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
         return;
     }
+    /* Set before the message is shared (retained or routed). */
+    m->via_bridge = c->is_bridge || c->bridge_local;
     bool control = plugin_is_control_topic(m->topic, m->topic_len);
     if (!control && m->retain &&
         retain_set(b->retain, m) == 0) /* empty payload clears, MQTT-3.3.1-10 */
@@ -1111,6 +1116,10 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
                           m->topic, s->client_id, m->src->id);
                 stats_drop(c->w, STATS_DROP_ACL);
                 msg_unref(m);
+                continue;
+            }
+            if (m->via_bridge && c->bridge_nofwd) {
+                msg_unref(m); /* bridge_forward_bridged false (bridge.c) */
                 continue;
             }
             struct deliv d = {.m = m, .retain = true, .answer = true};

@@ -275,6 +275,8 @@ size_t route_publish(struct worker *w, struct msg *m) {
             struct match *mt = &mv[j];
             if (mt->opts.no_local && m->origin == s)
                 continue; /* MQTT-3.8.3-3 */
+            if (m->via_bridge && atomic_load_explicit(&s->bridge_nofwd, memory_order_relaxed))
+                break; /* bridge_forward_bridged false (bridge.c) */
             any = true;
             if (mt->opts.qos > qos)
                 qos = mt->opts.qos;

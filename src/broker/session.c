@@ -275,6 +275,9 @@ void session_detach(struct session *s, bool publish) {
 /* ---- outgoing messages -------------------------------------------------- */
 
 static uint32_t window(struct session *s) {
+    /* One of our bridges' local side says what it holds (bridge.c). */
+    if (s->bridge_local && s->conn && s->conn->receive_max_out)
+        return s->conn->receive_max_out;
     uint32_t w = s->w->b->cfg->max_inflight_messages;
     if (w == 0 || w > 65535)
         w = 65535;
@@ -570,6 +573,8 @@ static int queue_push(struct session *s, struct deliv *d) {
         uint32_t msgs;
         uint64_t bytes;
     } lim = {(uint32_t)s->w->b->cfg->max_queued_messages, (uint64_t)s->w->b->cfg->max_queued_bytes};
+    if (s->bridge_qmax)
+        lim.msgs = s->bridge_qmax; /* bridge_max_queued_messages */
     if (s->conn && s->conn->bp.full) {
         /* Holding its publishers back (bp.c): what was already on its way
          * from other workers' inboxes when it filled is queued, not lost (the
@@ -580,11 +585,12 @@ static int queue_push(struct session *s, struct deliv *d) {
     if ((lim.msgs && s->qlen >= lim.msgs) ||
         (lim.bytes && s->qbytes + d->m->payload_len > lim.bytes)) {
         if (!s->queue_full)
-            log_notice("Queue of client %s is full (%u messages, %zu bytes): dropping new "
-                       "messages for it (max_queued_messages, max_queued_bytes).",
-                       s->client_id, s->qlen, s->qbytes);
+            log_notice("Queue of %s %s is full (%u messages, %zu bytes): dropping new "
+                       "messages for it (%s, max_queued_bytes).",
+                       s->bridge_local ? "bridge" : "client", s->client_id, s->qlen, s->qbytes,
+                       s->bridge_qmax ? "bridge_max_queued_messages" : "max_queued_messages");
         s->queue_full = true;
-        stats_drop(s->w, STATS_DROP_QUEUE_FULL);
+        stats_drop(s->w, s->bridge_local ? STATS_DROP_BRIDGE_QUEUE : STATS_DROP_QUEUE_FULL);
         return -1;
     }
     /* The episode ends when the queue is down to half (a queue hovering at

@@ -43,6 +43,7 @@ enum stats_drop {
     STATS_DROP_TOO_LARGE,    /* larger than the client's maximum packet size */
     STATS_DROP_ACL,          /* not readable by the subscriber (ACL) */
     STATS_DROP_MEMORY_LIMIT, /* a PUBLISH refused: memory_limit reached (limits.h) */
+    STATS_DROP_BRIDGE_QUEUE, /* a bridge's queue full (bridge_max_queued_messages) */
     STATS_DROP_N,
 };
 
