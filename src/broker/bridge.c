@@ -16,7 +16,21 @@
  *
  * The local client is connected only while the remote one is: when the
  * remote broker is away, hato's session of the bridge (local_clientid)
- * queues what the out patterns match, as for any offline client.
+ * queues what the out patterns match, as for any offline client
+ * (bridge_max_queued_messages bounds that queue). So that the session and
+ * its subscriptions exist before the remote was ever reached, a bridge with
+ * local_cleansession false first connects its local side alone, subscribes
+ * and disconnects (B_REG), then makes its first remote attempt.
+ *
+ * start_type lazy turns it around: the local client is connected first and
+ * what it receives waits in the engine (QoS 1/2 unacknowledged, so hato
+ * still holds them) until more than `threshold` messages wait; then the
+ * remote connection is made and they go out in order. After idle_timeout
+ * seconds without a message either way the remote connection is closed.
+ *
+ * round_robin false with several addresses: while on a later address, the
+ * first one is probed (a TCP connect) every restart_timeout; once it
+ * answers, the bridge moves back to it.
  */
 #include "broker/bridge.h"
 #include "base/log.h"
@@ -28,6 +42,8 @@
 #include "transport/stream.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -57,7 +73,23 @@ enum bstate {
     B_REMOTE,  /* remote connection under way */
     B_UP,      /* remote connected; local connection started */
     B_STOPPED, /* start_type once, after its connection ended */
+    B_LAZY,    /* start_type lazy: local side connected, messages counted */
+    B_REG,     /* local side alone, to leave hato a session that queues */
 };
+
+/* start_type lazy: a message from hato waiting for the remote connection. */
+struct bpend {
+    char *topic;
+    uint8_t *payload;
+    size_t len;
+    uint16_t mid; /* to acknowledge to hato (QoS 1/2) */
+    uint8_t qos;
+    bool retain;
+};
+
+/* QoS 0 messages a lazy bridge keeps waiting at most (QoS 1/2 are bounded
+ * by the local side's Receive Maximum). */
+#define LAZY_MAX_QOS0 65536
 
 struct bconn;
 
@@ -83,6 +115,16 @@ struct bconn {
     char why[256];      /* why it ended (logged by the tear-down) */
     struct bmaps out;   /* remote mid -> local pid */
     struct bmaps in;    /* local mid -> remote pid */
+    bool registered;    /* hato has the local session (B_REG done, or was connected) */
+    bool reg_done;      /* B_REG: the local side subscribed and disconnected */
+    bool graceful;      /* tear down with a DISCONNECT (idle, back to the first address) */
+    bool to_main;       /* the first address answers: the next attempt is on it, at once */
+    int64_t last_msg;   /* lazy: the last message either way (idle_timeout) */
+    int64_t probe_at;   /* round_robin false on a later address: next probe of the first */
+    struct ev_io probe; /* that probe's connect (io.fd -1: none) */
+    struct bpend *pend; /* lazy: messages from hato waiting for the remote */
+    size_t npend, cappend, npend0;
+    bool pend_full_logged;
     struct bconn *next; /* engine's list */
 };
 
@@ -257,6 +299,67 @@ static void side_close(struct bside *s, bool graceful) {
     s->c = NULL;
 }
 
+static bool lazy(const struct bconn *bc) {
+    return bc->cfg->start_type == BRIDGE_START_LAZY;
+}
+
+static void pend_clear(struct bconn *bc) {
+    for (size_t i = 0; i < bc->npend; i++) {
+        free(bc->pend[i].topic);
+        free(bc->pend[i].payload);
+    }
+    bc->npend = bc->npend0 = 0;
+    bc->pend_full_logged = false;
+}
+
+/* Keep a message from hato until the remote is up. -1: not kept (a QoS
+ * 1/2 one stays unacknowledged, so hato sends it again). */
+static int pend_add(struct bconn *bc, const struct hc_message *m) {
+    if (m->qos == 0 && bc->npend0 >= LAZY_MAX_QOS0) {
+        if (!bc->pend_full_logged)
+            log_notice("Bridge %s: %d QoS 0 messages wait for the remote broker: dropping "
+                       "more until it is connected.",
+                       bc->cfg->name, LAZY_MAX_QOS0);
+        bc->pend_full_logged = true;
+        return -1;
+    }
+    if (bc->npend == bc->cappend) {
+        size_t cap = bc->cappend ? bc->cappend * 2 : 16;
+        struct bpend *v = realloc(bc->pend, cap * sizeof *v);
+        if (!v)
+            return -1;
+        bc->pend = v;
+        bc->cappend = cap;
+    }
+    struct bpend *p = &bc->pend[bc->npend];
+    p->topic = strdup(m->topic);
+    p->payload = malloc(m->payload_len ? m->payload_len : 1);
+    if (!p->topic || !p->payload) {
+        free(p->topic);
+        free(p->payload);
+        return -1;
+    }
+    if (m->payload_len)
+        memcpy(p->payload, m->payload, m->payload_len);
+    p->len = m->payload_len;
+    p->mid = m->mid;
+    p->qos = m->qos;
+    p->retain = m->retain;
+    bc->npend++;
+    if (m->qos == 0)
+        bc->npend0++;
+    return 0;
+}
+
+static void probe_stop(struct bconn *bc) {
+    if (bc->probe.fd < 0)
+        return;
+    int fd = bc->probe.fd;
+    ev_io_stop(bc->e->loop, &bc->probe);
+    bc->probe.fd = -1;
+    close(fd);
+}
+
 static void notify_local(struct bconn *bc, const char *state) {
     if (!bc->cfg->notifications)
         return;
@@ -280,6 +383,13 @@ static void bridge_fail(struct bconn *bc, const char *fmt, ...) {
 }
 
 static void schedule(struct bconn *bc, int64_t now) {
+    if (bc->graceful || bc->to_main) {
+        /* Idle (lazy) or back to the first address: no failure to wait for. */
+        bc->graceful = bc->to_main = false;
+        bc->st = B_WAIT;
+        bc->next_try = now;
+        return;
+    }
     if (bc->cfg->start_type == BRIDGE_START_ONCE) {
         bc->st = B_STOPPED;
         log_notice("Bridge %s: start_type once: not reconnecting.", bc->cfg->name);
@@ -293,7 +403,10 @@ static void teardown(struct bconn *bc, bool graceful) {
     const struct hato_bridge_addr *a = cur_addr(bc);
     bool was_up = bc->remote_up;
     if (bc->why[0]) {
-        if (was_up)
+        if (bc->graceful)
+            log_notice("Bridge %s: %s: disconnecting from %s:%u.", bc->cfg->name, bc->why, a->host,
+                       addr_port(bc));
+        else if (was_up)
             log_notice("Bridge %s: connection to %s:%u lost: %s.", bc->cfg->name, a->host,
                        addr_port(bc), bc->why);
         else
@@ -308,13 +421,17 @@ static void teardown(struct bconn *bc, bool graceful) {
      * took; what it did not acknowledge hato sends again next time. */
     side_close(&bc->l, true);
     side_close(&bc->r, graceful);
+    probe_stop(bc);
+    pend_clear(bc); /* QoS 1/2 ones come again from hato; QoS 0 ones are lost */
     bc->out.n = bc->in.n = 0;
     bc->remote_up = bc->local_up = false;
     bc->dead = false;
     bc->why[0] = '\0';
     /* Next address: after a failed attempt always; after a lost connection
      * with round_robin, else back to the first (the primary). */
-    if (bc->cfg->n_addrs > 1) {
+    if (bc->to_main)
+        bc->addr = 0;
+    else if (bc->cfg->n_addrs > 1 && !bc->graceful) {
         if (!was_up || bc->cfg->round_robin)
             bc->addr = (bc->addr + 1) % bc->cfg->n_addrs;
         else
@@ -332,6 +449,12 @@ static void local_on_connect(struct hc_client *c, void *ud, uint8_t reason, bool
 static void local_on_disconnect(struct hc_client *c, void *ud, int err);
 static void local_on_message(struct hc_client *c, void *ud, const struct hc_message *m);
 static void local_on_publish(struct hc_client *c, void *ud, uint16_t mid, uint8_t reason);
+static void both_up(struct bconn *bc);
+
+/* round_robin false: how often the first address is probed. */
+static int64_t probe_period(const struct bconn *bc) {
+    return bc->cfg->restart_base > 0 ? (int64_t)bc->cfg->restart_base * 1000 : 1000;
+}
 
 static void attempt(struct bconn *bc, int64_t now) {
     const struct hato_bridge *cfg = bc->cfg;
@@ -416,7 +539,11 @@ static int adopt_local(struct bconn *bc, int fd) {
     struct item *it = calloc(1, sizeof *it);
     if (!c || !it)
         goto fail;
-    if (bc->cfg->local_username && !(c->username = strdup(bc->cfg->local_username)))
+    /* Without local_password the user name is the bridge's, fixed, with
+     * no password to check (Mosquitto's local side is trusted too); with
+     * one, the local CONNECT carries both and hato checks them. */
+    bool trusted = !bc->cfg->local_password;
+    if (trusted && bc->cfg->local_username && !(c->username = strdup(bc->cfg->local_username)))
         goto fail;
     tcp_stream_init(&c->tcp, fd, &c->si);
     c->st = &c->tcp;
@@ -426,8 +553,10 @@ static int adopt_local(struct bconn *bc, int fd) {
     c->counted = false;
     c->state = CS_NEW;
     c->last_rx = ev_clock_ms();
-    /* The user name is the bridge's, fixed, with no password to check. */
-    c->username_from_tls = true;
+    c->username_from_tls = trusted;
+    c->bridge_local = true;
+    c->bridge_nofwd = !bc->cfg->forward_bridged;
+    c->bridge_qmax = bc->cfg->max_queued;
     snprintf(c->si.peer, sizeof c->si.peer, "bridge:%s", bc->cfg->name);
     it->kind = IT_ADOPT;
     it->c = c;
@@ -455,6 +584,9 @@ static void start_local(struct bconn *bc, int64_t now) {
         cp.session_expiry = UINT32_MAX; /* hato keeps what the out patterns match */
         cp.present |= MQTT_PROP_BIT(MQTT_PROP_SESSION_EXPIRY);
     }
+    /* What hato may leave unacknowledged with us: lazy counts up to
+     * more than `threshold` of them. */
+    int rmax = lazy(bc) && cfg->threshold + 1 > 100 ? cfg->threshold + 1 : 100;
     struct hc_config hc = {
         .version = MQTT_V5,
         .client_id = cfg->local_clientid,
@@ -463,6 +595,10 @@ static void start_local(struct bconn *bc, int64_t now) {
         .connect_props = cp.present ? &cp : NULL,
         .manual_ack = true,
         .max_inflight = 100,
+        .receive_maximum = (uint16_t)rmax,
+        .username = cfg->local_password ? cfg->local_username : NULL,
+        .password = (const uint8_t *)cfg->local_password,
+        .password_len = cfg->local_password ? strlen(cfg->local_password) : 0,
     };
     struct hc_callbacks cb = {.on_connect = local_on_connect,
                               .on_disconnect = local_on_disconnect,
@@ -499,6 +635,7 @@ static void local_on_connect(struct hc_client *c, void *ud, uint8_t reason, bool
         return;
     }
     bc->local_up = true;
+    bc->registered = true;
     const struct hato_bridge *cfg = bc->cfg;
     for (size_t i = 0; i < cfg->n_topics; i++) {
         const struct hato_bridge_topic *t = &cfg->topics[i];
@@ -520,12 +657,22 @@ static void local_on_connect(struct hc_client *c, void *ud, uint8_t reason, bool
             return;
         }
     }
-    notify_local(bc, "1");
-    bc->notified = cfg->notifications;
+    if (bc->st == B_REG) {
+        int rc = hc_disconnect(c, 0, NULL); /* the session stays, with its subscriptions */
+        if (rc != HC_OK)
+            bridge_fail(bc, "local disconnect: %s", hc_strerror(rc));
+        return;
+    }
+    if (bc->remote_up)
+        both_up(bc);
 }
 
 static void local_on_disconnect(struct hc_client *c, void *ud, int err) {
     struct bconn *bc = ud;
+    if (bc->st == B_REG && err == HC_OK && bc->local_up) {
+        bc->reg_done = true; /* on_after closes it and goes on */
+        return;
+    }
     bridge_fail(bc, "the local connection ended: %s",
                 err == HC_OK          ? "closed"
                 : hc_error_text(c)[0] ? hc_error_text(c)
@@ -539,39 +686,65 @@ static size_t publish_size(const struct bconn *bc, size_t tlen, size_t plen, uin
     return hdr + rem;
 }
 
-/* A message from hato for the remote broker. */
-static void local_on_message(struct hc_client *c, void *ud, const struct hc_message *m) {
-    struct bconn *bc = ud;
+/* A message from hato for the remote broker (connected): sent, and its
+ * acknowledgement to hato left for the remote's; or acknowledged now when
+ * no copy that needs one went out. */
+static void forward_out(struct bconn *bc, const char *ltopic, const uint8_t *payload, size_t len,
+                        uint8_t mqos, bool mretain, uint16_t pid) {
     uint8_t rq = 0;
-    char *topic = (bc->r.c && bc->remote_up) ? map_topic(bc->cfg, m->topic, true, &rq) : NULL;
-    uint8_t qos = m->qos < rq ? m->qos : rq;
+    char *topic = map_topic(bc->cfg, ltopic, true, &rq);
+    uint8_t qos = mqos < rq ? mqos : rq;
     bool sent = false;
+    bc->last_msg = ev_now(bc->e->loop);
     if (topic) {
-        bool retain = bc->cfg->outgoing_retain ? m->retain : false;
+        bool retain = bc->cfg->outgoing_retain ? mretain : false;
         size_t limit = bc->cfg->max_packet_size;
-        if (limit && publish_size(bc, strlen(topic), m->payload_len, qos) > limit) {
+        if (limit && publish_size(bc, strlen(topic), len, qos) > limit) {
             log_notice("Bridge %s: message on %s (%zu bytes) over bridge_max_packet_size %zu: not "
                        "sent.",
-                       bc->cfg->name, m->topic, m->payload_len, limit);
+                       bc->cfg->name, ltopic, len, limit);
         } else {
             uint16_t mid = 0;
-            int rc =
-                hc_publish(bc->r.c, topic, m->payload, m->payload_len, qos, retain, NULL, &mid);
-            if (rc == HC_OK && qos > 0 && m->qos > 0) {
-                if (map_add(&bc->out, mid, m->mid) < 0)
+            int rc = hc_publish(bc->r.c, topic, payload, len, qos, retain, NULL, &mid);
+            if (rc == HC_OK && qos > 0 && mqos > 0) {
+                if (map_add(&bc->out, mid, pid) < 0)
                     bridge_fail(bc, "out of memory");
                 sent = true;
             } else if (rc != HC_OK) {
-                log_warn("Bridge %s: cannot forward %s: %s.", bc->cfg->name, m->topic,
+                log_warn("Bridge %s: cannot forward %s: %s.", bc->cfg->name, ltopic,
                          hc_strerror(rc));
             }
         }
         free(topic);
-    } else if (!bc->remote_up) {
-        return; /* not acknowledged: hato sends it again on the next connection */
     }
-    if (!sent && m->qos > 0)
-        hc_ack(c, m->mid);
+    if (!sent && mqos > 0 && bc->l.c)
+        hc_ack(bc->l.c, pid);
+}
+
+static void local_on_message(struct hc_client *c, void *ud, const struct hc_message *m) {
+    (void)c;
+    struct bconn *bc = ud;
+    if (bc->r.c && bc->remote_up) {
+        forward_out(bc, m->topic, m->payload, m->payload_len, m->qos, m->retain, m->mid);
+        return;
+    }
+    /* Not acknowledged: hato sends it again on the next connection. A lazy
+     * bridge keeps it and counts it towards its threshold. */
+    if (lazy(bc))
+        pend_add(bc, m);
+}
+
+/* Both sides connected: the state is "1", and what a lazy bridge kept goes
+ * out in the order it came. */
+static void both_up(struct bconn *bc) {
+    notify_local(bc, "1");
+    bc->notified = bc->cfg->notifications;
+    bc->last_msg = ev_now(bc->e->loop);
+    for (size_t i = 0; i < bc->npend && !bc->dead; i++) {
+        struct bpend *p = &bc->pend[i];
+        forward_out(bc, p->topic, p->payload, p->len, p->qos, p->retain, p->mid);
+    }
+    pend_clear(bc);
 }
 
 /* The remote broker took a copy: acknowledge the original to hato. */
@@ -633,7 +806,12 @@ static void remote_on_connect(struct hc_client *c, void *ud, uint8_t reason, boo
     }
     if (cfg->notifications && !cfg->notifications_local_only)
         hc_publish(c, cfg->notification_topic, "1", 1, 1, true, NULL, NULL);
-    start_local(bc, ev_now(bc->e->loop));
+    if (bc->l.c && bc->local_up)
+        both_up(bc); /* lazy: the local side was there first */
+    else if (!bc->l.c)
+        start_local(bc, ev_now(bc->e->loop));
+    if (cfg->n_addrs > 1 && !cfg->round_robin && bc->addr != 0)
+        bc->probe_at = ev_now(bc->e->loop) + probe_period(bc);
 }
 
 static void remote_on_disconnect(struct hc_client *c, void *ud, int err) {
@@ -648,6 +826,7 @@ static void remote_on_disconnect(struct hc_client *c, void *ud, int err) {
 static void remote_on_message(struct hc_client *c, void *ud, const struct hc_message *m) {
     struct bconn *bc = ud;
     uint8_t rq = 0;
+    bc->last_msg = ev_now(bc->e->loop);
     char *topic = bc->l.c ? map_topic(bc->cfg, m->topic, false, &rq) : NULL;
     uint8_t qos = m->qos < rq ? m->qos : rq;
     bool sent = false;
@@ -677,6 +856,58 @@ static void local_on_publish(struct hc_client *c, void *ud, uint16_t mid, uint8_
         hc_ack(bc->r.c, pid);
 }
 
+/* ---- back to the first address (round_robin false) -------------------- */
+
+static void probe_done(struct bconn *bc, int err) {
+    probe_stop(bc);
+    if (err || bc->dead || bc->st != B_UP)
+        return;
+    const struct hato_bridge_addr *a = &bc->cfg->addrs[0];
+    char why[200];
+    snprintf(why, sizeof why, "the first address %s:%u answers again (round_robin false)", a->host,
+             a->port ? a->port : addr_port(bc));
+    bc->to_main = true;
+    bc->graceful = true;
+    bridge_fail(bc, "%s", why);
+}
+
+static void probe_io(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
+    (void)loop;
+    (void)events;
+    struct bconn *bc = io->data;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    probe_done(bc, err);
+}
+
+/* A TCP connect to the first address; probe_io sees whether it answered.
+ * The name is resolved here, as for a connection attempt. */
+static void probe_start(struct bconn *bc, int64_t now) {
+    bc->probe_at = now + probe_period(bc);
+    const struct hato_bridge_addr *a = &bc->cfg->addrs[0];
+    size_t keep = bc->addr;
+    bc->addr = 0;
+    uint16_t port = addr_port(bc);
+    bc->addr = keep;
+    char ps[8];
+    snprintf(ps, sizeof ps, "%u", port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res = NULL;
+    if (getaddrinfo(a->host, ps, &hints, &res) != 0 || !res)
+        return;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        int rc = connect(fd, res->ai_addr, res->ai_addrlen);
+        if (rc == 0 || errno == EINPROGRESS) {
+            ev_io_start(bc->e->loop, &bc->probe, fd, EV_WRITE, probe_io, bc);
+        } else {
+            close(fd);
+        }
+    }
+    freeaddrinfo(res);
+}
+
 /* ---- the loop ---------------------------------------------------------- */
 
 static void on_io(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
@@ -692,6 +923,7 @@ static struct bconn *bconn_new(struct engine *e, const struct hato_bridge *cfg) 
         return NULL;
     bc->e = e;
     bc->cfg = cfg;
+    bc->probe.fd = -1;
     bc->r = (struct bside){.io = {.fd = -1, .fn = on_io}, .bc = bc, .remote = true};
     bc->l = (struct bside){.io = {.fd = -1, .fn = on_io}, .bc = bc};
     bc->st = B_WAIT;
@@ -704,6 +936,7 @@ static void bconn_free(struct bconn *bc, bool graceful) {
     teardown(bc, graceful);
     free(bc->out.v);
     free(bc->in.v);
+    free(bc->pend);
     free(bc);
 }
 
@@ -711,8 +944,36 @@ static void on_tick(struct ev_loop *loop, void *data) {
     struct engine *e = data;
     int64_t now = ev_now(loop);
     for (struct bconn *bc = e->list; bc; bc = bc->next) {
-        if (bc->st == B_WAIT && now >= bc->next_try)
+        const struct hato_bridge *cfg = bc->cfg;
+        if (bc->st == B_WAIT && now >= bc->next_try) {
+            if (!lazy(bc) && !bc->registered && !cfg->local_clean) {
+                bc->st = B_REG;
+                start_local(bc, now);
+            } else if (lazy(bc)) {
+                bc->st = B_LAZY; /* the local side first; the remote when messages wait */
+                start_local(bc, now);
+            } else {
+                attempt(bc, now);
+            }
+        }
+        if (bc->st == B_LAZY && !bc->dead && bc->npend > (size_t)cfg->threshold) {
+            log_notice("Bridge %s: %zu messages wait (threshold %d): connecting.", cfg->name,
+                       bc->npend, cfg->threshold);
             attempt(bc, now);
+        }
+        if (lazy(bc) && bc->st == B_UP && !bc->dead &&
+            now - bc->last_msg >= (int64_t)cfg->idle_timeout * 1000) {
+            if (bc->r.c && cfg->notifications && !cfg->notifications_local_only)
+                hc_publish(bc->r.c, cfg->notification_topic, "0", 1, 1, true, NULL, NULL);
+            bc->graceful = true;
+            bridge_fail(bc, "no message for %d s (idle_timeout, start_type lazy)",
+                        cfg->idle_timeout);
+        }
+        if (bc->st == B_UP && !bc->dead && cfg->n_addrs > 1 && !cfg->round_robin && bc->addr != 0 &&
+            now >= bc->probe_at) {
+            probe_stop(bc); /* one not answered in a period: given up */
+            probe_start(bc, now);
+        }
         if (bc->r.c)
             hc_tick(bc->r.c, (uint64_t)now);
         if (bc->l.c)
@@ -723,8 +984,16 @@ static void on_tick(struct ev_loop *loop, void *data) {
 static void on_after(struct ev_loop *loop, void *data) {
     struct engine *e = data;
     for (struct bconn *bc = e->list; bc; bc = bc->next) {
+        if (bc->st == B_REG && bc->reg_done && !bc->dead) {
+            side_close(&bc->l, false);
+            bc->local_up = bc->reg_done = false;
+            bc->st = B_WAIT;
+            bc->next_try = ev_now(loop); /* the first remote attempt, now */
+            on_tick(loop, e);
+            continue;
+        }
         if (bc->dead) {
-            teardown(bc, false);
+            teardown(bc, bc->graceful);
             schedule(bc, ev_now(loop));
             continue;
         }

@@ -124,6 +124,7 @@ int bridge_conf_new(struct hato_config *cfg, const char *name, const char *file,
     b->restart_cap = 30;
     b->idle_timeout = 60;
     b->threshold = 10;
+    b->forward_bridged = true;
     b->notifications = true;
     b->try_private = true;
     b->outgoing_retain = true;
@@ -335,15 +336,14 @@ int bridge_conf_option(struct hato_config *cfg, const char *key, char *value, ch
     if (IS("idle_timeout"))
         return set_int(&b->idle_timeout, key, value, 1, 86400 * 365, err, errlen);
     if (IS("threshold"))
-        return set_int(&b->threshold, key, value, 1, 1000000, err, errlen);
+        return set_int(&b->threshold, key, value, 1, 65534, err, errlen);
     if (IS("start_type")) {
         if (one(key, value, &w, err, errlen) < 0)
             return -1;
         if (strcmp(w, "automatic") == 0)
             b->start_type = BRIDGE_START_AUTOMATIC;
         else if (strcmp(w, "lazy") == 0)
-            return berr(err, errlen, "%s: lazy is not implemented by hato (use automatic or once)",
-                        key);
+            b->start_type = BRIDGE_START_LAZY;
         else if (strcmp(w, "once") == 0)
             b->start_type = BRIDGE_START_ONCE;
         else
@@ -358,6 +358,15 @@ int bridge_conf_option(struct hato_config *cfg, const char *key, char *value, ch
         return set_bool(&b->notifications_local_only, key, value, err, errlen);
     if (IS("try_private"))
         return set_bool(&b->try_private, key, value, err, errlen);
+    if (IS("bridge_forward_bridged"))
+        return set_bool(&b->forward_bridged, key, value, err, errlen);
+    if (IS("bridge_max_queued_messages")) {
+        int v;
+        if (set_int(&v, key, value, 0, INT32_MAX, err, errlen) < 0)
+            return -1;
+        b->max_queued = (uint32_t)v;
+        return 0;
+    }
     if (IS("bridge_outgoing_retain"))
         return set_bool(&b->outgoing_retain, key, value, err, errlen);
     if (IS("bridge_attempt_unsubscribe"))
@@ -501,7 +510,8 @@ bool bridge_conf_equal(const struct hato_bridge *a, const struct hato_bridge *b)
         a->try_private != b->try_private || a->outgoing_retain != b->outgoing_retain ||
         a->max_packet_size != b->max_packet_size ||
         a->attempt_unsubscribe != b->attempt_unsubscribe || a->insecure != b->insecure ||
-        a->tls_use_os_certs != b->tls_use_os_certs)
+        a->tls_use_os_certs != b->tls_use_os_certs || a->forward_bridged != b->forward_bridged ||
+        a->max_queued != b->max_queued)
         return false;
     for (size_t i = 0; i < a->n_addrs; i++)
         if (!seq(a->addrs[i].host, b->addrs[i].host) || a->addrs[i].port != b->addrs[i].port ||

@@ -61,6 +61,8 @@ struct hato_bridge {
     bool insecure;
     bool tls_use_os_certs;
     char *bind_address;
+    bool forward_bridged; /* bridge_forward_bridged (ours) [true] */
+    uint32_t max_queued;  /* bridge_max_queued_messages (ours); 0 = max_queued_messages */
 };
 
 /* `connection NAME`: a new bridge (names are unique). 0, or -1 with the

@@ -81,8 +81,14 @@ def test_two_brokers_out_each_way_no_loop(nodes, bridging, request):
         def __init__(self, port):
             self.port = port
 
-    a = nodes.start(bridging, bridge_block(Addr(pb), "ab", ["loop/# out 1"]), port=pa, name="a")
-    b = nodes.start(bridging, bridge_block(Addr(pa), "ba", ["loop/# out 1"]), port=pb, name="b")
+    # hato: bridge_forward_bridged false (ours) on both connections; without
+    # it hato forwards what came over a bridge, as Mosquitto does, and this
+    # topology loops (test_forward_bridged_chain shows the default).
+    extra = "bridge_forward_bridged false\n" if bridging == "hato" else ""
+    a = nodes.start(bridging, bridge_block(Addr(pb), "ab", ["loop/# out 1"], extra=extra),
+                    port=pa, name="a")
+    b = nodes.start(bridging, bridge_block(Addr(pa), "ba", ["loop/# out 1"], extra=extra),
+                    port=pb, name="b")
     sa, sb = Client(a), Client(b)
     sa.subscribe("loop/#")
     sb.subscribe("loop/#")
@@ -98,3 +104,23 @@ def test_two_brokers_out_each_way_no_loop(nodes, bridging, request):
     sa.clear()
     sb.clear()
     both_ways_once(a, b, sa, sb)
+
+
+@pytest.mark.parametrize("forward", [True, False])
+def test_forward_bridged_chain(nodes, forward):
+    """A chain a -> b -> c, each connection `out`: by default (as Mosquitto)
+    b forwards to c what reached it over a's bridge; with
+    bridge_forward_bridged false on b's connection it does not, and what is
+    published on b itself still goes to c."""
+    c = nodes.start("hato", name="c")
+    extra = "" if forward else "bridge_forward_bridged false\n"
+    b = nodes.start("hato", bridge_block(c, "bc", ["ch/# out 1"], extra=extra), name="b")
+    a = nodes.start("hato", bridge_block(b, "ab", ["ch/# out 1"]), name="a")
+    sc = up_out(b, c, "ch/probe-b", "ch/#")
+    sb = up_out(a, b, "ch/probe-a", "ch/#")
+    Client(a).publish("ch/x", "from-a", qos=1)
+    sb.wait_payload("from-a")  # on b: delivered to b's own subscribers either way
+    Client(b).publish("ch/x", "END", qos=1)
+    sc.wait_payload("END")
+    got = [p for _, p, _, _ in sc.data() if p == b"from-a"]
+    assert got == ([b"from-a"] if forward else [])
