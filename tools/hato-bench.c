@@ -16,6 +16,8 @@
  * Modes: conn (open and hold connections), pub, sub, run (publishers and
  * subscribers in one process: the only mode that knows what is expected),
  * retained (store N retained topics, time a '#' subscriber receiving them).
+ * --sub-host/--sub-port put the subscribers on another broker than the
+ * publishers (bench/bridge: end to end across a bridge, still exact).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -45,6 +47,8 @@ struct opts {
     enum mode mode;
     const char *host;
     uint16_t port;
+    const char *sub_host; /* --sub-host/--sub-port: subscribers' broker, NULL/0 = -h/-p */
+    uint16_t sub_port;
     uint8_t version;
     int conns;      /* conn mode */
     int pubs, subs; /* pub/sub/run */
@@ -329,8 +333,8 @@ static struct bclient *add_client(enum role role, int index) {
     else if (role == R_SUB)
         expand(b->topic, sizeof(b->topic), O.filter, index);
     struct hc_config cfg = {
-        .host = O.host,
-        .port = O.port,
+        .host = role == R_SUB && O.sub_host ? O.sub_host : O.host,
+        .port = role == R_SUB && O.sub_port ? O.sub_port : O.port,
         .version = O.version,
         .client_id = id,
         .clean = true,
@@ -865,6 +869,8 @@ static void usage(FILE *f) {
     fprintf(f, "Usage: hato-bench conn|pub|sub|run|retained [options]\n"
                "  -h HOST        broker host [127.0.0.1]\n"
                "  -p PORT        broker port [1883]\n"
+               "  --sub-host HOST, --sub-port PORT\n"
+               "                 subscribers' broker, e.g. across a bridge [-h, -p]\n"
                "  -V 3|4|5       MQTT version (3.1, 3.1.1, 5.0) [4]\n"
                "  -c N           connections (conn), publishers (pub) or subscribers (sub)\n"
                "  --pubs N       publishers (run) [1]\n"
@@ -916,7 +922,20 @@ static void parse(int argc, char **argv) {
         usage(stdout), exit(0);
     else
         die(2, "unknown mode '%s' (conn, pub, sub, run or retained)", m);
-    enum { O_PUBS = 256, O_SUBS, O_HOLD, O_IDLE, O_SRC, O_JSON, O_QUIET, O_HELP, O_WS, O_JOBS };
+    enum {
+        O_PUBS = 256,
+        O_SUBS,
+        O_HOLD,
+        O_IDLE,
+        O_SRC,
+        O_JSON,
+        O_QUIET,
+        O_HELP,
+        O_WS,
+        O_JOBS,
+        O_SUBHOST,
+        O_SUBPORT
+    };
     static const struct option lo[] = {
         {"pubs", required_argument, 0, O_PUBS},
         {"subs", required_argument, 0, O_SUBS},
@@ -928,6 +947,8 @@ static void parse(int argc, char **argv) {
         {"help", no_argument, 0, O_HELP},
         {"ws", required_argument, 0, O_WS},
         {"jobs", required_argument, 0, O_JOBS},
+        {"sub-host", required_argument, 0, O_SUBHOST},
+        {"sub-port", required_argument, 0, O_SUBPORT},
         {0, 0, 0, 0},
     };
     int c;
@@ -1012,6 +1033,12 @@ static void parse(int argc, char **argv) {
         case 'j':
         case O_JOBS:
             O.jobs = (int)num(c == 'j' ? "-j" : "--jobs", optarg, 1, 256);
+            break;
+        case O_SUBHOST:
+            O.sub_host = optarg;
+            break;
+        case O_SUBPORT:
+            O.sub_port = (uint16_t)num("--sub-port", optarg, 1, 65535);
             break;
         case O_HELP:
             usage(stdout);

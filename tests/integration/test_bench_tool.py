@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -220,3 +221,59 @@ def test_jobs_option_is_bounded():
     rc, s, err = bench("run", "-j", 0)
     assert rc == 2 and s is None
     assert "-j" in err
+
+
+def probe_flow(pub_port, sub_port, topic, timeout=20):
+    """Until a QoS 0 probe published on pub_port arrives on sub_port (through a
+    bridge): re-published every 0.2 s, polled with a deadline."""
+    from mqttraw import PUBLISH, SUBACK, RawClient, publish, subscribe
+    sub, pub = RawClient(sub_port), RawClient(pub_port)
+    try:
+        sub.connect("hb-probe-s")
+        sub.send(subscribe(1, [(topic, 0)]))
+        sub.expect(SUBACK)
+        pub.connect("hb-probe-p")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pub.send(publish(topic, b"probe"))
+            try:
+                if sub.recv(0.2).type == PUBLISH:
+                    return
+            except TimeoutError:
+                pass
+        raise AssertionError(f"no probe from port {pub_port} reached port {sub_port}")
+    finally:
+        sub.close()
+        pub.close()
+
+
+def test_sub_port_puts_the_subscribers_on_another_broker(broker_factory):
+    # bench/bridge's runs: publishers on one broker, subscribers on another.
+    far = broker_factory("max_queued_messages 100000\n")
+    lone = broker_factory()
+    # Two unconnected brokers: the subscribers (on far) hear nothing of the
+    # publishers (on lone), and every expected message is counted lost.
+    rc, s, err = bench("run", "-p", lone.port, "--sub-port", far.port, "--pubs", 2, "--subs", 2,
+                       "-t", "hb/%i", "-T", "hb/%i", "-n", 50, "--idle", "0.5", "-i", "hbl",
+                       "--quiet")
+    assert rc == 3, err
+    assert (s["sent"], s["expected"], s["received"], s["lost"]) == (100, 100, 0, 100)
+    far.wait_log(r"as hbl-\d+-s1\b")
+    lone.wait_log(r"as hbl-\d+-p1\b")
+    assert not re.search(r"as hbl-\d+-s", lone.log) and not re.search(r"as hbl-\d+-p", far.log)
+    # A bridge from near to far carries them: exact counts end to end.
+    near = broker_factory(f"max_queued_messages 100000\nconnection hb\naddress 127.0.0.1:{far.port}\n"
+                          "remote_clientid hbbridge\ncleansession true\ntopic hb/# out 1\n")
+    probe_flow(near.port, far.port, "hb/probe")
+    rc, s, err = bench("run", "-p", near.port, "--sub-port", far.port, "--pubs", 2, "--subs", 2,
+                       "-t", "hb/%i", "-T", "hb/%i", "-q", 1, "-n", 500, "--quiet")
+    assert rc == 0, err
+    assert (s["expected"], s["received"], s["lost"], s["duplicates"], s["reordered"]) == \
+        (1000, 1000, 0, 0, 0)
+    assert s["connected"] == 4
+
+
+def test_sub_port_is_checked():
+    rc, s, err = bench("run", "--sub-port", 0)
+    assert rc == 2 and s is None
+    assert "--sub-port" in err

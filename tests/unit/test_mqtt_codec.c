@@ -1362,6 +1362,19 @@ static void test_roundtrip_pub_acks(void **state) {
             p.reason = 0; /* success with properties keeps the reason byte */
             encode_decode(&p, v, true, &d);
             assert_int_equal(g_enc[2 + 2], 0);
+            /* Each kind of property alone is not "empty" (the encoder's
+             * shortcut for a block with nothing set must not drop them). */
+            p.props = (struct mqtt_props){.present = MQTT_PROP_BIT(MQTT_PROP_USER_PROPERTY),
+                                          .user_props = user_props()};
+            encode_decode(&p, v, true, &d);
+            assert_true(g_enc[1] > 3);
+            p.props = (struct mqtt_props){.present = MQTT_PROP_BIT(MQTT_PROP_REASON_STRING),
+                                          .reason_string = S("r")};
+            encode_decode(&p, v, true, &d);
+            assert_int_equal(g_enc[1], 2 + 1 + 1 + 4);
+            p.props = (struct mqtt_props){0};
+            encode_decode(&p, v, true, &d);
+            assert_int_equal(g_enc[1], 2);
         }
     }
 }
