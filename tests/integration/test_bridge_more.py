@@ -151,6 +151,17 @@ def test_bridge_capath_other_ca_refused(nodes, bridging, pki, tmp_path):
     assert not re.search(r"New (client|bridge) connected .* as bridge-b1", remote.log)
 
 
+def test_bridge_capath_missing_directory_named_in_log(nodes, tmp_path, pki):
+    """bridge_capath naming no directory: the attempt fails saying so (OpenSSL
+    alone would only fail the verification, "self-signed certificate in
+    certificate chain", which sends one looking at the remote)."""
+    remote = tls_remote(nodes, pki)
+    missing = tmp_path / "no-such-dir"
+    local = nodes.start("hato", tls_bridge(remote, f"bridge_capath {missing}\n"), name="local")
+    local.wait_log(rf"Bridge b1: connecting to 127\.0\.0\.1:\d+ failed: cannot read capath "
+                   rf"{re.escape(str(missing))}: No such file or directory", timeout=20)
+
+
 # ---------------------------------------------------------------------------
 # bridge_tls_use_os_certs (hato only: mosquitto 2.0.11 refuses the directive,
 # "Unknown configuration variable")
