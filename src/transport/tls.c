@@ -525,6 +525,16 @@ struct tls_ctx *tls_client_ctx_new(const struct tls_client_opts *o, char *err, s
         set_err(err, errlen, "--psk: the key is too long");
         return NULL;
     }
+    /* OpenSSL only notes a capath to look in later: a missing directory
+     * would show as "certificate verify failed" at the first handshake. */
+    if (o->capath && !o->psk_identity) {
+        DIR *d = opendir(o->capath);
+        if (!d) {
+            set_err(err, errlen, "cannot read capath %s: %s", o->capath, strerror(errno));
+            return NULL;
+        }
+        closedir(d);
+    }
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     struct tls_ctx *tc = ctx ? ctx_alloc(ctx, false) : NULL;
     if (!tc) {
