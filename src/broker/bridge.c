@@ -82,6 +82,8 @@ struct bpend {
     char *topic;
     uint8_t *payload;
     size_t len;
+    uint8_t *props; /* forwarded properties' entries (fwd_props), NULL = none */
+    size_t nprops;
     uint16_t mid; /* to acknowledge to hato (QoS 1/2) */
     uint8_t qos;
     bool retain;
@@ -90,6 +92,37 @@ struct bpend {
 /* QoS 0 messages a lazy bridge keeps waiting at most (QoS 1/2 are bounded
  * by the local side's Receive Maximum). */
 #define LAZY_MAX_QOS0 65536
+
+/* The PUBLISH properties that travel from publisher to subscriber (MQTT 5
+ * section 3.3.2.3): they cross the bridge. Topic aliases and subscription
+ * identifiers belong to one connection and stay behind. */
+#define FWD_PROPS                                                                                  \
+    (MQTT_PROP_BIT(MQTT_PROP_PAYLOAD_FORMAT) | MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY) |           \
+     MQTT_PROP_BIT(MQTT_PROP_CONTENT_TYPE) | MQTT_PROP_BIT(MQTT_PROP_RESPONSE_TOPIC) |             \
+     MQTT_PROP_BIT(MQTT_PROP_CORRELATION_DATA) | MQTT_PROP_BIT(MQTT_PROP_USER_PROPERTY))
+
+/* The forwarded properties of a received message, encoded (their entries,
+ * in wire order) into buf[0..cap) or a malloc'd block put in *heap (free
+ * it). Returns them, *n their size; NULL and 0 when there are none. */
+static const uint8_t *fwd_props(const struct mqtt_props *in, uint8_t *buf, size_t cap,
+                                uint8_t **heap, size_t *n) {
+    *heap = NULL;
+    *n = 0;
+    if (!in || !(in->present & FWD_PROPS))
+        return NULL;
+    size_t need = mqtt_props_copy_entries(in, FWD_PROPS, buf, cap);
+    if (need > cap) {
+        *heap = malloc(need);
+        if (!*heap || mqtt_props_copy_entries(in, FWD_PROPS, *heap, need) != need) {
+            free(*heap);
+            *heap = NULL;
+            return NULL;
+        }
+        buf = *heap;
+    }
+    *n = need;
+    return need ? buf : NULL;
+}
 
 struct bconn;
 
@@ -307,6 +340,7 @@ static void pend_clear(struct bconn *bc) {
     for (size_t i = 0; i < bc->npend; i++) {
         free(bc->pend[i].topic);
         free(bc->pend[i].payload);
+        free(bc->pend[i].props);
     }
     bc->npend = bc->npend0 = 0;
     bc->pend_full_logged = false;
@@ -342,6 +376,19 @@ static int pend_add(struct bconn *bc, const struct hc_message *m) {
     if (m->payload_len)
         memcpy(p->payload, m->payload, m->payload_len);
     p->len = m->payload_len;
+    p->props = NULL;
+    p->nprops = 0;
+    if (m->props && (m->props->present & FWD_PROPS)) {
+        size_t n = mqtt_props_copy_entries(m->props, FWD_PROPS, NULL, 0);
+        p->props = n ? malloc(n) : NULL;
+        if (!p->props || mqtt_props_copy_entries(m->props, FWD_PROPS, p->props, n) != n) {
+            free(p->topic);
+            free(p->payload);
+            free(p->props);
+            return -1;
+        }
+        p->nprops = n;
+    }
     p->mid = m->mid;
     p->qos = m->qos;
     p->retain = m->retain;
@@ -680,8 +727,10 @@ static void local_on_disconnect(struct hc_client *c, void *ud, int err) {
 }
 
 /* Estimated size of the PUBLISH for bridge_max_packet_size. */
-static size_t publish_size(const struct bconn *bc, size_t tlen, size_t plen, uint8_t qos) {
-    size_t rem = 2 + tlen + (qos ? 2 : 0) + plen + (bc->cfg->version == MQTT_V5 ? 1 : 0);
+static size_t publish_size(const struct bconn *bc, size_t tlen, size_t plen, uint8_t qos,
+                           size_t nprops) {
+    size_t rem = 2 + tlen + (qos ? 2 : 0) + plen +
+                 (bc->cfg->version == MQTT_V5 ? nprops + (nprops < 128 ? 1 : 4) : 0);
     size_t hdr = 1 + (rem < 128 ? 1 : rem < 16384 ? 2 : rem < 2097152 ? 3 : 4);
     return hdr + rem;
 }
@@ -690,7 +739,8 @@ static size_t publish_size(const struct bconn *bc, size_t tlen, size_t plen, uin
  * acknowledgement to hato left for the remote's; or acknowledged now when
  * no copy that needs one went out. */
 static void forward_out(struct bconn *bc, const char *ltopic, const uint8_t *payload, size_t len,
-                        uint8_t mqos, bool mretain, uint16_t pid) {
+                        uint8_t mqos, bool mretain, uint16_t pid, const uint8_t *props,
+                        size_t nprops) {
     uint8_t rq = 0;
     char *topic = map_topic(bc->cfg, ltopic, true, &rq);
     uint8_t qos = mqos < rq ? mqos : rq;
@@ -699,13 +749,17 @@ static void forward_out(struct bconn *bc, const char *ltopic, const uint8_t *pay
     if (topic) {
         bool retain = bc->cfg->outgoing_retain ? mretain : false;
         size_t limit = bc->cfg->max_packet_size;
-        if (limit && publish_size(bc, strlen(topic), len, qos) > limit) {
+        if (bc->cfg->version != MQTT_V5)
+            nprops = 0; /* MQTT 3.1.1 has no properties */
+        if (limit && publish_size(bc, strlen(topic), len, qos, nprops) > limit) {
             log_notice("Bridge %s: message on %s (%zu bytes) over bridge_max_packet_size %zu: not "
                        "sent.",
                        bc->cfg->name, ltopic, len, limit);
         } else {
             uint16_t mid = 0;
-            int rc = hc_publish(bc->r.c, topic, payload, len, qos, retain, NULL, &mid);
+            struct mqtt_props pr = {.present = 1, .encoded = {props, (uint32_t)nprops}};
+            int rc =
+                hc_publish(bc->r.c, topic, payload, len, qos, retain, nprops ? &pr : NULL, &mid);
             if (rc == HC_OK && qos > 0 && mqos > 0) {
                 if (map_add(&bc->out, mid, pid) < 0)
                     bridge_fail(bc, "out of memory");
@@ -725,7 +779,11 @@ static void local_on_message(struct hc_client *c, void *ud, const struct hc_mess
     (void)c;
     struct bconn *bc = ud;
     if (bc->r.c && bc->remote_up) {
-        forward_out(bc, m->topic, m->payload, m->payload_len, m->qos, m->retain, m->mid);
+        uint8_t buf[512], *heap;
+        size_t n;
+        const uint8_t *pb = fwd_props(m->props, buf, sizeof buf, &heap, &n);
+        forward_out(bc, m->topic, m->payload, m->payload_len, m->qos, m->retain, m->mid, pb, n);
+        free(heap);
         return;
     }
     /* Not acknowledged: hato sends it again on the next connection. A lazy
@@ -742,7 +800,8 @@ static void both_up(struct bconn *bc) {
     bc->last_msg = ev_now(bc->e->loop);
     for (size_t i = 0; i < bc->npend && !bc->dead; i++) {
         struct bpend *p = &bc->pend[i];
-        forward_out(bc, p->topic, p->payload, p->len, p->qos, p->retain, p->mid);
+        forward_out(bc, p->topic, p->payload, p->len, p->qos, p->retain, p->mid, p->props,
+                    p->nprops);
     }
     pend_clear(bc);
 }
@@ -832,7 +891,13 @@ static void remote_on_message(struct hc_client *c, void *ud, const struct hc_mes
     bool sent = false;
     if (topic) {
         uint16_t mid = 0;
-        int rc = hc_publish(bc->l.c, topic, m->payload, m->payload_len, qos, m->retain, NULL, &mid);
+        uint8_t buf[512], *heap;
+        size_t n;
+        const uint8_t *pb = fwd_props(m->props, buf, sizeof buf, &heap, &n);
+        struct mqtt_props pr = {.present = 1, .encoded = {pb, (uint32_t)n}};
+        int rc = hc_publish(bc->l.c, topic, m->payload, m->payload_len, qos, m->retain,
+                            n ? &pr : NULL, &mid);
+        free(heap);
         if (rc == HC_OK && qos > 0 && m->qos > 0) {
             if (map_add(&bc->in, mid, m->mid) < 0)
                 bridge_fail(bc, "out of memory");
