@@ -194,7 +194,10 @@ static uint16_t addr_port(const struct bconn *bc) {
     const struct hato_bridge_addr *a = cur_addr(bc);
     if (a->port)
         return a->port;
-    return (bridge_tls(bc->cfg) || a->ws_tls) ? 8883 : 1883;
+    bool tls = bridge_tls(bc->cfg) || a->ws_tls;
+    if (a->ws_path) /* a URL: the web's ports */
+        return tls ? 443 : 80;
+    return tls ? 8883 : 1883;
 }
 
 static int map_add(struct bmaps *m, uint16_t mid, uint16_t pid) {
