@@ -167,6 +167,9 @@ struct engine {
     pthread_t thread;
     bool running;
     struct bconn *list;
+    /* Retired bridges, freed by on_after: an event of the same epoll batch
+     * may still point into one (a reload or stop in on_wake). */
+    struct bconn *graveyard;
     /* The socket identity internal connections are accepted on. */
     struct lsock ls;
     atomic_int nconns;
@@ -943,6 +946,8 @@ static void probe_io(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
     (void)loop;
     (void)events;
     struct bconn *bc = io->data;
+    if (io->fd < 0 || bc->dead)
+        return; /* stopped earlier in this batch */
     int err = 0;
     socklen_t len = sizeof err;
     if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
@@ -999,9 +1004,17 @@ static struct bconn *bconn_new(struct engine *e, const struct hato_bridge *cfg) 
     return bc;
 }
 
-static void bconn_free(struct bconn *bc, bool graceful) {
+/* Close a bridge now; its memory goes when the event batch is over. */
+static void bconn_retire(struct bconn *bc, bool graceful) {
     bc->why[0] = '\0';
     teardown(bc, graceful);
+    probe_stop(bc);
+    bc->dead = true; /* on_io ignores what is left of the batch */
+    bc->next = bc->e->graveyard;
+    bc->e->graveyard = bc;
+}
+
+static void bconn_free(struct bconn *bc) {
     free(bc->out.v);
     free(bc->in.v);
     free(bc->pend);
@@ -1051,6 +1064,11 @@ static void on_tick(struct ev_loop *loop, void *data) {
 
 static void on_after(struct ev_loop *loop, void *data) {
     struct engine *e = data;
+    while (e->graveyard) {
+        struct bconn *bc = e->graveyard;
+        e->graveyard = bc->next;
+        bconn_free(bc);
+    }
     for (struct bconn *bc = e->list; bc; bc = bc->next) {
         if (bc->st == B_REG && bc->reg_done && !bc->dead) {
             side_close(&bc->l, false);
@@ -1087,7 +1105,7 @@ static void apply_config(struct engine *e, const struct hato_config *cfg) {
             }
         if (found && !bridge_conf_equal(found->cfg, nb)) {
             log_notice("Bridge %s: changed by the reload; restarting it.", nb->name);
-            bconn_free(found, true);
+            bconn_retire(found, true);
             found = NULL;
         }
         if (!found) {
@@ -1105,7 +1123,7 @@ static void apply_config(struct engine *e, const struct hato_config *cfg) {
         struct bconn *bc = e->list;
         e->list = bc->next;
         log_notice("Bridge %s: removed by the reload; stopping it.", bc->cfg->name);
-        bconn_free(bc, true);
+        bconn_retire(bc, true);
     }
     e->list = keep;
 }
@@ -1125,7 +1143,7 @@ static void on_wake(struct ev_loop *loop, void *data) {
         while (e->list) {
             struct bconn *bc = e->list;
             e->list = bc->next;
-            bconn_free(bc, true);
+            bconn_retire(bc, true);
         }
         ev_stop(loop);
     }
