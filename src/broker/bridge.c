@@ -4,7 +4,8 @@
  * One thread with its own event loop drives every bridge. A bridge is a
  * remote client (the other broker) and a local client (hato itself, over a
  * socketpair adopted by worker 0 as an internal connection: user name
- * local_username, no password check, ACLs apply). The local client is
+ * local_username, password checked only when local_password is set,
+ * ACLs apply). The local client is
  * MQTT 5 and subscribes to the out/both patterns with no-local and
  * retain-as-published; the remote one subscribes to the in/both patterns.
  *

@@ -863,7 +863,7 @@ static const struct key keys[] = {
            "clean session of the bridge's local session [as cleansession]"),
     BRIDGE("local_clientid", "id", "client id of the local side [local.<remote_clientid>]"),
     BRIDGE("local_password", "text",
-           "password of the local side (not checked: a bridge is trusted)"),
+           "password of the local side; when set, checked like a client's (else trusted)"),
     BRIDGE("local_username", "name", "user name of the local side, for ACLs"),
     BRIDGE("notification_topic", "topic",
            "where 1/0 connection state goes [$SYS/broker/connection/<remote_clientid>/state]"),
