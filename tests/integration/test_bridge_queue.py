@@ -5,10 +5,13 @@ Run with mosquitto and with hato as the bridging broker (see bridgekit).
 """
 
 
+import time
+
 import pytest
 
-from bridgekit import (Client, bridge_block, bridging, mosquitto_differs, nodes,  # noqa: F401
-                       sentinel_wait, up_out)
+from bridgekit import (Client, bridge_block, bridging, count_lines, mosquitto_differs,  # noqa: F401
+                       nodes, sentinel_wait, up_out)
+from conftest import free_port
 
 pytestmark = pytest.mark.hato_only("starts mosquitto and hato itself, both as bridges")
 
@@ -193,3 +196,94 @@ def test_start_type_lazy_idle_timeout(nodes, bridging, request):
                       "with idle_timeout 2")
     remote, _, _, _, m = lazy_bridge(nodes, bridging, idle_timeout=2)
     remote.wait_log(r"Client bridge-b1 (closed its connection|disconnected)", timeout=30, start=m)
+
+
+# ---------------------------------------------------------------------------
+# bridge_max_queued_messages (ours)
+
+
+def metrics_sample(port, name, labels, timeout=15):
+    """The value of one sample on a `protocol metrics` listener, polled until
+    it is there (a deadline, not a sleep)."""
+    import urllib.request
+    want = f"{name}{{{labels}}} "
+    deadline = time.monotonic() + timeout
+    body = ""
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            body = r.read().decode()
+        for line in body.splitlines():
+            if line.startswith(want):
+                return int(float(line[len(want):]))
+        time.sleep(0.1)
+    raise AssertionError(f"no {want!r} in /metrics:\n{body}")
+
+
+def sys_value(watch, topic, payload, timeout=15):
+    """Wait for topic (a $SYS value, retained, sys_interval 1) to read payload."""
+    payload = str(payload).encode()
+    return watch.wait_for(lambda t, p: t == topic and p == payload, timeout=timeout)
+
+
+DROPPED = "$SYS/broker/hato/publish/messages/dropped/"
+
+
+@pytest.mark.parametrize("bridge_max,max_queued,kept", [
+    (5, 2, 5),    # the broker's limit is lower: the bridge's own bound wins
+    (5, 100, 5),  # the broker's limit is higher: the bridge's own bound wins
+    (0, 3, 3),    # 0 = the broker's max_queued_messages (negative twin)
+])
+def test_bridge_max_queued_messages(nodes, tmp_path, bridge_max, max_queued, kept):
+    """bridge_max_queued_messages N bounds hato's queue of the bridge's local
+    session while the remote is away: of 8 QoS 1 messages published during
+    the outage the first N arrive on the remote, in order, the rest are
+    dropped, logged once and counted as reason bridge_queue_full ($SYS and
+    metrics). An ordinary offline client in the same broker is held to
+    max_queued_messages, so the two bounds are seen apart."""
+    total = 8
+    remote = persistent_remote(nodes, tmp_path)
+    reader = remote_reader(remote)
+    mport = free_port()
+    conf = (f"max_queued_messages {max_queued}\nsys_interval 1\n"
+            f"listener {mport} 127.0.0.1\nprotocol metrics\n"
+            + bridge_block(remote, topics=["q/# out 1"],
+                           extra=f"cleansession false\nbridge_max_queued_messages {bridge_max}\n"))
+    local = nodes.start("hato", conf, name="local")
+    state = Client(local)
+    state.subscribe(STATE)
+    state.wait_payload("1")
+    up_out(local, remote, "q/probe", "q/#", rsub=reader)
+    reader.close_settled()
+    plain = Client(local, "plain", clean=False)
+    plain.subscribe("q/x", qos=1)
+    plain.close_settled()
+    down(state, remote)
+    state.clear()
+    m = local.mark()
+    pub = Client(local)
+    want = [f"b{i:02}".encode() for i in range(total)]
+    for p in want:
+        pub.publish("q/x", p, qos=1)
+    line = local.wait_log(r"Queue of bridge local\.bridge-b1 is full", start=m)
+    assert f"({kept} messages" in line, line
+    named = "bridge_max_queued_messages" if bridge_max else "max_queued_messages"
+    assert f"({named}, max_queued_bytes)" in line, line
+    assert count_lines(local, r"Queue of bridge local\.bridge-b1 is full", m) == 1, local.log
+    watch = Client(local)
+    watch.subscribe(DROPPED + "#", qos=0)
+    sys_value(watch, DROPPED + "bridge_queue_full", total - kept)
+    sys_value(watch, DROPPED + "queue_full", total - min(total, max_queued))
+    assert metrics_sample(mport, "hato_publish_dropped_total",
+                          'reason="bridge_queue_full"') == total - kept
+    remote.restart()
+    reader = Client(remote, "reader", clean=False)
+    assert reader.connack.session_present
+    state.wait_payload("1", timeout=20)  # the queue is sent: END is not queued behind it
+    pub.publish("q/x", "END", qos=1)
+    got = [p for _, p, _, _ in sentinel_wait(reader, timeout=30)]
+    assert got == want[:kept], f"the first {kept} of {total}, in order: {got}"
+    plain = Client(local, "plain", clean=False)
+    pub.publish("q/x", "PLAIN-END", qos=1)
+    plain.wait_payload("PLAIN-END")
+    got = [p for _, p, _, _ in plain.data() if p in want]
+    assert got == want[:min(total, max_queued)], f"max_queued_messages {max_queued}: {got}"
