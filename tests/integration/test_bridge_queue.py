@@ -287,3 +287,178 @@ def test_bridge_max_queued_messages(nodes, tmp_path, bridge_max, max_queued, kep
     plain.wait_payload("PLAIN-END")
     got = [p for _, p, _, _ in plain.data() if p in want]
     assert got == want[:min(total, max_queued)], f"max_queued_messages {max_queued}: {got}"
+
+
+# ---------------------------------------------------------------------------
+# The local session registered before the first remote attempt
+
+
+def first_line(node, pattern):
+    """Index of the first log line matching pattern, or None."""
+    import re
+    rx = re.compile(pattern)
+    with node.cond:
+        for i, l in enumerate(node.lines):
+            if l is not None and rx.search(l):
+                return i
+    return None
+
+
+@pytest.mark.parametrize("local_clean", ["false", "true"])
+def test_local_session_registered_before_first_attempt(nodes, tmp_path, local_clean):
+    """cleansession false, local_cleansession false (its default): hato makes
+    the bridge's local session (with its out subscriptions) before the remote
+    was ever reached, so QoS 1 messages published while the remote has not
+    been up yet are queued and delivered, in order, once it is. With
+    local_cleansession true there is no session until the first connection:
+    the same sequence delivers none of them (negative twin).
+    The remote's reader session is persistent and made before, so nothing
+    depends on when the reader connects."""
+    remote = persistent_remote(nodes, tmp_path)
+    remote_reader(remote).close_settled()
+    remote.stop(check=False)  # its port now free: the bridge's first attempts fail
+    local = nodes.start("hato", bridge_block(
+        remote, topics=["q/# out 1"],
+        extra=f"cleansession false\nlocal_cleansession {local_clean}\n"), name="local")
+    local.wait_log(r"Bridge b1: connecting to 127\.0\.0\.1:\d+ failed", timeout=20)
+    reg = first_line(local, r"New client connected from bridge:b1 as local\.bridge-b1 ")
+    attempt = first_line(local, r"Connecting bridge b1 ")
+    if local_clean == "false":
+        assert reg is not None and reg < attempt, f"session not registered first:\n{local.log}"
+    else:
+        assert reg is None, f"local side connected without a remote:\n{local.log}"
+    pub = Client(local)
+    want = [f"e{i:02}".encode() for i in range(10)]
+    for p in want:
+        pub.publish("q/x", p, qos=1)
+    state = Client(local)
+    state.subscribe(STATE)
+    remote.restart()
+    state.wait_payload("1", timeout=30)
+    reader = Client(remote, "reader", clean=False)
+    assert reader.connack.session_present
+    from bridgekit import await_flow
+    await_flow(local, reader, "q/probe")  # the local subscription is there (twin: now)
+    pub.publish("q/x", "END", qos=1)
+    got = sentinel_wait(reader, timeout=30)
+    if local_clean == "false":
+        check_delivered(got, want, 1)
+    else:
+        assert got == [], got
+
+
+# ---------------------------------------------------------------------------
+# local_username / local_password against hato's password_file
+
+
+def hato_passwd_file(path, users):
+    """A password file made by hato-passwd (next to HATO_BIN); users: {name: password}."""
+    import os
+    import subprocess
+    from conftest import HATO_BIN
+    tool = os.path.join(os.path.dirname(HATO_BIN), "hato-passwd")
+    first = True
+    for u, pw in users.items():
+        args = [tool] + (["-c"] if first else []) + ["-b", str(path), u, pw]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+        first = False
+    return str(path)
+
+
+LOCAL_USERS = {"bridgeuser": "right-pw", "reader": "reader-pw"}
+
+
+def password_local(nodes, tmp_path, extra):
+    """A mosquitto remote and a hato bridging broker with a password file and
+    allow_anonymous false; the bridge carries out/# out and in/# in."""
+    pw = hato_passwd_file(tmp_path / "passwd", LOCAL_USERS)
+    remote = nodes.start("mosquitto", name="remote")
+    local = nodes.start("hato", f"password_file {pw}\n" + bridge_block(
+        remote, topics=["out/# out 1", "in/# in 1"], extra=extra), name="local",
+        anonymous=False)
+    return remote, local
+
+
+def local_client(local, client_id):
+    return Client(local, client_id, username="reader", password="reader-pw")
+
+
+def flows_both_ways(local, remote):
+    from bridgekit import await_flow
+    rsub = Client(remote)
+    rsub.subscribe("out/#", qos=1)
+    lpub = local_client(local, "lpub")
+    deadline = time.monotonic() + 20
+    n = 0
+    while not rsub.got:  # local -> remote (the kit's await_flow publishes anonymously)
+        assert time.monotonic() < deadline, f"nothing local -> remote:\n{local.log}"
+        n += 1
+        lpub.publish("out/probe", f"probe-{n}", qos=0)
+        rsub.poll(0.2)
+    lsub = local_client(local, "lsub")
+    lsub.subscribe("in/#", qos=1)
+    await_flow(remote, lsub, "in/probe")
+    rsub.clear()
+    lsub.clear()
+    lpub.publish("out/x", "END", qos=1)
+    Client(remote).publish("in/x", "END", qos=1)
+    assert sentinel_wait(rsub) == [] and sentinel_wait(lsub) == []
+
+
+def test_local_password_right(nodes, tmp_path):
+    """local_username and local_password: the bridge's local side logs in to
+    hato like any client, checked against password_file; right password, the
+    bridge works both ways."""
+    remote, local = password_local(nodes, tmp_path,
+                                   "local_username bridgeuser\nlocal_password right-pw\n")
+    flows_both_ways(local, remote)
+    assert "refused" not in local.log, local.log
+
+
+@pytest.mark.parametrize("local_clean", ["false", "true"])
+def test_local_password_wrong(nodes, tmp_path, local_clean):
+    """A wrong local_password: hato refuses the local login (the refusal
+    names the bridge as the peer) and the bridge logs why; nothing flows
+    either way. local_cleansession false fails at the registration before any
+    remote attempt; true fails after the remote CONNACK."""
+    remote, local = password_local(nodes, tmp_path,
+                                   "local_username bridgeuser\nlocal_password wrong-pw\n"
+                                   f"local_cleansession {local_clean}\n")
+    line = local.wait_log(r"Client local\.bridge-b1 \[bridge:b1\] refused: bad user name or "
+                          r"password \(user 'bridgeuser'\)", timeout=20)
+    local.wait_log(r"Bridge b1: .*the local connection was refused: .*", timeout=20)
+    rsub = Client(remote)
+    rsub.subscribe("out/#", qos=1)
+    lsub = local_client(local, "lsub")
+    lsub.subscribe("in/#", qos=1)
+    lpub, rpub = local_client(local, "lpub"), Client(remote)
+    m = local.mark()
+    for i in range(3):
+        lpub.publish("out/x", f"o{i}", qos=1)
+        rpub.publish("in/x", f"i{i}", qos=1)
+    # Two more refused attempts (restart_timeout 1) after the messages: time
+    # enough for a working bridge to carry them.
+    for _ in range(2):
+        local.wait_log(r"Client local\.bridge-b1 \[bridge:b1\] refused", timeout=20, start=m)
+        m = local.mark()
+    rsub.poll(0.5)
+    lsub.poll(0.1)
+    assert rsub.got == [] and lsub.got == [], (line, rsub.got, lsub.got)
+    if local_clean == "false":
+        assert "bridge-b1" not in remote.log, "the remote was tried before the local login"
+
+
+def test_local_username_without_password_trusted(nodes, tmp_path):
+    """local_username without local_password: the local side is trusted as
+    before (no password check), even with allow_anonymous false and a user
+    name the password file does not have; an ordinary client with that name
+    and no password is refused (the file is enforced)."""
+    remote, local = password_local(nodes, tmp_path, "local_username ghost\n")
+    flows_both_ways(local, remote)
+    from mqttraw import RawClient
+    c = RawClient(local, timeout=10)
+    ack_ = c.connect("ghost-client", username="ghost")
+    c.close()
+    assert ack_.reason != 0, ack_
