@@ -462,3 +462,116 @@ def test_local_username_without_password_trusted(nodes, tmp_path):
     ack_ = c.connect("ghost-client", username="ghost")
     c.close()
     assert ack_.reason != 0, ack_
+
+
+# ---------------------------------------------------------------------------
+# MQTT 5 PUBLISH properties across a bridge_protocol_version mqttv50 bridge
+
+
+class Paho5:
+    """A paho-mqtt MQTT 5 client on its own network thread; messages in a queue."""
+
+    def __init__(self, node, client_id):
+        import queue
+        import paho.mqtt.client as mqtt
+        self.q = queue.Queue()
+        connected = queue.Queue()
+        self.c = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5)
+        self.c.on_connect = lambda c, u, flags, rc, props=None: connected.put(rc)
+        self.c.on_message = lambda c, u, msg: self.q.put(msg)
+        self.c.connect(node.host, node.port, keepalive=30, clean_start=True)
+        self.c.loop_start()
+        rc = connected.get(timeout=10)
+        assert rc == 0, f"CONNACK {rc}"
+
+    def subscribe(self, topic, qos=1):
+        import queue
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+        done = queue.Queue()
+        self.c.on_subscribe = lambda c, u, mid, rcs, props: done.put(rcs)
+        self.c.subscribe(topic, options=SubscribeOptions(qos=qos))
+        rcs = done.get(timeout=10)
+        assert all(rc.value < 0x80 for rc in rcs), rcs
+
+    def publish(self, topic, payload, qos=1, properties=None):
+        info = self.c.publish(topic, payload, qos=qos, properties=properties)
+        info.wait_for_publish(10)
+        assert info.is_published()
+
+    def wait_payload(self, payload, timeout=20):
+        import queue
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no message {payload!r} in {timeout}s"
+            try:
+                msg = self.q.get(timeout=left)
+            except queue.Empty:
+                continue
+            if msg.payload == payload:
+                return msg
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+PROPS = {
+    "UserProperty": [("site", "plant-1"), ("k", "v1"), ("k", "v2")],
+    "ContentType": "application/json",
+    "ResponseTopic": "reply/here",
+    "CorrelationData": b"\x00corr-\xff",
+    "PayloadFormatIndicator": 1,
+    "MessageExpiryInterval": 3600,
+}
+
+
+@pytest.mark.parametrize("direction", ["out", "in"])
+def test_mqttv50_publish_properties_forwarded(nodes, bridging, request, direction):
+    """bridge_protocol_version mqttv50: a PUBLISH's user properties (order and
+    repeats kept, MQTT-3.3.2-18), content type, response topic, correlation
+    data and payload format indicator arrive unchanged on the other side, the
+    message expiry interval as at most what was sent (MQTT-3.3.2-6), both
+    ways. Publisher and subscriber are paho-mqtt MQTT 5 clients."""
+    if bridging == "hato":
+        request.node.add_marker(pytest.mark.xfail(
+            reason="properties forwarding in progress", strict=False))
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    remote = nodes.start("mosquitto", name="remote")
+    local = nodes.start(bridging, bridge_block(
+        remote, topics=["p/# out 1", "r/# in 1"],
+        extra="bridge_protocol_version mqttv50\n"), name="local")
+    src, dst, topic = (local, remote, "p/x") if direction == "out" else (remote, local, "r/x")
+    sub = Paho5(dst, "props-sub")
+    pub = Paho5(src, "props-pub")
+    try:
+        sub.subscribe(topic.split("/")[0] + "/#")
+        # The bridge is up once a probe crosses (a poll with a deadline).
+        deadline = time.monotonic() + 20
+        n = 0
+        while True:
+            n += 1
+            pub.publish(topic, f"probe-{n}".encode(), qos=0)
+            try:
+                sub.wait_payload(f"probe-{n}".encode(), timeout=0.3)
+                break
+            except AssertionError:
+                assert time.monotonic() < deadline, f"no probe crossed:\n{local.log[-3000:]}"
+        p = Properties(PacketTypes.PUBLISH)
+        for k, v in PROPS.items():
+            setattr(p, k, v)
+        pub.publish(topic, b'{"t": 21.5}', qos=1, properties=p)
+        msg = sub.wait_payload(b'{"t": 21.5}')
+        got = msg.properties
+        missing = [k for k in PROPS if not hasattr(got, k)]
+        assert not missing, f"properties lost: {missing}; got {got}"
+        assert got.UserProperty == PROPS["UserProperty"]
+        assert got.ContentType == PROPS["ContentType"]
+        assert got.ResponseTopic == PROPS["ResponseTopic"]
+        assert got.CorrelationData == PROPS["CorrelationData"]
+        assert got.PayloadFormatIndicator == 1
+        assert 0 < got.MessageExpiryInterval <= PROPS["MessageExpiryInterval"]
+    finally:
+        pub.close()
+        sub.close()
