@@ -2,16 +2,31 @@
 cleansession false, restart of the remote (by PID, same port), persistence of
 the bridging broker, start_type once|lazy with threshold and idle_timeout.
 Run with mosquitto and with hato as the bridging broker (see bridgekit).
+
+hato only (its own directives or behaviour): bridge_max_queued_messages, the
+local session registered before the first remote attempt, local_password
+checked against password_file. Both bridging brokers: MQTT 5 PUBLISH
+properties over an mqttv50 bridge.
 """
 
 
+import os
+import queue
+import re
+import subprocess
 import time
+import urllib.request
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from bridgekit import (Client, bridge_block, bridging, count_lines, mosquitto_differs,  # noqa: F401
-                       nodes, sentinel_wait, up_out)
-from conftest import free_port
+from bridgekit import (Client, await_flow, bridge_block, bridging, count_lines,  # noqa: F401
+                       mosquitto_differs, nodes, sentinel_wait, up_out)
+from conftest import HATO_BIN, free_port
+from mqttraw import RawClient
 
 pytestmark = pytest.mark.hato_only("starts mosquitto and hato itself, both as bridges")
 
@@ -205,7 +220,6 @@ def test_start_type_lazy_idle_timeout(nodes, bridging, request):
 def metrics_sample(port, name, labels, timeout=15):
     """The value of one sample on a `protocol metrics` listener, polled until
     it is there (a deadline, not a sleep)."""
-    import urllib.request
     want = f"{name}{{{labels}}} "
     deadline = time.monotonic() + timeout
     body = ""
@@ -295,7 +309,6 @@ def test_bridge_max_queued_messages(nodes, tmp_path, bridge_max, max_queued, kep
 
 def first_line(node, pattern):
     """Index of the first log line matching pattern, or None."""
-    import re
     rx = re.compile(pattern)
     with node.cond:
         for i, l in enumerate(node.lines):
@@ -337,7 +350,6 @@ def test_local_session_registered_before_first_attempt(nodes, tmp_path, local_cl
     state.wait_payload("1", timeout=30)
     reader = Client(remote, "reader", clean=False)
     assert reader.connack.session_present
-    from bridgekit import await_flow
     await_flow(local, reader, "q/probe")  # the local subscription is there (twin: now)
     pub.publish("q/x", "END", qos=1)
     got = sentinel_wait(reader, timeout=30)
@@ -353,9 +365,6 @@ def test_local_session_registered_before_first_attempt(nodes, tmp_path, local_cl
 
 def hato_passwd_file(path, users):
     """A password file made by hato-passwd (next to HATO_BIN); users: {name: password}."""
-    import os
-    import subprocess
-    from conftest import HATO_BIN
     tool = os.path.join(os.path.dirname(HATO_BIN), "hato-passwd")
     first = True
     for u, pw in users.items():
@@ -386,7 +395,6 @@ def local_client(local, client_id):
 
 
 def flows_both_ways(local, remote):
-    from bridgekit import await_flow
     rsub = Client(remote)
     rsub.subscribe("out/#", qos=1)
     lpub = local_client(local, "lpub")
@@ -457,7 +465,6 @@ def test_local_username_without_password_trusted(nodes, tmp_path):
     and no password is refused (the file is enforced)."""
     remote, local = password_local(nodes, tmp_path, "local_username ghost\n")
     flows_both_ways(local, remote)
-    from mqttraw import RawClient
     c = RawClient(local, timeout=10)
     ack_ = c.connect("ghost-client", username="ghost")
     c.close()
@@ -472,8 +479,6 @@ class Paho5:
     """A paho-mqtt MQTT 5 client on its own network thread; messages in a queue."""
 
     def __init__(self, node, client_id):
-        import queue
-        import paho.mqtt.client as mqtt
         self.q = queue.Queue()
         connected = queue.Queue()
         self.c = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5)
@@ -485,8 +490,6 @@ class Paho5:
         assert rc == 0, f"CONNACK {rc}"
 
     def subscribe(self, topic, qos=1):
-        import queue
-        from paho.mqtt.subscribeoptions import SubscribeOptions
         done = queue.Queue()
         self.c.on_subscribe = lambda c, u, mid, rcs, props: done.put(rcs)
         self.c.subscribe(topic, options=SubscribeOptions(qos=qos))
@@ -499,7 +502,6 @@ class Paho5:
         assert info.is_published()
 
     def wait_payload(self, payload, timeout=20):
-        import queue
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -536,8 +538,6 @@ def test_mqttv50_publish_properties_forwarded(nodes, bridging, request, directio
     if bridging == "hato":
         request.node.add_marker(pytest.mark.xfail(
             reason="properties forwarding in progress", strict=False))
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
     remote = nodes.start("mosquitto", name="remote")
     local = nodes.start(bridging, bridge_block(
         remote, topics=["p/# out 1", "r/# in 1"],
