@@ -535,9 +535,6 @@ def test_mqttv50_publish_properties_forwarded(nodes, bridging, request, directio
     data and payload format indicator arrive unchanged on the other side, the
     message expiry interval as at most what was sent (MQTT-3.3.2-6), both
     ways. Publisher and subscriber are paho-mqtt MQTT 5 clients."""
-    if bridging == "hato":
-        request.node.add_marker(pytest.mark.xfail(
-            reason="properties forwarding in progress", strict=False))
     remote = nodes.start("mosquitto", name="remote")
     local = nodes.start(bridging, bridge_block(
         remote, topics=["p/# out 1", "r/# in 1"],
