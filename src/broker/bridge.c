@@ -204,15 +204,25 @@ static uint16_t addr_port(const struct bconn *bc) {
     return tls ? 8883 : 1883;
 }
 
+/* Room for one more element in a doubling array *v of *cap (first: the
+ * first size). 0, or -1 with the array unchanged. */
+static int grow(void **v, size_t *cap, size_t n, size_t elem, size_t first) {
+    if (n < *cap)
+        return 0;
+    size_t c = *cap ? *cap * 2 : first;
+    void *nv = realloc(*v, c * elem);
+    if (!nv)
+        return -1;
+    *v = nv;
+    *cap = c;
+    return 0;
+}
+
 static int map_add(struct bmaps *m, uint16_t mid, uint16_t pid) {
-    if (m->n == m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 32;
-        struct bmap *v = realloc(m->v, cap * sizeof *v);
-        if (!v)
-            return -1;
-        m->v = v;
-        m->cap = cap;
-    }
+    void *v = m->v;
+    if (grow(&v, &m->cap, m->n, sizeof *m->v, 32) < 0)
+        return -1;
+    m->v = v;
     m->v[m->n++] = (struct bmap){mid, pid};
     return 0;
 }
@@ -364,14 +374,10 @@ static int pend_add(struct bconn *bc, const struct hc_message *m) {
         bc->pend_full_logged = true;
         return -1;
     }
-    if (bc->npend == bc->cappend) {
-        size_t cap = bc->cappend ? bc->cappend * 2 : 16;
-        struct bpend *v = realloc(bc->pend, cap * sizeof *v);
-        if (!v)
-            return -1;
-        bc->pend = v;
-        bc->cappend = cap;
-    }
+    void *v = bc->pend;
+    if (grow(&v, &bc->cappend, bc->npend, sizeof *bc->pend, 16) < 0)
+        return -1;
+    bc->pend = v;
     struct bpend *p = &bc->pend[bc->npend];
     p->topic = strdup(m->topic);
     p->payload = malloc(m->payload_len ? m->payload_len : 1);
