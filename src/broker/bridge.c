@@ -151,6 +151,7 @@ struct bconn {
     struct bmaps in;    /* local mid -> remote pid */
     bool registered;    /* hato has the local session (B_REG done, or was connected) */
     bool reg_done;      /* B_REG: the local side subscribed and disconnected */
+    uint32_t reg_subs;  /* B_REG: SUBACKs still awaited before the DISCONNECT */
     bool graceful;      /* tear down with a DISCONNECT (idle, back to the first address) */
     bool to_main;       /* the first address answers: the next attempt is on it, at once */
     int64_t last_msg;   /* lazy: the last message either way (idle_timeout) */
@@ -508,6 +509,8 @@ static void local_on_connect(struct hc_client *c, void *ud, uint8_t reason, bool
                              const struct mqtt_props *props);
 static void local_on_disconnect(struct hc_client *c, void *ud, int err);
 static void local_on_message(struct hc_client *c, void *ud, const struct hc_message *m);
+static void local_on_subscribe(struct hc_client *c, void *ud, uint16_t mid, uint32_t count,
+                               const uint8_t *codes, const struct mqtt_props *props);
 static void local_on_publish(struct hc_client *c, void *ud, uint16_t mid, uint8_t reason);
 static void both_up(struct bconn *bc);
 
@@ -663,7 +666,8 @@ static void start_local(struct bconn *bc, int64_t now) {
     struct hc_callbacks cb = {.on_connect = local_on_connect,
                               .on_disconnect = local_on_disconnect,
                               .on_message = local_on_message,
-                              .on_publish = local_on_publish};
+                              .on_publish = local_on_publish,
+                              .on_subscribe = local_on_subscribe};
     int err = 0;
     bc->l.c = hc_new(&hc, &cb, bc, &err);
     if (!bc->l.c) {
@@ -684,6 +688,29 @@ static void start_local(struct bconn *bc, int64_t now) {
     side_watch(&bc->l);
 }
 
+/* B_REG: the subscriptions are in hato's session (their SUBACKs came):
+ * leave it, it stays and queues. Before the SUBACKs, a message published
+ * right after the remote's first failed attempt could find no subscription. */
+static void reg_leave(struct bconn *bc) {
+    int rc = hc_disconnect(bc->l.c, 0, NULL);
+    if (rc != HC_OK)
+        bridge_fail(bc, "local disconnect: %s", hc_strerror(rc));
+}
+
+static void local_on_subscribe(struct hc_client *c, void *ud, uint16_t mid, uint32_t count,
+                               const uint8_t *codes, const struct mqtt_props *props) {
+    (void)c;
+    (void)mid;
+    (void)props;
+    struct bconn *bc = ud;
+    for (uint32_t i = 0; i < count; i++)
+        if (codes[i] >= 0x80)
+            log_warn("Bridge %s: the local broker refused a subscription (reason 0x%02x).",
+                     bc->cfg->name, codes[i]);
+    if (bc->st == B_REG && bc->reg_subs && --bc->reg_subs == 0)
+        reg_leave(bc);
+}
+
 static void local_on_connect(struct hc_client *c, void *ud, uint8_t reason, bool sp,
                              const struct mqtt_props *props) {
     (void)sp;
@@ -696,6 +723,7 @@ static void local_on_connect(struct hc_client *c, void *ud, uint8_t reason, bool
     }
     bc->local_up = true;
     bc->registered = true;
+    bc->reg_subs = 0;
     const struct hato_bridge *cfg = bc->cfg;
     for (size_t i = 0; i < cfg->n_topics; i++) {
         const struct hato_bridge_topic *t = &cfg->topics[i];
@@ -716,12 +744,12 @@ static void local_on_connect(struct hc_client *c, void *ud, uint8_t reason, bool
             bridge_fail(bc, "local subscribe: %s", hc_strerror(rc));
             return;
         }
+        bc->reg_subs++;
     }
     if (bc->st == B_REG) {
-        int rc = hc_disconnect(c, 0, NULL); /* the session stays, with its subscriptions */
-        if (rc != HC_OK)
-            bridge_fail(bc, "local disconnect: %s", hc_strerror(rc));
-        return;
+        if (bc->reg_subs == 0)
+            reg_leave(bc);
+        return; /* local_on_subscribe leaves once every SUBACK is in */
     }
     if (bc->remote_up)
         both_up(bc);
