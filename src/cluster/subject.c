@@ -6,6 +6,10 @@
 
 static const char hex[] = "0123456789ABCDEF";
 
+/* The escape: valid in NATS subjects and in JetStream key-value keys
+ * ([-/_=.a-zA-Z0-9]), so a topic's tokens can also name its retained key. */
+#define ESC '='
+
 static bool plain(uint8_t c) {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
            c == '_';
@@ -34,14 +38,14 @@ static void put_c(struct sb *b, char c) {
 /* One level as one token. */
 static void put_level(struct sb *b, const uint8_t *s, size_t n) {
     if (n == 0) {
-        put_c(b, '%');
+        put_c(b, ESC);
         return;
     }
     for (size_t i = 0; i < n; i++) {
         if (plain(s[i])) {
             put_c(b, (char)s[i]);
         } else {
-            char e[3] = {'%', hex[s[i] >> 4], hex[s[i] & 15]};
+            char e[3] = {ESC, hex[s[i] >> 4], hex[s[i] & 15]};
             put(b, e, 3);
         }
     }
@@ -159,11 +163,11 @@ int cl_subject_topic(const char *prefix, const char *subject, size_t len, uint8_
                 return CL_SUBJ_TOO_LONG;
             out[o++] = '/';
         }
-        if (!(end - i == 1 && subject[i] == '%')) { /* "%": the empty level */
+        if (!(end - i == 1 && subject[i] == ESC)) { /* "=": the empty level */
             size_t lv = o;
             for (size_t k = i; k < end; k++) {
                 uint8_t c;
-                if (subject[k] == '%') {
+                if (subject[k] == ESC) {
                     int h = k + 2 < end ? unhex(subject[k + 1]) : -1;
                     int l = h >= 0 ? unhex(subject[k + 2]) : -1;
                     if (l < 0)
@@ -194,6 +198,6 @@ int cl_subject_topic(const char *prefix, const char *subject, size_t len, uint8_
         i = end + 1;
     }
     if (o == 0)
-        return CL_SUBJ_INVALID; /* "%" alone: the empty topic, which MQTT has not */
+        return CL_SUBJ_INVALID; /* "=" alone: the empty topic, which MQTT has not */
     return (int)o;
 }

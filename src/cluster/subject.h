@@ -7,8 +7,9 @@
  * first level begins with '$' goes to PREFIX.s.L1... instead, so the leading
  * wildcards of a filter (which never match '$' topics, MQTT-4.7.2-1) are
  * subscribed under PREFIX.m only. In a token, every byte other than A-Z a-z
- * 0-9 '-' '_' is written %XX (upper-case hex); an empty level is the token
- * "%", which no level can otherwise give. The mapping is one-to-one:
+ * 0-9 '-' '_' is written =XX (upper-case hex); an empty level is the token
+ * "=", which no level can otherwise give. Such tokens are also valid
+ * JetStream key-value keys. The mapping is one-to-one:
  * cl_subject_topic gives back exactly the topic.
  *
  * A filter becomes one subject, '+' as '*'; a final '#' as '>' and, since

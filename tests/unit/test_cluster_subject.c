@@ -47,6 +47,14 @@ static void check_subject_chars(const char *s) {
     assert_true(s[strlen(s) - 1] != '.');
 }
 
+/* A topic's subject is also a valid JetStream key-value key. */
+static void check_kv_key(const char *s) {
+    for (const char *c = s; *c; c++)
+        if (!(strchr("-/_=.", *c) || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+              (*c >= '0' && *c <= '9')))
+            fail_msg("'%s': '%c' is not allowed in a key-value key", s, *c);
+}
+
 static const char *const topics[] = {
     "a",
     "a/b",
@@ -159,6 +167,7 @@ static void test_round_trip(void **state) {
         int n = cl_topic_subject(P, U(topics[t]), seen[t], sizeof seen[t]);
         assert_true(n > 0);
         check_subject_chars(seen[t]);
+        check_kv_key(seen[t]);
         uint8_t back[256];
         int m = cl_subject_topic(P, seen[t], (size_t)n, back, sizeof back);
         assert_int_equal(m, (int)strlen(topics[t]));
@@ -175,6 +184,7 @@ static void test_round_trip(void **state) {
         int n = cl_topic_subject(P, topic, 3, s, sizeof s);
         assert_true(n > 0);
         check_subject_chars(s);
+        check_kv_key(s);
         uint8_t back[8];
         assert_int_equal(cl_subject_topic(P, s, (size_t)n, back, sizeof back), 3);
         assert_memory_equal(back, topic, 3);
@@ -187,18 +197,18 @@ static void test_examples(void **state) {
     assert_int_equal(cl_topic_subject(P, U("sensors/temp"), s, sizeof s), 22);
     assert_string_equal(s, "hato.c1.m.sensors.temp");
     cl_topic_subject(P, U("$SYS/broker"), s, sizeof s);
-    assert_string_equal(s, "hato.c1.s.%24SYS.broker");
+    assert_string_equal(s, "hato.c1.s.=24SYS.broker");
     cl_topic_subject(P, U("a//b.c"), s, sizeof s);
-    assert_string_equal(s, "hato.c1.m.a.%.b%2Ec");
+    assert_string_equal(s, "hato.c1.m.a.=.b=2Ec");
     assert_int_equal(cl_filter_subjects(P, U("#"), s, s1, sizeof s), 1);
     assert_string_equal(s, "hato.c1.m.>");
     assert_int_equal(cl_filter_subjects(P, U("a/+/#"), s, s1, sizeof s), 2);
     assert_string_equal(s, "hato.c1.m.a.*");
     assert_string_equal(s1, "hato.c1.m.a.*.>");
     assert_int_equal(cl_filter_subjects(P, U("$SYS/#"), s, s1, sizeof s), 2);
-    assert_string_equal(s, "hato.c1.s.%24SYS");
+    assert_string_equal(s, "hato.c1.s.=24SYS");
     assert_int_equal(cl_subject_prefix("prod.eu 1", s, sizeof s), 18);
-    assert_string_equal(s, "hato.prod%2Eeu%201");
+    assert_string_equal(s, "hato.prod=2Eeu=201");
 }
 
 static void test_refusals(void **state) {
@@ -230,17 +240,17 @@ static void test_refusals(void **state) {
         "hato.c1.m.a..b",   /* empty token */
         "hato.c1.m.*",      /* a wildcard */
         "hato.c1.m.a.>",    /* a wildcard */
-        "hato.c1.m.%2",     /* short escape */
-        "hato.c1.m.%2e",    /* lower-case hex: never written */
-        "hato.c1.m.%41",    /* 'A' escaped: never written */
-        "hato.c1.m.%2F",    /* '/' inside a level */
-        "hato.c1.m.%2B",    /* '+' */
-        "hato.c1.m.%00",    /* NUL */
-        "hato.c1.m.%24SYS", /* a '$' topic under .m */
+        "hato.c1.m.=2",     /* short escape */
+        "hato.c1.m.=2e",    /* lower-case hex: never written */
+        "hato.c1.m.=41",    /* 'A' escaped: never written */
+        "hato.c1.m.=2F",    /* '/' inside a level */
+        "hato.c1.m.=2B",    /* '+' */
+        "hato.c1.m.=00",    /* NUL */
+        "hato.c1.m.=24SYS", /* a '$' topic under .m */
         "hato.c1.s.SYS",    /* a non-'$' topic under .s */
-        "hato.c1.s.%",      /* the empty level under .s */
-        "hato.c1.m.a%b",    /* '%' not an escape */
-        "hato.c1.m.%",      /* the empty topic, which MQTT has not */
+        "hato.c1.s.=",      /* the empty level under .s */
+        "hato.c1.m.a=b",    /* '=' not an escape */
+        "hato.c1.m.=",      /* the empty topic, which MQTT has not */
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         if (cl_subject_topic(P, bad[i], strlen(bad[i]), t, sizeof t) != CL_SUBJ_INVALID)
