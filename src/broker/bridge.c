@@ -195,14 +195,19 @@ static bool bridge_tls(const struct hato_bridge *cfg) {
     return cfg->cafile || cfg->capath || cfg->certfile || cfg->tls_use_os_certs || cfg->psk;
 }
 
-static uint16_t addr_port(const struct bconn *bc) {
-    const struct hato_bridge_addr *a = cur_addr(bc);
+/* The port of address i: its own, else by its kind. */
+static uint16_t addr_port_at(const struct bconn *bc, size_t i) {
+    const struct hato_bridge_addr *a = &bc->cfg->addrs[i];
     if (a->port)
         return a->port;
     bool tls = bridge_tls(bc->cfg) || a->ws_tls;
     if (a->ws_path) /* a URL: the web's ports */
         return tls ? 443 : 80;
     return tls ? 8883 : 1883;
+}
+
+static uint16_t addr_port(const struct bconn *bc) {
+    return addr_port_at(bc, bc->addr);
 }
 
 /* Room for one more element in a doubling array *v of *cap (first: the
@@ -390,18 +395,12 @@ static int pend_add(struct bconn *bc, const struct hc_message *m) {
     if (m->payload_len)
         memcpy(p->payload, m->payload, m->payload_len);
     p->len = m->payload_len;
-    p->props = NULL;
-    p->nprops = 0;
-    if (m->props && (m->props->present & FWD_PROPS)) {
-        size_t n = mqtt_props_copy_entries(m->props, FWD_PROPS, NULL, 0);
-        p->props = n ? malloc(n) : NULL;
-        if (!p->props || mqtt_props_copy_entries(m->props, FWD_PROPS, p->props, n) != n) {
-            free(p->topic);
-            free(p->payload);
-            free(p->props);
-            return -1;
-        }
-        p->nprops = n;
+    /* No buffer: any forwarded properties come back in a malloc'd block. */
+    fwd_props(m->props, NULL, 0, &p->props, &p->nprops);
+    if (m->props && (m->props->present & FWD_PROPS) && !p->props) {
+        free(p->topic);
+        free(p->payload);
+        return -1;
     }
     p->mid = m->mid;
     p->qos = m->qos;
@@ -971,7 +970,7 @@ static void probe_done(struct bconn *bc, int err) {
     const struct hato_bridge_addr *a = &bc->cfg->addrs[0];
     char why[200];
     snprintf(why, sizeof why, "the first address %s:%u answers again (round_robin false)", a->host,
-             a->port ? a->port : addr_port(bc));
+             addr_port_at(bc, 0));
     bc->to_main = true;
     bc->graceful = true;
     bridge_fail(bc, "%s", why);
@@ -995,12 +994,8 @@ static void probe_io(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
 static void probe_start(struct bconn *bc, int64_t now) {
     bc->probe_at = now + probe_period(bc);
     const struct hato_bridge_addr *a = &bc->cfg->addrs[0];
-    size_t keep = bc->addr;
-    bc->addr = 0;
-    uint16_t port = addr_port(bc);
-    bc->addr = keep;
     char ps[8];
-    snprintf(ps, sizeof ps, "%u", port);
+    snprintf(ps, sizeof ps, "%u", addr_port_at(bc, 0));
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res = NULL;
     if (getaddrinfo(a->host, ps, &hints, &res) != 0 || !res)
         return;
