@@ -176,6 +176,10 @@ def lazy_bridge(nodes, bridging, idle_timeout=60):
     extra = f"start_type lazy\nthreshold 5\nidle_timeout {idle_timeout}\ncleansession false\n"
     local = nodes.start(bridging, bridge_block(remote, topics=["z/# out 1"], extra=extra),
                         name="local")
+    if bridging == "hato":
+        # The lazy bridge's local side subscribes after start-up: counting
+        # starts once hato has answered it (Mosquitto's is in place already).
+        local.wait_log(r"Sending SUBACK to local\.bridge-b1", timeout=15)
     rsub = Client(remote)
     rsub.subscribe("z/#", qos=1)
     pub = Client(local)
