@@ -2,6 +2,7 @@
  * The broker: listening sockets, workers, signals and shutdown.
  */
 #include "broker/broker.h"
+#include "broker/cluster.h"
 #include "broker/bridge.h"
 
 #include <errno.h>
@@ -305,6 +306,12 @@ int broker_run(struct broker *b) {
      * the certificates are open, before the threads that serve clients start. */
     if (privdrop_apply(b->cfg) < 0 || authpool_start(b) < 0)
         return 1;
+    /* The cluster before the workers serve: its retained messages are in
+     * and its deliveries wait in the workers' inboxes. */
+    if (cluster_start(b) < 0) {
+        log_error("Error: the cluster could not start (see above); stopping.");
+        return 1;
+    }
     for (int i = 0; i < b->nworkers; i++) {
         if (worker_start(&b->workers[i]) != 0) {
             log_error("Error: cannot start worker thread: %s", strerror(errno));
@@ -351,11 +358,13 @@ int broker_run(struct broker *b) {
         ev_stop(b->workers[i].loop);
     for (int i = 0; i < b->nworkers; i++)
         pthread_join(b->workers[i].thread, NULL);
+    cluster_stop(b); /* no more deliveries: what it posts after this is freed with the inboxes */
     return 0;
 }
 
 void broker_free(struct broker *b) {
     authpool_stop(b); /* its verdicts go to the workers' inboxes */
+    cluster_stop(b);  /* also when broker_run returned early */
     /* Commit what the workers left (their last session records) before they go. */
     persist_close(b);
     if (b->workers) {
@@ -371,6 +380,7 @@ void broker_free(struct broker *b) {
     free(b->lsocks);
     b->lsocks = NULL;
     b->nlsocks = 0;
+    cluster_free(b); /* after the sessions, whose consumers it held */
     if (b->subs)
         sub_tree_free(b->subs);
     if (b->retain)

@@ -79,6 +79,8 @@ struct deliv {
     /* Durable copy (persistence): queue entry sequence and stored message id, 0 = none. */
     uint64_t seq;
     uint64_t smid;
+    /* Cluster: the JetStream reply subject to acknowledge once done, NULL = none. */
+    char *jsack;
 };
 
 enum deliv_state {
@@ -155,6 +157,10 @@ struct session {
     atomic_bool durable;
     uint32_t conn_gen;
     struct bp_sess bp; /* back-pressure (bp.h): over its soft limit, who waits */
+    /* Cluster (cluster.c): its QoS 1/2 messages come from JetStream consumers
+     * (read by routing on every worker); the owner's state. */
+    atomic_bool cl_durable;
+    struct cl_sess *cl;
 };
 
 enum conn_state {
@@ -257,8 +263,9 @@ enum item_kind {
     IT_ADOPT,
     IT_ACK,
     IT_AUTH,
-    IT_PUBLISH, /* d.m: broker_publish_internal */
-    IT_DELIVERS /* a batch of deliveries from route.c (route_batch_run / _free) */
+    IT_PUBLISH,  /* d.m: broker_publish_internal */
+    IT_DELIVERS, /* a batch of deliveries from route.c (route_batch_run / _free) */
+    IT_CLUSTER   /* from the cluster (cl: cluster_item_run / _free) */
 };
 enum { AUTH_DONE_NONE, AUTH_DONE_OK, AUTH_DONE_BAD };
 struct item {
@@ -276,6 +283,7 @@ struct item {
     bool present;      /* with connack: session present */
     uint16_t send_pid; /* not 0: send the in-flight PUBLISH with this id (no abuf) */
     uint64_t auth_id;  /* IT_AUTH: the parked connection; ok = password right */
+    void *cl;          /* IT_CLUSTER: the cluster's part */
 };
 
 struct worker {
@@ -336,6 +344,9 @@ struct worker {
     _Alignas(64) struct stats_counters sc;
     struct sys_state *sys; /* $SYS publication state (sys.c), worker 0 only */
     struct bp_worker bp;   /* back-pressure (bp.h): held publishers */
+    /* Cluster: the message routed last waits for JetStream (its sequence), 0 = not. */
+    uint64_t cl_hold;
+    bool cl_group; /* route.c: delivering a shared message NATS picked this node for */
 };
 
 struct pending_deliv {
@@ -385,6 +396,7 @@ struct broker {
     struct authpool *authpool; /* password checks (authpool.h) */
     /* Broker-wide counts for global_max_connections / global_max_clients (limits.h). */
     atomic_long nconns_all, nsessions_all;
+    struct cluster *cluster; /* NULL unless cluster_nats_url (cluster.h) */
 };
 
 /* The configuration in force (any thread). A reload may replace it between
@@ -485,6 +497,8 @@ int session_in_pid_add(struct session *s, uint16_t pid);
 /* Route a message from worker w to every matching session. Returns the
  * number of sessions it was delivered to. Takes no reference of m's own. */
 size_t route_publish(struct worker *w, struct msg *m);
+/* A message from the cluster for shared subscription SHARE ("$share/G/F"): one local member. */
+void route_group(struct worker *w, struct msg *m, const char *share, size_t len);
 /* Release the last-match cache of route_publish (its session references). */
 void route_cache_free(struct worker *w);
 /* Publish a will (or any broker-made message): retain handling included. */

@@ -17,6 +17,7 @@
 #include "auth/hash.h"
 #include "base/log.h"
 #include "broker/broker.h"
+#include "broker/cluster.h"
 #include "broker/security.h"
 #include "broker/stats.h"
 #include "transport/http.h"
@@ -290,6 +291,35 @@ static void render(struct mbuf *b, const struct stats_snapshot *s, int64_t start
                   fmt_double(s->workers[i].busy, d));
 }
 
+/* The cluster's families, only when the node is in one (cluster.h). */
+static void render_cluster(struct mbuf *b, struct broker *br) {
+    struct cluster_stats c;
+    cluster_stats(br, &c);
+    if (!c.enabled)
+        return;
+    char d[40];
+    gauge(b, "hato_cluster_nats_connected", "1 while the node is connected to a NATS server.",
+          c.connected);
+    gauge(b, "hato_cluster_nodes", "Nodes of the cluster alive now (this one included).", c.nodes);
+    counter(b, "hato_cluster_messages_sent_total", "Messages this node published to the cluster.",
+            c.sent);
+    counter(b, "hato_cluster_messages_received_total",
+            "Messages this node received from other nodes (and from its JetStream consumers).",
+            c.received);
+    counter(b, "hato_cluster_messages_refused_total",
+            "Topics and filters too long for a NATS subject: kept on this node.", c.refused);
+    gauge(b, "hato_cluster_jetstream_pending",
+          "Publishes waiting for JetStream's acknowledgement (held PUBACKs and PUBRECs).",
+          c.js_pending);
+    counter(b, "hato_cluster_jetstream_failed_total",
+            "Publishes JetStream did not take (their publishers were not acknowledged).",
+            c.js_failed);
+    counter(b, "hato_cluster_reconnects_total", "Reconnections to NATS.", c.reconnects);
+    family(b, "hato_cluster_routing_lag_seconds", "gauge",
+           "Mean time from publish on another node to arrival here (recent messages).");
+    mb_printf(b, "hato_cluster_routing_lag_seconds %s\n", fmt_double(c.lag_ms / 1000.0, d));
+}
+
 char *metrics_render(struct broker *b, size_t *len) {
     struct stats_snapshot s;
     if (stats_snapshot(b, &s) < 0)
@@ -301,6 +331,7 @@ char *metrics_render(struct broker *b, size_t *len) {
         return NULL;
     }
     render(&m, &s, b->started);
+    render_cluster(&m, b);
     stats_snapshot_free(&s);
     if (m.oom) {
         free(m.p);

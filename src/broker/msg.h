@@ -35,6 +35,8 @@ struct msg {
     /* It reached this broker over a bridge (a peer's bridge connection or
      * one of ours): bridges with bridge_forward_bridged false skip it. */
     bool via_bridge;
+    /* It came from another node of the cluster (cluster.c): not sent back to NATS. */
+    bool from_cluster;
     /* Absolute expiry (CLOCK_REALTIME, milliseconds), 0 = never. */
     int64_t expiry_at;
     /* Identity of the publishing session (for no-local), never dereferenced. */

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "broker/alias.h"
 #include "broker/broker.h"
+#include "broker/cluster.h"
 #include "broker/limits.h"
 #include "broker/security.h"
 #include "broker/persist.h"
@@ -601,6 +602,9 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     atomic_fetch_add(&w->nclients, 1);
     stat_inc(&w->sc.connections);
 
+    /* Cluster: registered as this node's; what it had on another node comes here. */
+    if (b->cluster)
+        cluster_connect(s, clean, &present);
     struct mqtt_packet ack = {.type = MQTT_CONNACK, .reason = 0};
     ack.connack.session_present = present && c->version != MQTT_V31; /* 3.1 has no such flag */
     if (v5)
@@ -910,9 +914,13 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
     m->via_bridge = c->is_bridge || c->bridge_local;
     bool control = plugin_is_control_topic(m->topic, m->topic_len);
     if (!control && m->retain &&
-        retain_set(b->retain, m) == 0) /* empty payload clears, MQTT-3.3.1-10 */
+        retain_set(b->retain, m) == 0) { /* empty payload clears, MQTT-3.3.1-10 */
         persist_retain(c->w, m);
-    if (qos == 2) {
+        cluster_retain(c->w, m);
+    }
+    /* In a cluster, PUBREC waits (like PUBACK) for JetStream to hold the message. */
+    bool clustered = b->cluster && !control;
+    if (qos == 2 && !clustered) {
         /* PUBREC (Success, whether anyone subscribes or not) before any
          * copy to this connection, the order Mosquitto 2.0 writes. */
         if (session_in_pid_add(s, pid) < 0) {
@@ -923,12 +931,25 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
         persist_inpid(s, pid, true);
         send_ack(c, MQTT_PUBREC, pid, 0);
     }
+    if (qos == 2 && clustered && session_in_pid_add(s, pid) < 0) {
+        msg_unref(m);
+        proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
+        return;
+    }
     size_t n = 1;
     if (control)
         plugin_control(c, m); /* $CONTROL/...: to its plugin, never to subscribers (Mosquitto) */
     else
-        n = bp_route_publish(c, m); /* route_publish; may hold c (back-pressure) */
+        n = (c->w->cl_hold = 0, bp_route_publish(c, m)); /* route_publish; may hold c */
     msg_unref(m);
+    if (clustered && qos) {
+        /* Sent once JetStream has it (cluster.c); other nodes' subscribers
+         * are not counted, so the reason is always Success. */
+        struct mqtt_packet a = {.type = qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, .packet_id = pid};
+        if (cluster_send_ack(c, &a) < 0)
+            proto_fail(c, MQTT_RC_UNSPECIFIED, "out of memory");
+        return;
+    }
     /* QoS 1: the copies first, then PUBACK (also Mosquitto's order). */
     if (qos == 1)
         send_ack(c, MQTT_PUBACK, pid, n ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS);
@@ -1080,6 +1101,13 @@ static void handle_subscribe(struct conn *c, struct mqtt_packet *p) {
             rc[i++] = v5 ? MQTT_RC_UNSPECIFIED : 0x80;
             continue;
         }
+        if (b->cluster && cluster_session_sub(s, f, flen, true) < 0) {
+            /* Its durable consumer could not be made: not granted. */
+            session_sub_remove(s, f, flen);
+            free(f);
+            rc[i++] = v5 ? MQTT_RC_UNSPECIFIED : 0x80;
+            continue;
+        }
         /* Mosquitto's line: "CLIENT QOS FILTER". */
         log_client(LOG_SUBSCRIBE, s->client_id, c->username, c->si.peer, "%s %d %s", s->client_id,
                    o.qos, f);
@@ -1177,6 +1205,8 @@ static void handle_unsubscribe(struct conn *c, struct mqtt_packet *p) {
             continue;
         }
         int r = full ? session_sub_remove(s, full, flen) : 0;
+        if (r == 1 && c->w->b->cluster)
+            cluster_session_sub(s, full, flen, false);
         if (full)
             log_client(LOG_UNSUBSCRIBE, s->client_id, c->username, c->si.peer, "%s %s",
                        s->client_id, full);

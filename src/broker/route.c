@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "broker/bp_inline.h"
 #include "broker/broker.h"
+#include "broker/cluster.h"
 #include "broker/persist.h"
 
 static void collect(void *ctx, void *owner, const struct sub_opts *opts, bool shared) {
@@ -231,9 +232,13 @@ static void rcache_store(struct worker *w, uint64_t gen, const struct msg *m, bo
     rc->valid = true;
 }
 
+static size_t deliver(struct worker *w, struct msg *m, struct match *mv, size_t n, bool borrowed);
+
 size_t route_publish(struct worker *w, struct msg *m) {
     struct broker *b = w->b;
     w->npend = 0;
+    if (b->cluster)
+        cluster_publish(w, m); /* to the other nodes first (cluster.c) */
     /* Read before the walk: a change during it makes the entry stale. */
     uint64_t gen = sub_tree_gen(b->subs);
     struct route_cache *rc = w->rcache;
@@ -256,8 +261,40 @@ size_t route_publish(struct worker *w, struct msg *m) {
         rcache_store(w, gen, m, repeats);
         mv = w->matches;
     }
+    size_t delivered = deliver(w, m, mv, n, borrowed);
+    if (borrowed)
+        rc->busy = false;
+    else
+        w->nmatches = 0;
+    if (b->store) {
+        /* The message is stored once for all durable receivers, before any gets it. */
+        persist_route(w, m, w->pend, w->npend);
+        for (size_t k = 0; k < w->npend; k++)
+            route_dispatch(w, w->pend[k].s, &w->pend[k].d);
+        w->npend = 0;
+    }
+    return delivered;
+}
+
+void route_group(struct worker *w, struct msg *m, const char *share, size_t len) {
+    w->npend = 0;
+    w->nmatches = 0;
+    sub_tree_group_pick(w->b->subs, share, len, collect, w);
+    w->cl_group = true;
+    deliver(w, m, w->matches, w->nmatches, false);
+    w->cl_group = false;
+    w->nmatches = 0;
+}
+
+/* Deliver m to the matches mv[0..n) (sorted by session when one has several). */
+static size_t deliver(struct worker *w, struct msg *m, struct match *mv, size_t n, bool borrowed) {
+    struct broker *b = w->b;
     size_t delivered = 0;
     bool upgrade = b->cfg->upgrade_outgoing_qos;
+    /* In a cluster, a shared group's member is chosen by NATS (a queue group
+     * over every node): local members get their messages from cluster.c,
+     * unless the node is cut off from NATS. */
+    bool skip_shared = b->cluster && !w->cl_group && (m->from_cluster || !cluster_shared_local(b));
     for (size_t i = 0; i < n;) {
         struct match *first = &mv[i];
         struct session *s = first->s;
@@ -285,6 +322,14 @@ size_t route_publish(struct worker *w, struct msg *m) {
             if (mt->opts.sub_id)
                 nsub++, subid = mt->opts.sub_id;
         }
+        if (any && first->shared && skip_shared)
+            any = false;
+        /* A persistent session of a cluster gets its QoS 1/2 messages from its
+         * JetStream consumers (cluster.c), not from here. */
+        if (any && b->cluster && !first->shared &&
+            (upgrade ? qos : (m->qos < qos ? m->qos : qos)) &&
+            atomic_load_explicit(&s->cl_durable, memory_order_relaxed))
+            any = false;
         if (!any) {
             if (!borrowed)
                 for (j = i; j < end; j++)
@@ -342,31 +387,24 @@ size_t route_publish(struct worker *w, struct msg *m) {
         delivered++;
         i = end;
     }
-    if (borrowed)
-        rc->busy = false;
-    else
-        w->nmatches = 0;
-    if (b->store) {
-        /* The message is stored once for all durable receivers, before any gets it. */
-        persist_route(w, m, w->pend, w->npend);
-        for (size_t k = 0; k < w->npend; k++)
-            route_dispatch(w, w->pend[k].s, &w->pend[k].d);
-        w->npend = 0;
-    }
     return delivered;
 }
 
 void route_internal(struct worker *w, struct msg *m) {
     bool sys = m->topic_len >= 5 && memcmp(m->topic, "$SYS/", 5) == 0;
     /* $SYS values are made again on start: not worth a store write each. */
-    if (m->retain && retain_set(w->b->retain, m) == 0 && !sys)
+    if (m->retain && retain_set(w->b->retain, m) == 0 && !sys) {
         persist_retain(w, m);
+        cluster_retain(w, m);
+    }
     route_publish(w, m);
     msg_unref(m);
 }
 
 void route_will(struct worker *w, struct msg *m) {
-    if (m->retain && w->b->cfg->retain_available && retain_set(w->b->retain, m) == 0)
+    if (m->retain && w->b->cfg->retain_available && retain_set(w->b->retain, m) == 0) {
         persist_retain(w, m);
+        cluster_retain(w, m);
+    }
     route_publish(w, m);
 }

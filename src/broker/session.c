@@ -10,6 +10,7 @@
 #include "broker/alias.h"
 #include "broker/bp_inline.h"
 #include "broker/broker.h"
+#include "broker/cluster.h"
 #include "broker/limits.h"
 #include "broker/security.h"
 #include "broker/persist.h"
@@ -54,6 +55,8 @@ void session_ref(struct session *s) {
 void deliv_clear(struct deliv *d) {
     msg_unref(d->m);
     d->m = NULL;
+    free(d->jsack); /* not acknowledged: JetStream sends it again (cluster.c) */
+    d->jsack = NULL;
     if (d->nsub > 1)
         free(d->subids);
     d->subids = NULL;
@@ -80,6 +83,8 @@ static void drop_queues(struct session *s) {
 void session_unref(struct session *s) {
     if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
+    if (s->cl)
+        cluster_session_end(s);
     drop_queues(s);
     free(s->inflight);
     free(s->queue);
@@ -126,11 +131,14 @@ int session_sub_add(struct session *s, const char *filter, size_t len, const str
         free(x);
         return -1;
     }
-    if (sub_tree_add(b->subs, filter, len, s, o) < 0) {
+    int r = sub_tree_add(b->subs, filter, len, s, o);
+    if (r < 0) {
         strmap_del(&s->submap, x->filter, len);
         free(x);
         return -1;
     }
+    if (r == 1)
+        cluster_interest(b, filter, len, 1);
     x->next = s->subs;
     if (x->next)
         x->next->pprev = &x->next;
@@ -148,7 +156,8 @@ int session_sub_remove(struct session *s, const char *filter, size_t len) {
     struct sess_sub *x = strmap_del(&s->submap, filter, len);
     if (!x)
         return 0;
-    sub_tree_remove(s->w->b->subs, filter, len, s);
+    if (sub_tree_remove(s->w->b->subs, filter, len, s) == 1)
+        cluster_interest(s->w->b, filter, len, -1);
     *x->pprev = x->next;
     if (x->next)
         x->next->pprev = x->pprev;
@@ -160,7 +169,8 @@ int session_sub_remove(struct session *s, const char *filter, size_t len) {
 void session_subs_clear(struct session *s) {
     while (s->subs) {
         struct sess_sub *x = s->subs;
-        sub_tree_remove(s->w->b->subs, x->filter, x->len, s);
+        if (sub_tree_remove(s->w->b->subs, x->filter, x->len, s) == 1)
+            cluster_interest(s->w->b, x->filter, x->len, -1);
         s->subs = x->next;
         free(x);
     }
@@ -209,6 +219,7 @@ void session_end(struct session *s) {
         publish_will(s);
     s->dead = true;
     persist_session_end(s);
+    cluster_session_end(s);
     session_subs_clear(s);
     drop_queues(s);
     msg_unref(s->will);
@@ -563,6 +574,7 @@ static bool online(struct session *s) {
 /* Drop a delivery for good (and its stored copy). */
 static void deliv_drop(struct session *s, struct deliv *d) {
     persist_deliv_done(s, d);
+    cluster_deliv_done(d);
     deliv_clear(d);
 }
 
@@ -860,6 +872,7 @@ void session_puback(struct session *s, uint16_t pid, uint8_t type, uint8_t reaso
                     d->state = DS_WAIT_PUBCOMP;
                     persist_deliv_update(s, d);
                 }
+                cluster_deliv_done(d); /* the client has it: JetStream need not resend it */
                 if (d->seq) {
                     /* After the commit: a restart then sends PUBREL, never the PUBLISH. */
                     struct mqtt_packet rel = {.type = MQTT_PUBREL, .packet_id = pid};

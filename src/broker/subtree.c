@@ -697,6 +697,23 @@ static const struct sub_entry *group_pick(struct sub_group *g, sub_avail_fn avai
     }
 }
 
+void sub_tree_group_pick(struct sub_tree *t, const char *share, size_t len, sub_match_fn fn,
+                         void *ctx) {
+    const char *group = NULL;
+    size_t glen = 0;
+    if (split_shared(&share, &len, &group, &glen) != 1)
+        return;
+    pthread_rwlock_rdlock(&t->lock);
+    struct sub_node *n = node_walk(t, share, len, false);
+    uint32_t at = 0;
+    struct sub_group *gr = n ? group_find(n, group, glen, &at) : NULL;
+    if (gr) {
+        const struct sub_entry *e = group_pick(gr, t->avail);
+        fn(ctx, e->owner, &e->opts, true);
+    }
+    pthread_rwlock_unlock(&t->lock);
+}
+
 static inline void report(struct sub_tree *t, struct sub_node *n, sub_match_fn fn, void *ctx) {
     const struct sub_entry *v = n->subs.v;
     for (uint32_t i = 0, k = n->subs.n; i < k; i++)

@@ -62,6 +62,14 @@ int sub_tree_add(struct sub_tree *t, const char *filter, size_t len, void *owner
 int sub_tree_remove(struct sub_tree *t, const char *filter, size_t len, void *owner);
 
 /*
+ * For shared subscription `share` ("$share/GROUP/FILTER", exactly as
+ * subscribed): call fn for one member, picked as sub_tree_match picks
+ * (shared=true); no call when the group has no member here. Read lock.
+ */
+void sub_tree_group_pick(struct sub_tree *t, const char *share, size_t len, sub_match_fn fn,
+                         void *ctx);
+
+/*
  * Call fn for every subscription matching `topic` (a valid topic name).
  *
  * Non-shared: every matching (owner, filter) pair, so one owner may be

@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "base/strmap.h"
 #include "broker/broker.h"
+#include "broker/cluster.h"
 
 /* Mosquitto publishes $SYS at QoS 2: a subscriber gets its subscription's QoS. */
 #define SYS_QOS 2
@@ -212,6 +213,20 @@ static void publish_all(struct worker *w) {
     }
     put(w, "$SYS/broker/hato/store/commit/seconds/p99_bound", buf, false);
     stats_snapshot_free(&s);
+    struct cluster_stats c;
+    cluster_stats(w->b, &c);
+    if (c.enabled) {
+        put(w, "$SYS/broker/cluster/node", c.node, false);
+        put_u(w, "$SYS/broker/cluster/nodes", c.nodes);
+        put(w, "$SYS/broker/cluster/nats/state", c.state, false);
+        put_u(w, "$SYS/broker/cluster/nats/reconnects", c.reconnects);
+        put_u(w, "$SYS/broker/cluster/messages/sent", c.sent);
+        put_u(w, "$SYS/broker/cluster/messages/received", c.received);
+        put_u(w, "$SYS/broker/cluster/messages/refused", c.refused);
+        put_u(w, "$SYS/broker/cluster/jetstream/pending", c.js_pending);
+        put_u(w, "$SYS/broker/cluster/jetstream/failed", c.js_failed);
+        put_f(w, "$SYS/broker/cluster/lag/seconds", c.lag_ms / 1000.0);
+    }
 }
 
 void sys_tick(struct worker *w, int64_t now_ms) {

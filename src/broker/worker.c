@@ -18,6 +18,7 @@
 #include "broker/alias.h"
 #include "broker/bp_inline.h"
 #include "broker/broker.h"
+#include "broker/cluster.h"
 #include "broker/limits.h"
 #include "broker/metrics.h"
 #include "broker/persist.h"
@@ -899,6 +900,10 @@ static void on_inbox(struct ev_loop *loop, void *data) {
             route_batch_run(w, it); /* frees it */
             it = next;
             continue;
+        } else if (it->kind == IT_CLUSTER) {
+            cluster_item_run(w, it); /* frees it */
+            it = next;
+            continue;
         } else {
             adopt(w, it->c);
         }
@@ -1084,6 +1089,10 @@ static void items_free(struct item *it) {
             deliv_clear(&it->d);
         } else if (it->kind == IT_DELIVERS) {
             route_batch_free(it); /* frees it */
+            it = n;
+            continue;
+        } else if (it->kind == IT_CLUSTER) {
+            cluster_item_free(it); /* frees it */
             it = n;
             continue;
         } else {

@@ -790,6 +790,23 @@ static const struct key keys[] = {
        DOC("Mosquitto 2.1's $CONTROL/broker/v1 API: true is refused (hato has none)")),
     /* hato's own. */
     G_INT("threads", threads, 0, 256, RESTART, DOC("worker threads; 0 = one per CPU (hato)")),
+    /* Clustering over NATS (hato's own; docs/cluster.md). */
+    G_STR("cluster_nats_url", cluster_nats_url, RESTART, DEF("none (alone)"),
+          DOC("NATS servers of the cluster, comma-separated nats:// or tls:// URLs (hato)")),
+    G_STR("cluster_name", cluster_name, RESTART, DEF("hato"),
+          DOC("nodes with the same cluster name are one broker (hato)")),
+    G_STR("node_name", node_name, RESTART, DEF("the host name"),
+          DOC("this node's name, unique in its cluster (hato)")),
+    G_STR("cluster_nats_user", cluster_nats_user, RESTART, DOC("user name for NATS (hato)")),
+    G_STR("cluster_nats_password", cluster_nats_password, RESTART, DOC("password for NATS (hato)")),
+    G_STR("cluster_nats_cafile", cluster_nats_cafile, RESTART,
+          DOC("CA certificates NATS servers are checked against; turns TLS on (hato)")),
+    G_STR("cluster_nats_certfile", cluster_nats_certfile, RESTART,
+          DOC("client certificate for NATS (hato)")),
+    G_STR("cluster_nats_keyfile", cluster_nats_keyfile, RESTART,
+          DOC("key of cluster_nats_certfile (hato)")),
+    G_INT("cluster_replicas", cluster_replicas, 1, 5, RESTART, DEF("1"),
+          DOC("JetStream replicas of the cluster's streams and buckets (hato)")),
     G_ENUM("persistence_sync", persistence_sync, sync_modes, RESTART,
            DOC("whether a commit waits for fsync before acknowledging (hato)")),
     G_ENUM("log_format", log_format, log_formats, DOC("log lines as text or JSON objects (hato)")),
@@ -1694,6 +1711,7 @@ void hato_config_init(struct hato_config *cfg) {
     cfg->log_timestamp = true;
     cfg->connection_messages = true;
     cfg->threads = 0;
+    cfg->cluster_replicas = 1;
     cfg->persistence_sync = HATO_SYNC_ALWAYS;
     cfg->connect_timeout = 10;
     cfg->auth_fail_delay = 1000;
@@ -1807,6 +1825,56 @@ static int finish_metrics_listener(const struct hato_config *cfg, struct hato_li
     if (!l->bind_address && !l->unix_path && !l->bind_interface &&
         !(l->bind_address = strdup(l->socket_domain == AF_INET6 ? "::1" : "127.0.0.1"))) {
         set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* A cluster name or node name: one NATS token and part of stream and bucket names. */
+static bool cluster_name_ok(const char *s) {
+    size_t n = strlen(s);
+    if (!n || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* Clustering settings that cannot work (docs/cluster.md). */
+static int cluster_conf_check(const struct hato_config *cfg, char *err, size_t errlen) {
+    if (!cfg->cluster_nats_url) {
+        if (cfg->cluster_name || cfg->node_name || cfg->cluster_nats_user ||
+            cfg->cluster_nats_password || cfg->cluster_nats_cafile || cfg->cluster_nats_certfile) {
+            set_err(err, errlen, "cluster_* and node_name settings need cluster_nats_url");
+            return -1;
+        }
+        return 0;
+    }
+    if (cfg->cluster_name && !cluster_name_ok(cfg->cluster_name)) {
+        set_err(err, errlen, "cluster_name '%s': 1 to 64 of A-Z a-z 0-9 - _", cfg->cluster_name);
+        return -1;
+    }
+    if (cfg->node_name && !cluster_name_ok(cfg->node_name)) {
+        set_err(err, errlen, "node_name '%s': 1 to 64 of A-Z a-z 0-9 - _", cfg->node_name);
+        return -1;
+    }
+    if (cfg->persistence) {
+        set_err(err, errlen,
+                "persistence true with cluster_nats_url: in a cluster, sessions, queued and "
+                "retained messages live in JetStream (docs/cluster.md), and a node's own store "
+                "would disagree with the cluster after a takeover");
+        return -1;
+    }
+    if (!!cfg->cluster_nats_certfile != !!cfg->cluster_nats_keyfile) {
+        set_err(err, errlen, "cluster_nats_certfile and cluster_nats_keyfile go together");
+        return -1;
+    }
+    if (cfg->cluster_nats_certfile && !cfg->cluster_nats_cafile) {
+        set_err(err, errlen, "cluster_nats_certfile needs cluster_nats_cafile (TLS to NATS)");
         return -1;
     }
     return 0;
@@ -1952,6 +2020,8 @@ int hato_config_finish(struct hato_config *cfg, char *err, size_t errlen) {
     }
     if (bridge_conf_finish(cfg, err, errlen) < 0)
         return -1;
+    if (cluster_conf_check(cfg, err, errlen) < 0)
+        return -1;
     cfg->finished = true;
     return 0;
 oom:
@@ -1961,12 +2031,26 @@ oom:
 
 void hato_config_free(struct hato_config *cfg) {
     static const size_t strings[] = {
-        CO(clientid_prefixes), CO(auto_id_prefix),
-        CO(password_file),     CO(acl_file),
-        CO(psk_file),          CO(persistence_location),
-        CO(persistence_file),  CO(include_dir),
-        CO(pid_file),          CO(user),
-        CO(log_file),          CO(log_timestamp_format),
+        CO(clientid_prefixes),
+        CO(auto_id_prefix),
+        CO(password_file),
+        CO(acl_file),
+        CO(psk_file),
+        CO(persistence_location),
+        CO(persistence_file),
+        CO(include_dir),
+        CO(pid_file),
+        CO(user),
+        CO(log_file),
+        CO(log_timestamp_format),
+        CO(cluster_nats_url),
+        CO(cluster_name),
+        CO(node_name),
+        CO(cluster_nats_user),
+        CO(cluster_nats_password),
+        CO(cluster_nats_cafile),
+        CO(cluster_nats_certfile),
+        CO(cluster_nats_keyfile),
     };
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         free(*(char **)(void *)((char *)cfg + strings[i]));
@@ -2198,7 +2282,8 @@ int hato_config_keep_restart(struct hato_config *n, const struct hato_config *ol
             }
             free(*ns);
             *ns = copy;
-            changed(k->name, *os ? *os : "", arg);
+            /* A secret is not written to the log. */
+            changed(k->name, !*os ? "" : strstr(k->name, "password") ? "(hidden)" : *os, arg);
             continue;
         }
         default:

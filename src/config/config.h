@@ -211,6 +211,16 @@ struct hato_config {
     char *include_dir; /* last include_dir followed, for information */
     char *pid_file;    /* NULL = none */
     char *user;        /* "mosquitto"; only used when started as root */
+    /* Clustering over NATS (docs/cluster.md); cluster_nats_url NULL = alone. */
+    char *cluster_nats_url;  /* comma-separated nats:// or tls:// URLs */
+    char *cluster_name;      /* NULL = "hato" */
+    char *node_name;         /* NULL = the host name */
+    char *cluster_nats_user; /* NATS user name / password */
+    char *cluster_nats_password;
+    char *cluster_nats_cafile; /* TLS to NATS: CA, client certificate and key */
+    char *cluster_nats_certfile;
+    char *cluster_nats_keyfile;
+    int cluster_replicas; /* JetStream replicas of the streams and buckets, 1..5 */
 
     /* Logging. */
     unsigned log_dest;          /* HATO_LOG_DEST_* bits; default stderr; 0 = none */

@@ -33,6 +33,7 @@ static const char *const ws_keys[] = {"http_dir", "websockets_origin", "websocke
                                       "websockets_headers_size"};
 static const char *const persist_flags[] = {"persistence", "retained_persistence"};
 static const char *const plugin_keys[] = {"plugin", "auth_plugin", "global_plugin"};
+static const char *const cluster_keys[] = {"cluster_nats_url"};
 
 static bool in(const char *name, const char *const *list, size_t n) {
     for (size_t i = 0; i < n; i++)
@@ -61,6 +62,8 @@ const char *hato_feature_missing(const char *name, const char *value) {
     if (!HATO_WITH_PLUGINS && IN(name, plugin_keys))
         return "hato was built without Mosquitto plugin support (WITH_PLUGINS=OFF, or "
                "mosquitto-dev's headers were missing)";
+    if (!HATO_WITH_CLUSTER && IN(name, cluster_keys))
+        return "hato was built without clustering (WITH_CLUSTER=OFF)";
     return NULL;
 }
 
@@ -74,7 +77,7 @@ const char *hato_features(void) {
             {HATO_WITH_TLS, "TLS"},         {HATO_WITH_TLS_PSK, "TLS-PSK"},
             {HATO_WITH_EC, "EC"},           {HATO_WITH_WEBSOCKETS, "WebSockets"},
             {HATO_WITH_SYSTEMD, "systemd"}, {HATO_WITH_PERSISTENCE, "persistence"},
-            {HATO_WITH_PLUGINS, "plugins"},
+            {HATO_WITH_PLUGINS, "plugins"}, {HATO_WITH_CLUSTER, "cluster"},
         };
         size_t len = 0;
         for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)

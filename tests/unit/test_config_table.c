@@ -98,6 +98,15 @@ static void test_keep_restart(void **state) {
         "user",
         "threads",
         "persistence_sync",
+        "cluster_nats_url",
+        "cluster_name",
+        "node_name",
+        "cluster_nats_user",
+        "cluster_nats_password",
+        "cluster_nats_cafile",
+        "cluster_nats_certfile",
+        "cluster_nats_keyfile",
+        "cluster_replicas",
         /* Not table fields: the plugin host loads them once and reload.c
          * logs a change (plugins_unchanged). */
         "auth_plugin_deny_special_chars",
