@@ -94,7 +94,7 @@ struct pend {
     int state; /* 0 waiting for both, 1 JetStream acknowledged first, 2 item waiting */
     bool ok;
     struct item *it;
-    struct pend *next;
+    struct pend *next, *prev;
 };
 
 struct cluster {
@@ -118,8 +118,8 @@ struct cluster {
     int replicas;
     pthread_mutex_t lock; /* interest, pend */
     struct strmap interest;
-    struct pend *pend_head; /* by seq, oldest first */
-    struct strmap seen;     /* delivery thread: origin -> last seq (dedupe) */
+    struct pend *pend_head, *pend_tail; /* by seq, oldest first */
+    struct strmap seen;                 /* delivery thread: origin -> last seq (dedupe) */
     pthread_t watch_ret, watch_sess, house;
     bool threads;
     kvWatcher *wret, *wsess;
@@ -400,17 +400,28 @@ static void csub_done(void *closure) {
 
 /* ---- publishing -------------------------------------------------------------- */
 
+static void pend_unlink(struct cluster *cl, struct pend *p) {
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        cl->pend_head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        cl->pend_tail = p->prev;
+}
+
+/* JetStream answers mostly in order: the oldest first. */
 static void pend_resolve(struct cluster *cl, uint64_t seq, bool ok) {
     struct item *send = NULL;
     pthread_mutex_lock(&cl->lock);
-    for (struct pend **pp = &cl->pend_head; *pp; pp = &(*pp)->next) {
-        struct pend *p = *pp;
+    for (struct pend *p = cl->pend_head; p; p = p->next) {
         if (p->seq != seq)
             continue;
         p->ok = ok;
         if (p->state == 2) {
             send = p->it;
-            *pp = p->next;
+            pend_unlink(cl, p);
             free(p);
         } else {
             p->state = 1;
@@ -435,14 +446,21 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
     uint64_t seq = 0;
     if (natsMsgHeader_Get(msg, "Hato-Seq", &id) == NATS_OK && id)
         seq = strtoull(id, NULL, 16);
-    if (pae) {
+    if (pae && strncmp(natsMsg_GetSubject(msg), "$KV.", 4) != 0) {
+        /* (A registry delete refused because another node registered the
+         * client id since is expected, not worth a line.) */
         log_warn("Cluster: JetStream did not take a message on %s: %s; its publisher is not "
                  "acknowledged.",
                  natsMsg_GetSubject(msg), pae->ErrText ? pae->ErrText : "error");
     }
     natsMsg_Destroy(msg);
-    if (seq)
+    if (seq) {
         pend_resolve(cl, seq, pae == NULL);
+    } else {
+        atomic_fetch_sub_explicit(&cl->js_pending, 1, memory_order_relaxed);
+        if (pae)
+            atomic_fetch_add_explicit(&cl->js_failed, 1, memory_order_relaxed);
+    }
 }
 
 void cluster_publish(struct worker *w, struct msg *m) {
@@ -480,32 +498,44 @@ void cluster_publish(struct worker *w, struct msg *m) {
     snprintf(id, sizeof(id), "%" PRIx64, seq);
     char msgid[48];
     snprintf(msgid, sizeof(msgid), "%016" PRIx64 "-%" PRIx64, cl->incarnation, seq);
-    struct pend *p = calloc(1, sizeof(*p));
-    if (!p || natsMsg_Create(&nm, subj, NULL, (const char *)buf, (int)len) != NATS_OK) {
+    /* A client's PUBLISH (read now from a connection) is acknowledged once
+     * JetStream has it; a will or the broker's own message is not waited for. */
+    bool hold = w->bp.reading != NULL;
+    struct pend *p = hold ? calloc(1, sizeof(*p)) : NULL;
+    if ((hold && !p) || natsMsg_Create(&nm, subj, NULL, (const char *)buf, (int)len) != NATS_OK) {
         free(p);
         free(buf);
         return;
     }
     free(buf);
-    natsMsgHeader_Set(nm, "Hato-Seq", id);
+    if (hold)
+        natsMsgHeader_Set(nm, "Hato-Seq", id);
     natsMsgHeader_Set(nm, "Nats-Msg-Id", msgid);
-    p->seq = seq;
-    pthread_mutex_lock(&cl->lock);
-    struct pend **pp = &cl->pend_head;
-    while (*pp)
-        pp = &(*pp)->next;
-    *pp = p;
-    pthread_mutex_unlock(&cl->lock);
+    if (hold) {
+        p->seq = seq;
+        pthread_mutex_lock(&cl->lock);
+        p->prev = cl->pend_tail;
+        if (cl->pend_tail)
+            cl->pend_tail->next = p;
+        else
+            cl->pend_head = p;
+        cl->pend_tail = p;
+        pthread_mutex_unlock(&cl->lock);
+    }
     atomic_fetch_add_explicit(&cl->js_pending, 1, memory_order_relaxed);
     natsStatus st = js_PublishMsgAsync(cl->js, &nm, NULL);
     if (st != NATS_OK) {
         natsMsg_Destroy(nm);
         log_warn("Cluster: cannot publish to JetStream: %s.", natsStatus_GetText(st));
-        pend_resolve(cl, seq, false);
+        if (hold)
+            pend_resolve(cl, seq, false);
+        else
+            atomic_fetch_sub_explicit(&cl->js_pending, 1, memory_order_relaxed);
     } else {
         atomic_fetch_add_explicit(&cl->sent, 1, memory_order_relaxed);
     }
-    w->cl_hold = seq;
+    if (hold)
+        w->cl_hold = seq;
 }
 
 int cluster_send_ack(struct conn *c, const struct mqtt_packet *p) {
@@ -534,19 +564,17 @@ int cluster_send_ack(struct conn *c, const struct mqtt_packet *p) {
     it->ok = true;
     bool now = false, ok = true;
     pthread_mutex_lock(&cl->lock);
-    struct pend **pp = &cl->pend_head, *pd = NULL;
-    for (; *pp; pp = &(*pp)->next)
-        if ((*pp)->seq == seq) {
-            pd = *pp;
-            break;
-        }
+    /* The caller's message was published last: from the newest. */
+    struct pend *pd = cl->pend_tail;
+    while (pd && pd->seq != seq)
+        pd = pd->prev;
     if (!pd) {
         now = true; /* already failed and gone */
         ok = false;
     } else if (pd->state == 1) {
         now = true;
         ok = pd->ok;
-        *pp = pd->next;
+        pend_unlink(cl, pd);
         free(pd);
     } else {
         pd->state = 2;
@@ -953,10 +981,10 @@ static int consumer_make(struct cluster *cl, struct session *s, const char *filt
         char oldname[48];
         if (old && old[0] != '-') {
             snprintf(oldname, sizeof(oldname), "%s", old);
-            size_t ol = strlen(oldname);
-            /* the old pair: same base, other suffix letter */
-            if (i && ol > 25)
-                oldname[25] = 'p';
+            /* The registry names one consumer of the pair; the other has
+             * the same base and generation, and the other letter. */
+            if (strlen(oldname) > 25)
+                oldname[25] = i ? 'p' : 'w';
             jsConsumerInfo *oi = NULL;
             if (js_GetConsumerInfo(&oi, cl->js, cl->stream, oldname, NULL, NULL) == NATS_OK) {
                 cc.DeliverPolicy = js_DeliverByStartSequence;
