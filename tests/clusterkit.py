@@ -187,6 +187,7 @@ class NatsCluster:
     def __init__(self, tmp_path, n=3, name=None, user=None, password=None, timeout=30):
         self.tmp_path = tmp_path
         self.name = name or f"nc{os.getpid()}x{free_port()}"
+        self.user, self.password = user, password
         self.servers = [NatsServer(tmp_path, i, self.name, user, password) for i in range(n)]
         for s in self.servers:
             s.write_config(self.servers)
@@ -462,8 +463,11 @@ class HatoNode(Broker):
 
 
 def cluster_directives(nats, cluster_name, node_name, replicas=3):
-    return (f"cluster_nats_url {nats.urls()}\ncluster_name {cluster_name}\n"
+    text = (f"cluster_nats_url {nats.urls()}\ncluster_name {cluster_name}\n"
             f"node_name {node_name}\ncluster_replicas {replicas}\n")
+    if nats.user:
+        text += f"cluster_nats_user {nats.user}\ncluster_nats_password {nats.password}\n"
+    return text
 
 
 class Cluster:
@@ -536,15 +540,18 @@ def unique_name(request):
 
 @pytest.fixture
 def cluster(tmp_path, request):
-    """start(k=3, nats=3, metrics=False, extra="", haproxy=False) -> Cluster with a
-    NATS cluster of `nats` servers and k hato nodes (n1..nk); everything is stopped
-    at teardown, the nodes checked (exit status, sanitizers), the logs printed."""
+    """start(k=3, nats=3, metrics=False, extra="", haproxy=False, nats_user=None,
+    nats_password=None) -> Cluster with a NATS cluster of `nats` servers (requiring
+    that user and password if given) and k hato nodes (n1..nk; more with
+    Cluster.start_node()); everything is stopped at teardown, the nodes checked
+    (exit status, sanitizers), the logs printed."""
     made = []
 
-    def start(k=3, nats=3, metrics=False, extra="", haproxy=False):
+    def start(k=3, nats=3, metrics=False, extra="", haproxy=False, nats_user=None,
+              nats_password=None):
         c = Cluster(tmp_path, unique_name(request))
         made.append(c)
-        c.start_nats(nats)
+        c.start_nats(nats, user=nats_user, password=nats_password)
         for _ in range(k):
             c.start_node(metrics=metrics, extra=extra)
         if haproxy:
