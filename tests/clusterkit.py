@@ -32,13 +32,28 @@ Logs: every process's output is kept (nats-server's in its log file, hato's
 in memory) and the tail of each is printed when the fixture ends; pytest
 shows it with a failing test only.
 
+Credentials: NatsCluster(user=, password=) adds an `authorization` block to
+every server; the nodes then get `cluster_nats_user` / `cluster_nats_password`.
+
 Timings: a 3-server NATS cluster is ready in 1-3 s here; a hato node starts
-in well under a second. Every wait in the kit and in the tests is an event
-with a deadline. The tests under tests/integration/test_cluster*.py use the
-`cluster` fixture below; test_cluster_kit.py checks the kit itself against
-plain hato (no cluster settings) and raw NATS.
+in well under a second; a killed backend is DOWN in haproxy within ~200 ms.
+Every wait in the kit and in the tests is an event with a deadline (pytest
+timeout 180 s per cluster test). The tests under tests/integration/test_cluster*.py
+use the `cluster` fixture below; test_cluster_kit.py checks the kit itself
+against plain hato (no cluster settings) and raw NATS (the JetStream API over
+the kit's NatsClient).
+
+Checking the tests themselves: HATO_CLUSTER_KIT_ONE_BROKER=1 makes n1..nk one
+plain hato process (the tests that need separate nodes are skipped), so the
+routing, retained, takeover and session tests must pass against a single
+broker; that is how their logic was checked before the engine existed.
+
+    HATO_BIN=build/hato /usr/bin/python3 -m pytest -q tests/integration/test_cluster.py
+    HATO_CLUSTER_KIT_ONE_BROKER=1 HATO_BIN=build/hato /usr/bin/python3 -m pytest -q \
+        tests/integration/test_cluster.py
 """
 
+import copy
 import csv
 import hashlib
 import http.client
@@ -56,6 +71,12 @@ import pytest
 from conftest import Broker, free_port
 from persistkit import store_config
 
+# HATO_CLUSTER_KIT_ONE_BROKER=1: every node of a Cluster is one plain hato process
+# (no cluster settings). A check of the tests' own logic where one broker must do
+# what the cluster does; tests that need separate nodes are skipped (needs_nodes).
+ONE_BROKER = os.environ.get("HATO_CLUSTER_KIT_ONE_BROKER") == "1"
+needs_nodes = pytest.mark.skipif(ONE_BROKER, reason="needs separate nodes "
+                                 "(HATO_CLUSTER_KIT_ONE_BROKER=1)")
 NATS_SERVER = "/usr/sbin/nats-server"  # Debian installs it in sbin
 HAPROXY = "/usr/sbin/haproxy"
 POLL = 0.05  # seconds between two looks at a process's state
@@ -235,6 +256,9 @@ class NatsCluster:
                          for s in self.servers if os.path.exists(s.log_path))
 
     def client(self, i=0, **kw):
+        """A NatsClient connected to server i (with the cluster's credentials, if any)."""
+        kw.setdefault("user", self.user)
+        kw.setdefault("password", self.password)
         return NatsClient(self.servers[i].port, **kw)
 
 
@@ -486,10 +510,17 @@ class Cluster:
         return self.nats
 
     def start_node(self, metrics=False, extra="", replicas=3):
-        """One more hato node, n<k>, joined to the NATS cluster."""
+        """One more hato node, n<k>, joined to the NATS cluster. With ONE_BROKER, n1 is a
+        plain hato and n2.. are other names for it."""
         name = f"n{len(self.nodes) + 1}"
-        conf = cluster_directives(self.nats, self.name, name, replicas)
-        node = HatoNode(self.tmp_path, name, conf, metrics=metrics, extra=extra)
+        if ONE_BROKER and self.nodes:
+            node = copy.copy(self.nodes[0])
+            node.name = name
+        elif ONE_BROKER:
+            node = HatoNode(self.tmp_path, name, "", metrics=metrics, extra=extra)
+        else:
+            conf = cluster_directives(self.nats, self.name, name, replicas)
+            node = HatoNode(self.tmp_path, name, conf, metrics=metrics, extra=extra)
         self.nodes.append(node)
         return node
 
@@ -499,8 +530,9 @@ class Cluster:
         self.proxies.append(h)
         return h
 
-    def node_of(self, client_id, start=None):
-        """The live node whose log says client_id connected last (None if none)."""
+    def node_of(self, client_id):
+        """A live node whose log says client_id connected (the last of n1..nk that does;
+        None if none)."""
         found = None
         for n in self.nodes:
             if not n.killed and n.has_client(client_id):
@@ -509,7 +541,7 @@ class Cluster:
 
     def logs(self):
         out = []
-        for n in self.nodes:
+        for n in {id(n.proc): n for n in self.nodes}.values():  # ONE_BROKER: once
             out.append(f"--- hato {n.name} (port {n.port}, proxy {n.pport}):\n{tail(n.log, 60)}")
         for h in self.proxies:
             out.append(f"--- {h.name}:\n{tail(h.log_path, 30)}")

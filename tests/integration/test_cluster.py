@@ -20,7 +20,7 @@ import pytest
 
 from bridgekit import Client, sentinel_wait
 from clusterkit import (HAPROXY, NATS_SERVER, PahoSubscriber, await_route, cluster,  # noqa: F401
-                        deadline_loop)
+                        deadline_loop, needs_nodes)
 from mqttraw import DISCONNECT
 from persistkit import Publisher
 
@@ -264,6 +264,7 @@ def node_holding(c, client_id, timeout=10):
             return n
 
 
+@needs_nodes
 def test_node_sigkill_during_qos1_flow_loses_no_acknowledged_message(cluster):
     """3 nodes behind haproxy; two persistent QoS 1 subscribers (clean_session 0, fixed
     ids) connected through haproxy; a publisher directly on a node that has no subscriber
@@ -314,10 +315,12 @@ def test_node_sigkill_during_qos1_flow_loses_no_acknowledged_message(cluster):
 # NATS failures
 
 
+@needs_nodes
 def test_nats_server_killed_nodes_reconnect_and_carry_on(cluster):
     """Each nats-server in turn is SIGKILLed (so whichever one a hato node was connected
     to goes away once): the nodes reconnect to the others and a QoS 1 flow n1 -> n2
-    carries on, complete and in order; the server then comes back."""
+    carries on, complete and in order (duplicates allowed); the server then comes
+    back before the next is killed."""
     c = cluster(3)
     n1, n2, _ = c.nodes
     s = Client(n2, "after-nats-loss")
@@ -329,7 +332,8 @@ def test_nats_server_killed_nodes_reconnect_and_carry_on(cluster):
         msgs = [f"r{i}-{j}".encode() for j in range(20)]
         publish_all(n1, "k/t", msgs, qos=1, client_id=f"pub-{i}")
         got = payloads(sentinel_wait(s, timeout=30))
-        assert got == msgs, f"with nats-{i} down: {got}"
+        # QoS 1 is at least once (MQTT 4.3.2): a resend is allowed, a gap or a swap not.
+        assert list(dict.fromkeys(got)) == msgs, f"with nats-{i} down: {got}"
         s.clear()
         c.nats.restart(i)
     s.close_settled()
@@ -355,6 +359,7 @@ def sys_values(node, topics, until, timeout=20):
         s.close()
 
 
+@needs_nodes
 def test_sys_cluster_nodes_and_nats_state(cluster):
     """$SYS/broker/cluster/nodes (live nodes, as text, retained) is 3 on every node and
     2 once n3 has stopped; $SYS/broker/cluster/nats/state is "connected"."""
@@ -391,6 +396,7 @@ def metrics(node):
     return out
 
 
+@needs_nodes
 def test_metrics_show_the_cluster(cluster):
     """/metrics (protocol metrics listener): hato_cluster_nats_connected 1,
     hato_cluster_nodes 3, and the message counters move with a cross-node flow
@@ -416,6 +422,7 @@ def test_metrics_show_the_cluster(cluster):
     s.close_settled()
 
 
+@needs_nodes
 def test_nats_credentials(cluster):
     """cluster_nats_user / cluster_nats_password: a NATS cluster that requires them,
     nodes that give them, and cross-node delivery works."""

@@ -144,3 +144,20 @@ def test_haproxy_send_proxy_v2_spreads_over_two_hato_and_drops_a_dead_one(tmp_pa
         b.stop()
         if not a.killed:
             a.stop()
+
+
+def test_nats_cluster_with_credentials(tmp_path):
+    """NatsCluster(user=, password=): a client without them is refused, the kit's own
+    client (which passes them) creates an R3 stream; this is what cluster_nats_user /
+    cluster_nats_password are tested against."""
+    n = NatsCluster(tmp_path, 3, user="hato", password="s3cret")
+    try:
+        with pytest.raises(AssertionError, match="Authorization Violation"):
+            n.client(1, user=None)
+        with pytest.raises(AssertionError, match="Authorization Violation"):
+            n.client(1, password="wrong")
+        r = create_stream(n, "CRED", ["cred.>"], replicas=3, server=2)
+        assert r["config"]["num_replicas"] == 3
+    finally:
+        print(n.logs())
+        n.stop_all()
