@@ -69,7 +69,20 @@ import time
 import pytest
 
 from conftest import Broker, free_port
-from persistkit import store_config
+from bridgekit import await_flow
+from persistkit import Subscriber, store_config
+
+NATS_SERVER = "/usr/sbin/nats-server"  # Debian installs it in sbin
+HAPROXY = "/usr/sbin/haproxy"
+POLL = 0.05  # seconds between two looks at a process's state
+
+# The marks of every test module that starts these programs.
+needs_programs = [
+    pytest.mark.skipif(not os.access(NATS_SERVER, os.X_OK),
+                       reason="nats-server is not installed (apt-get install nats-server)"),
+    pytest.mark.skipif(not os.access(HAPROXY, os.X_OK),
+                       reason="haproxy is not installed (apt-get install haproxy)"),
+]
 
 # HATO_CLUSTER_KIT_ONE_BROKER=1: every node of a Cluster is one plain hato process
 # (no cluster settings). A check of the tests' own logic where one broker must do
@@ -77,9 +90,6 @@ from persistkit import store_config
 ONE_BROKER = os.environ.get("HATO_CLUSTER_KIT_ONE_BROKER") == "1"
 needs_nodes = pytest.mark.skipif(ONE_BROKER, reason="needs separate nodes "
                                  "(HATO_CLUSTER_KIT_ONE_BROKER=1)")
-NATS_SERVER = "/usr/sbin/nats-server"  # Debian installs it in sbin
-HAPROXY = "/usr/sbin/haproxy"
-POLL = 0.05  # seconds between two looks at a process's state
 
 
 def deadline_loop(timeout, what, detail=lambda: ""):
@@ -108,6 +118,17 @@ def http_json(port, path, timeout=2.0):
         return r.status, json.loads(body)
     except ValueError:
         return r.status, None
+
+
+def stop_pid(proc, timeout=10):
+    """SIGTERM a process we started (by its PID), SIGKILL if it outlives timeout."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def tail(path_or_text, lines=60):
@@ -171,13 +192,8 @@ class NatsServer:
             self.proc.wait(timeout=10)
 
     def stop(self):
-        if self.running():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_pid(self.proc)
 
     def url(self):
         return f"nats://127.0.0.1:{self.port}"
@@ -442,13 +458,7 @@ backend hato
                 return got
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_pid(self.proc)
 
 
 # ---------------------------------------------------------------------------
@@ -603,31 +613,16 @@ def cluster(tmp_path, request):
 # Waiting for the mesh
 
 
-def await_route(pub_node, subs, topic, timeout=20, probe=b"probe"):
-    """Publish probe messages (QoS 0) on topic at pub_node every 0.2 s until every
-    client in subs (bridgekit.Client, subscribed to a filter matching topic) has
-    received one; the probes are then cleared from their .got. Cross-node interest
-    propagates asynchronously, so a test awaits this before it measures."""
-    from bridgekit import Client
-    pub = Client(pub_node)
-    try:
-        deadline = time.monotonic() + timeout
-        n = 0
-        while time.monotonic() < deadline:
-            n += 1
-            pub.publish(topic, probe + b"-%d" % n)
-            end = time.monotonic() + 0.2
-            for s in subs:
-                s.poll(max(0.01, end - time.monotonic()))
-            if all(any(m[1].startswith(probe + b"-") for m in s.got) for s in subs):
-                for s in subs:
-                    s.poll(0.05)
-                    s.got = [m for m in s.got if not m[1].startswith(probe + b"-")]
-                return n
-        raise AssertionError(f"no probe on {topic} from {pub_node.name} reached every subscriber "
-                             f"in {timeout}s\n--- {pub_node.name}:\n{tail(pub_node.log)}")
-    finally:
-        pub.close()
+def await_route(pub_node, subs, topic, timeout=20):
+    """bridgekit.await_flow for each client in subs (bridgekit.Client, subscribed to a
+    filter matching topic): QoS 0 probes from pub_node until each has received one; the
+    probes are then cleared from their .got. Cross-node interest propagates
+    asynchronously, so a test awaits this before it measures."""
+    for s in subs:
+        await_flow(pub_node, s, topic, timeout)
+    for s in subs:
+        s.poll(0.05)
+        s.got = [m for m in s.got if not m[1].startswith(b"probe-")]
 
 
 class PahoSubscriber:
@@ -679,16 +674,8 @@ class PahoSubscriber:
                     raise AssertionError(f"{self.client_id}: no {what} in {timeout}s")
                 self.cond.wait(left)
 
-    def missing(self, payloads, timeout):
-        """Wait until every payload arrived; return those still missing at the deadline."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                miss = set(payloads) - set(self.got)
-                left = deadline - time.monotonic()
-                if not miss or left <= 0:
-                    return miss
-                self.cond.wait(min(left, 0.5))
+    # wait_for(payloads, timeout) -> the payloads still missing at the deadline.
+    wait_for = Subscriber.wait_for
 
     def close(self):
         self.c.disconnect()

@@ -11,7 +11,6 @@ what is compared.
 """
 
 import http.client
-import os
 import re
 import threading
 import time
@@ -19,16 +18,12 @@ import time
 import pytest
 
 from bridgekit import Client, sentinel_wait
-from clusterkit import (HAPROXY, NATS_SERVER, PahoSubscriber, await_route, cluster,  # noqa: F401
-                        deadline_loop, needs_nodes)
+from clusterkit import (PahoSubscriber, await_route, cluster,  # noqa: F401
+                        deadline_loop, needs_nodes, needs_programs)
 from mqttraw import DISCONNECT
 from persistkit import Publisher
 
-pytestmark = [
-    pytest.mark.skipif(not os.access(NATS_SERVER, os.X_OK),
-                       reason="nats-server is not installed (apt-get install nats-server)"),
-    pytest.mark.skipif(not os.access(HAPROXY, os.X_OK),
-                       reason="haproxy is not installed (apt-get install haproxy)"),
+pytestmark = needs_programs + [
     pytest.mark.hato_only("clustering is hato's"),
     pytest.mark.timeout(180),
 ]
@@ -304,7 +299,7 @@ def test_node_sigkill_during_qos1_flow_loses_no_acknowledged_message(cluster):
     assert subs[0].connacks[-1] == (1, 0), f"reconnect CONNACK {subs[0].connacks[-1]}"
     assert c.node_of(subs[0].client_id) is not victim
     for s, home in zip(subs, homes):
-        missing = s.missing(acked, timeout=60)
+        missing = s.wait_for(acked, timeout=60)
         assert not missing, (f"{s.client_id} (on {home.name} at first) lost "
                              f"{len(missing)} acknowledged messages, e.g. {sorted(missing)[:5]}")
     for s in subs:

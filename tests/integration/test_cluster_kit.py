@@ -5,19 +5,13 @@ processes (no cluster settings). If these fail, test_cluster.py's failures say
 nothing about hato."""
 
 import json
-import os
 
 import pytest
 
-from clusterkit import (HAPROXY, NATS_SERVER, Haproxy, HatoNode, NatsCluster, PahoSubscriber,
-                        deadline_loop,
-                        create_stream)
+from clusterkit import (Haproxy, HatoNode, NatsCluster, PahoSubscriber, create_stream,
+                        deadline_loop, needs_programs)
 
-pytestmark = [
-    pytest.mark.skipif(not os.access(NATS_SERVER, os.X_OK),
-                       reason="nats-server is not installed (apt-get install nats-server)"),
-    pytest.mark.skipif(not os.access(HAPROXY, os.X_OK),
-                       reason="haproxy is not installed (apt-get install haproxy)"),
+pytestmark = needs_programs + [
     pytest.mark.hato_only("the kit starts hato nodes"),
     pytest.mark.timeout(120),
 ]
