@@ -151,6 +151,46 @@ def test_shared_subscription_spans_nodes(cluster):
         m.close_settled()
 
 
+@pytest.mark.parametrize("back_on", ["n1", "n3"])
+def test_shared_qos1_not_lost_when_a_member_drops(cluster, back_on):
+    """Issue 17: QoS 1 shared messages are not lost when a member drops. Persistent
+    members (clean_session 0) of `$share/g/d/t` on n1 and n2; 200 QoS 1 messages
+    published on n3; n1's member reads nothing of them and, once 50 are acknowledged to
+    the publisher, its connection goes away without DISCONNECT. It comes back (on n1, or
+    on n3: its session moved) and every message the publisher got a PUBACK for reaches
+    one of the two members: what was meant for the dropped one is completed when it
+    reconnects (MQTT-4.8.2-4), not lost, and not given to the other instead
+    (MQTT-4.8.2-5 forbids that only if the session ends; duplicates are allowed)."""
+    c = cluster(3)
+    n1, n2, n3 = c.nodes
+    m1, m2 = Client(n1, "drop-1", clean=False), Client(n2, "drop-2", clean=False)
+    for m in (m1, m2):
+        m.subscribe("$share/g/d/t", qos=1)
+    await_route(n3, [m1, m2], "d/t")
+    progress = threading.Condition()
+    pub = Publisher(n3.port, "shared", "d/t", qos=1, count=200, window=10, progress=progress)
+    pub.start()
+    with progress:
+        progress.wait_for(lambda: pub.total_acked() >= 50 or not pub.is_alive(), timeout=30)
+    m1.close()  # m1 read (and acknowledged) nothing of the flow
+    pub.join(timeout=60)
+    assert not pub.is_alive() and pub.error is None, f"publisher: {pub.error}"
+    acked = set(pub.acked)
+    m1 = Client(c.nodes[int(back_on[1]) - 1], "drop-1", clean=False)
+    assert m1.connack.session_present, f"drop-1's session is not on {back_on}"
+    both = set()
+    for _ in deadline_loop(30, "every acknowledged shared message delivered",
+                           lambda: f"missing {len(acked - both)}: {sorted(acked - both)[:5]}"):
+        m1.poll(0.05)
+        m2.poll(0.05)
+        both = set(payloads(m1.data() + m2.data()))
+        if acked <= both:
+            break
+    assert m1.data(), "nothing was meant for the dropped member: the test proved nothing"
+    for m in (m1, m2):
+        m.close_settled()
+
+
 # ---------------------------------------------------------------------------
 # Retained messages
 
