@@ -68,7 +68,7 @@ import time
 
 import pytest
 
-from conftest import Broker, free_port
+from conftest import Broker, LoggedProcess, free_port
 from bridgekit import await_flow
 from persistkit import Subscriber, store_config
 
@@ -419,7 +419,11 @@ backend hato
             log.close()
         self.host = "127.0.0.1"
         self.name = f"haproxy-{self.port}"
-        self.wait_states({n: "UP" for n, _ in self.backends})
+        try:
+            self.wait_states({n: "UP" for n, _ in self.backends})
+        except BaseException:
+            stop_pid(self.proc)
+            raise
 
     def log(self):
         return tail(self.log_path, 10**6)
@@ -481,7 +485,12 @@ class HatoNode(Broker):
         text += f"listener {self.pport} 127.0.0.1\nenable_proxy_protocol 2\n"
         if metrics:
             text += f"listener {self.mport}\nprotocol metrics\n"
-        super().__init__(tmp_path, text)
+        try:
+            super().__init__(tmp_path, text)
+        except BaseException:
+            if getattr(self, "proc", None) is not None:  # started but never ready
+                LoggedProcess.kill(self)
+            raise
 
     def kill(self):
         """SIGKILL by PID; the node is then not checked at teardown."""

@@ -470,3 +470,25 @@ def test_nats_credentials(cluster):
     publish_all(n1, "c/t", [b"one"], qos=1)
     assert payloads(sentinel_wait(s)) == [b"one"]
     s.close_settled()
+
+
+def test_without_cluster_settings_no_cluster_topics(tmp_path):
+    """Without cluster_nats_url hato runs alone exactly as before: no
+    $SYS/broker/cluster/... topics over two $SYS rounds (sys_interval 1), and local
+    delivery works."""
+    from clusterkit import HatoNode
+    n = HatoNode(tmp_path, "alone")
+    try:
+        s = Client(n, "alone-sub")
+        s.subscribe("$SYS/broker/cluster/#", "$SYS/broker/uptime", "l/t", qos=0)
+        for _ in range(2):
+            s.wait_for(lambda t, p: t == "$SYS/broker/uptime", 10)
+            s.got = [m for m in s.got if m[0] != "$SYS/broker/uptime"]
+        pub = Client(n, "alone-pub")
+        pub.publish("l/t", b"local", qos=1)
+        pub.close()
+        s.wait_payload(b"local")
+        assert [m for m in s.got if m[0].startswith("$SYS/broker/cluster")] == []
+        s.close()
+    finally:
+        n.stop()
