@@ -131,11 +131,18 @@ def stop_pid(proc, timeout=10):
             proc.wait()
 
 
-def tail(path_or_text, lines=60):
-    if os.path.exists(str(path_or_text)):
-        with open(path_or_text, errors="replace") as f:
-            path_or_text = f.read()
-    return "\n".join(str(path_or_text).splitlines()[-lines:])
+def tail(text, lines=60):
+    """The last lines of text."""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def file_tail(path, lines=60):
+    """The last lines of the file at path ("" if there is none yet)."""
+    try:
+        with open(path, errors="replace") as f:
+            return tail(f.read(), lines)
+    except FileNotFoundError:
+        return ""
 
 
 # ---------------------------------------------------------------------------
@@ -199,7 +206,7 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def log(self):
-        return tail(self.log_path, 10**6) if os.path.exists(self.log_path) else ""
+        return file_tail(self.log_path, 10**6)
 
     def ready_problem(self, live):
         """None when this server is ready in a cluster of `live` running servers, else why not."""
@@ -268,7 +275,7 @@ class NatsCluster:
             s.stop()
 
     def logs(self, lines=40):
-        return "\n".join(f"--- {s.name} ({s.log_path}):\n{tail(s.log_path, lines)}"
+        return "\n".join(f"--- {s.name} ({s.log_path}):\n{file_tail(s.log_path, lines)}"
                          for s in self.servers if os.path.exists(s.log_path))
 
     def client(self, i=0, **kw):
@@ -426,7 +433,7 @@ backend hato
             raise
 
     def log(self):
-        return tail(self.log_path, 10**6)
+        return file_tail(self.log_path, 10**6)
 
     def states(self):
         """{server name: status} from the stats socket's `show stat` (UP, DOWN, ...)."""
@@ -454,7 +461,7 @@ backend hato
         """Wait until every named server has the wanted status (e.g. {"n1": "DOWN"})."""
         got = {}
         for _ in deadline_loop(timeout, f"haproxy servers {want}",
-                                lambda: f"states: {got}\n{tail(self.log_path)}"):
+                                lambda: f"states: {got}\n{file_tail(self.log_path)}"):
             if self.proc.poll() is not None:
                 raise AssertionError(f"haproxy exited ({self.proc.returncode}):\n{self.log()}")
             got = self.states()
@@ -563,7 +570,7 @@ class Cluster:
         for n in {id(n.proc): n for n in self.nodes}.values():  # ONE_BROKER: once
             out.append(f"--- hato {n.name} (port {n.port}, proxy {n.pport}):\n{tail(n.log, 60)}")
         for h in self.proxies:
-            out.append(f"--- {h.name}:\n{tail(h.log_path, 30)}")
+            out.append(f"--- {h.name}:\n{file_tail(h.log_path, 30)}")
         if self.nats:
             out.append(self.nats.logs())
         return "\n".join(out)
