@@ -16,7 +16,7 @@ What runs, per test (each test gets its own everything, in its tmp_path):
   Polled every 50 ms with a deadline (30 s by default); no sleep.
 - HatoNode: conftest's Broker with the cluster directives (`cluster_nats_url`,
   `cluster_name` unique per test, `node_name n<i>`, `cluster_replicas 3`),
-  persistence in tmp_path/n<i>-store/, `sys_interval 1`, a direct MQTT
+  persistence in tmp_path/n<i>-store/ when not clustered, `sys_interval 1`, a direct MQTT
   listener (.port) and a second one with `enable_proxy_protocol 2` (.pport)
   for HAProxy, optionally a `protocol metrics` listener (.mport).
 - Haproxy(tmp_path, backends): Debian's /usr/sbin/haproxy in the foreground
@@ -478,7 +478,8 @@ backend hato
 
 class HatoNode(Broker):
     """A hato process: direct listener .port, PROXY-v2 listener .pport (for haproxy),
-    optional metrics listener .mport, persistence in its own directory, and
+    optional metrics listener .mport, persistence in its own directory when it is
+    not clustered (a clustered node's state is in JetStream), and
     `cluster` (the directives' text, "" for a node on its own)."""
 
     def __init__(self, tmp_path, name, cluster="", metrics=False, extra=""):
@@ -488,7 +489,10 @@ class HatoNode(Broker):
         self.store_dir = os.path.join(str(tmp_path), f"{name}-store")
         os.makedirs(self.store_dir, exist_ok=True)
         self.killed = False
-        text = cluster + store_config(self.store_dir) + "sys_interval 1\n" + extra
+        # A clustered node keeps no store of its own (refused: its sessions and
+        # retained messages live in JetStream); a node alone keeps one.
+        store = "" if cluster else store_config(self.store_dir)
+        text = cluster + store + "sys_interval 1\n" + extra
         text += f"listener {self.pport} 127.0.0.1\nenable_proxy_protocol 2\n"
         if metrics:
             text += f"listener {self.mport}\nprotocol metrics\n"

@@ -346,6 +346,7 @@ struct worker {
     struct bp_worker bp;   /* back-pressure (bp.h): held publishers */
     /* Cluster: the message routed last waits for JetStream (its sequence), 0 = not. */
     uint64_t cl_hold;
+    uint64_t cl_seq; /* cluster.c: number of the last message this worker published */
     bool cl_group; /* route.c: delivering a shared message NATS picked this node for */
 };
 

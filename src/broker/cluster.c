@@ -63,6 +63,7 @@ struct interest {
 /* A durable consumer of a persistent session: one per subscription subject. */
 struct consumer {
     struct consumer *next;
+    natsSubscription *sub; /* on its deliver subject; NULL = not bound */
     char name[40];
     char filter[]; /* the MQTT filter, NUL-terminated */
 };
@@ -73,18 +74,16 @@ struct cl_sess {
     bool migrated; /* another node took it over: leave the registry and consumers */
     bool durable;  /* persistent: QoS 1/2 come from consumers */
     struct consumer *consumers;
-    natsSubscription *dsub[64]; /* deliver subscriptions (one per consumer) */
-    int ndsub;
 };
 
 /* A message for a worker. */
-enum citem_kind { CI_ROUTE, CI_GROUP, CI_DELIVER, CI_TAKEN };
+enum citem_kind { CI_ROUTE, CI_GROUP, CI_DELIVER, CI_TAKEN, CI_HANDOVER };
 struct citem {
     enum citem_kind kind;
     struct msg *m;
     char *name; /* CI_GROUP: "$share/G/F"; CI_DELIVER, CI_TAKEN: client id */
     size_t name_len;
-    char *ack; /* CI_DELIVER: the JetStream reply subject */
+    char *ack; /* CI_DELIVER: the JetStream reply subject; CI_TAKEN: the new node */
     uint8_t qos;
 };
 
@@ -130,8 +129,14 @@ struct cluster {
     atomic_uint nodes;
     atomic_ulong sent, received, refused, js_pending, js_failed, reconnects;
     atomic_llong lag_us; /* moving mean */
-    atomic_bool refuse_logged;
-    bool closed; /* cluster_stop ran: no NATS calls any more */
+    atomic_bool refuse_logged, retry_logged;
+    jsPubOptions po; /* MaxWait: an answer that never comes is an error, and retried */
+    /* Publishes JetStream did not take, sent again by the house thread. */
+    natsMsg **retry;
+    size_t nretry, capretry;
+    kvWatcher *wnodes;
+    natsSubscription *inbox; /* PREFIX.n.NODE: sessions handed over to this node */
+    bool closed;             /* cluster_stop ran: no NATS calls any more */
 };
 
 static int64_t wall_ms(void) {
@@ -168,13 +173,19 @@ static void set_lag(struct cluster *cl, int64_t sent_ms) {
 }
 
 /* The envelope of m, malloc'd; NULL when out of memory. */
-static uint8_t *envelope(struct cluster *cl, const struct msg *m, uint64_t seq, uint64_t pubh,
-                         size_t *len) {
+/* Origin of worker w's messages: the incarnation with the worker in its low
+ * 16 bits. Each worker numbers its own: one thread's publishes reach NATS in
+ * order, so the receiver's dedupe can keep the last number per origin. */
+#define ORIGIN_NODE(o) ((o) >> 16)
+
+static uint8_t *envelope(struct cluster *cl, const struct msg *m, uint64_t origin, uint64_t seq,
+                         uint64_t pubh, size_t *len) {
+    (void)cl;
     struct cl_env e = {
         .qos = m->qos,
         .retain = m->retain,
         .via_bridge = m->via_bridge,
-        .origin = cl->incarnation,
+        .origin = origin,
         .seq = seq,
         .publisher = pubh,
         .sent_ms = wall_ms(),
@@ -292,7 +303,7 @@ static void on_plain(natsConnection *nc, natsSubscription *sub, natsMsg *nm, voi
         natsMsg_Destroy(nm);
         return;
     }
-    if (e.origin == cl->incarnation || seen_before(cl, e.origin, e.seq)) {
+    if (ORIGIN_NODE(e.origin) == ORIGIN_NODE(cl->incarnation) || seen_before(cl, e.origin, e.seq)) {
         natsMsg_Destroy(nm);
         return;
     }
@@ -434,8 +445,31 @@ static void pend_resolve(struct cluster *cl, uint64_t seq, bool ok) {
         worker_post(NULL, send->s->w, send);
     }
     atomic_fetch_sub_explicit(&cl->js_pending, 1, memory_order_relaxed);
-    if (!ok)
-        atomic_fetch_add_explicit(&cl->js_failed, 1, memory_order_relaxed);
+}
+
+/* Keep a publish JetStream did not take for the house thread to send again
+ * (the same Nats-Msg-Id: if it did land, the stream's duplicate window
+ * drops the copy). A held acknowledgement waits until one succeeds. */
+static bool retry_later(struct cluster *cl, natsMsg *msg) {
+    if (atomic_load(&cl->stop))
+        return false;
+    pthread_mutex_lock(&cl->house_lock);
+    bool ok = false;
+    if (cl->nretry == cl->capretry) {
+        size_t n = cl->capretry ? cl->capretry * 2 : 64;
+        natsMsg **v = n <= 1u << 20 ? realloc(cl->retry, n * sizeof(*v)) : NULL;
+        if (v) {
+            cl->retry = v;
+            cl->capretry = n;
+        }
+    }
+    if (cl->nretry < cl->capretry) {
+        cl->retry[cl->nretry++] = msg;
+        ok = true;
+        pthread_cond_broadcast(&cl->house_cond);
+    }
+    pthread_mutex_unlock(&cl->house_lock);
+    return ok;
 }
 
 static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
@@ -446,21 +480,27 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
     uint64_t seq = 0;
     if (natsMsgHeader_Get(msg, "Hato-Seq", &id) == NATS_OK && id)
         seq = strtoull(id, NULL, 16);
-    if (pae && strncmp(natsMsg_GetSubject(msg), "$KV.", 4) != 0) {
-        /* (A registry delete refused because another node registered the
-         * client id since is expected, not worth a line.) */
-        log_warn("Cluster: JetStream did not take a message on %s: %s; its publisher is not "
-                 "acknowledged.",
-                 natsMsg_GetSubject(msg), pae->ErrText ? pae->ErrText : "error");
+    bool kv = strncmp(natsMsg_GetSubject(msg), "$KV.", 4) == 0;
+    if (pae) {
+        atomic_fetch_add_explicit(&cl->js_failed, 1, memory_order_relaxed);
+        /* A registry delete refused because another node registered the
+         * client id since is expected: not retried, not logged. */
+        if (!kv || pae->Err == NATS_TIMEOUT) {
+            if (!atomic_exchange(&cl->retry_logged, true))
+                log_warn("Cluster: JetStream did not take a message on %s: %s; sent again "
+                         "until it does (logged once per episode).",
+                         natsMsg_GetSubject(msg), pae->ErrText ? pae->ErrText : "time-out");
+            if (retry_later(cl, msg))
+                return; /* still pending */
+        }
+    } else {
+        atomic_store(&cl->retry_logged, false);
     }
     natsMsg_Destroy(msg);
-    if (seq) {
+    if (seq)
         pend_resolve(cl, seq, pae == NULL);
-    } else {
+    else
         atomic_fetch_sub_explicit(&cl->js_pending, 1, memory_order_relaxed);
-        if (pae)
-            atomic_fetch_add_explicit(&cl->js_failed, 1, memory_order_relaxed);
-    }
 }
 
 void cluster_publish(struct worker *w, struct msg *m) {
@@ -481,10 +521,11 @@ void cluster_publish(struct worker *w, struct msg *m) {
                      m->topic_len > 64 ? 64 : (int)m->topic_len, m->topic, CL_SUBJECT_MAX);
         return;
     }
-    uint64_t seq = atomic_fetch_add_explicit(&cl->seq, 1, memory_order_relaxed) + 1;
+    uint64_t origin = (cl->incarnation & ~0xFFFFull) | (uint64_t)w->id;
+    uint64_t seq = ++w->cl_seq;
     uint64_t pubh = (uint64_t)(uintptr_t)m->origin * 0x9E3779B97F4A7C15ull;
     size_t len = 0;
-    uint8_t *buf = envelope(cl, m, seq, pubh, &len);
+    uint8_t *buf = envelope(cl, m, origin, seq, pubh, &len);
     if (!buf)
         return;
     if (m->qos == 0) {
@@ -494,10 +535,12 @@ void cluster_publish(struct worker *w, struct msg *m) {
         return;
     }
     natsMsg *nm = NULL;
+    /* The held acknowledgement's number is the node's, not the worker's. */
+    uint64_t hseq = atomic_fetch_add_explicit(&cl->seq, 1, memory_order_relaxed) + 1;
     char id[24];
-    snprintf(id, sizeof(id), "%" PRIx64, seq);
+    snprintf(id, sizeof(id), "%" PRIx64, hseq);
     char msgid[48];
-    snprintf(msgid, sizeof(msgid), "%016" PRIx64 "-%" PRIx64, cl->incarnation, seq);
+    snprintf(msgid, sizeof(msgid), "%016" PRIx64 "-%" PRIx64, origin, seq);
     /* A client's PUBLISH (read now from a connection) is acknowledged once
      * JetStream has it; a will or the broker's own message is not waited for. */
     bool hold = w->bp.reading != NULL;
@@ -512,7 +555,7 @@ void cluster_publish(struct worker *w, struct msg *m) {
         natsMsgHeader_Set(nm, "Hato-Seq", id);
     natsMsgHeader_Set(nm, "Nats-Msg-Id", msgid);
     if (hold) {
-        p->seq = seq;
+        p->seq = hseq;
         pthread_mutex_lock(&cl->lock);
         p->prev = cl->pend_tail;
         if (cl->pend_tail)
@@ -523,19 +566,19 @@ void cluster_publish(struct worker *w, struct msg *m) {
         pthread_mutex_unlock(&cl->lock);
     }
     atomic_fetch_add_explicit(&cl->js_pending, 1, memory_order_relaxed);
-    natsStatus st = js_PublishMsgAsync(cl->js, &nm, NULL);
+    natsStatus st = js_PublishMsgAsync(cl->js, &nm, &cl->po);
     if (st != NATS_OK) {
         natsMsg_Destroy(nm);
         log_warn("Cluster: cannot publish to JetStream: %s.", natsStatus_GetText(st));
         if (hold)
-            pend_resolve(cl, seq, false);
+            pend_resolve(cl, hseq, false);
         else
             atomic_fetch_sub_explicit(&cl->js_pending, 1, memory_order_relaxed);
     } else {
         atomic_fetch_add_explicit(&cl->sent, 1, memory_order_relaxed);
     }
     if (hold)
-        w->cl_hold = seq;
+        w->cl_hold = hseq;
 }
 
 int cluster_send_ack(struct conn *c, const struct mqtt_packet *p) {
@@ -707,7 +750,7 @@ void cluster_retain(struct worker *w, const struct msg *m) {
         natsMsgHeader_Set(nm, "Nats-Rollup", "sub");
     } else {
         size_t len = 0;
-        uint8_t *buf = envelope(cl, m, 0, 0, &len);
+        uint8_t *buf = envelope(cl, m, cl->incarnation & ~0xFFFFull, 0, 0, &len);
         if (!buf)
             return;
         natsStatus st = natsMsg_Create(&nm, subj, NULL, (const char *)buf, (int)len);
@@ -717,7 +760,7 @@ void cluster_retain(struct worker *w, const struct msg *m) {
     }
     /* No held acknowledgement: resolved with seq 0 (nothing waits). */
     atomic_fetch_add_explicit(&cl->js_pending, 1, memory_order_relaxed);
-    if (js_PublishMsgAsync(cl->js, &nm, NULL) != NATS_OK) {
+    if (js_PublishMsgAsync(cl->js, &nm, &cl->po) != NATS_OK) {
         natsMsg_Destroy(nm);
         atomic_fetch_sub_explicit(&cl->js_pending, 1, memory_order_relaxed);
     }
@@ -785,6 +828,7 @@ struct reg_sub {
 };
 struct reg {
     char node[NAME_MAX_LEN + 1];
+    bool persistent; /* the session outlives its connection */
     struct reg_sub *subs;
     size_t nsubs;
 };
@@ -813,6 +857,8 @@ static int reg_parse(const char *v, size_t len, struct reg *r) {
             if (nl5 >= sizeof(r->node))
                 return -1;
             memcpy(r->node, line + 5, nl5 + 1);
+        } else if (strcmp(line, "persistent") == 0) {
+            r->persistent = true;
         } else if (strncmp(line, "sub ", 4) == 0) {
             unsigned q, nl2, rap, rh;
             unsigned long sid;
@@ -865,6 +911,8 @@ static char *reg_value(struct cluster *cl, struct session *s, size_t *len) {
     n += (size_t)snprintf(v + n, cap - n, "node %s\n", cl->node);
     struct cl_sess *cs = s->cl;
     if (cs && cs->durable)
+        n += (size_t)snprintf(v + n, cap - n, "persistent\n");
+    if (cs && cs->durable)
         for (struct sess_sub *x = s->subs; x; x = x->next) {
             struct consumer *c = cons_find(cs, x->filter);
             n += (size_t)snprintf(v + n, cap - n, "sub %u %u %u %u %lu %s %s\n", x->opts.qos,
@@ -908,35 +956,39 @@ static int consumer_subjects(struct cluster *cl, const char *f, char *s0, char *
 }
 
 /* Bind: subscribe to a consumer's deliver subject. */
-static void consumer_bind(struct cluster *cl, struct session *s, const char *name) {
-    struct cl_sess *cs = s->cl;
-    if (cs->ndsub >= (int)(sizeof(cs->dsub) / sizeof(cs->dsub[0])))
-        return;
+/* Bind: subscribe to a consumer's deliver subject (queue group "hato": one
+ * node's subscription gets each message, even while two overlap). */
+static int consumer_bind(struct cluster *cl, struct session *s, struct consumer *c) {
     char dsubj[128];
-    snprintf(dsubj, sizeof(dsubj), "%s.d.%s", cl->prefix, name);
+    snprintf(dsubj, sizeof(dsubj), "%s.d.%s", cl->prefix, c->name);
     struct csub *x = calloc(1, sizeof(*x));
     char *id = x ? malloc(s->id_len + 1) : NULL;
     if (!id) {
         free(x);
-        return;
+        return -1;
     }
     memcpy(id, s->client_id, s->id_len + 1);
     *x = (struct csub){SK_CONSUMER, cl, id, s->id_len};
-    natsSubscription *sub = NULL;
-    if (natsConnection_QueueSubscribe(&sub, cl->nc, dsubj, "hato", on_consumer, x) != NATS_OK) {
+    if (natsConnection_QueueSubscribe(&c->sub, cl->nc, dsubj, "hato", on_consumer, x) != NATS_OK) {
+        c->sub = NULL;
         csub_done(x);
-        return;
+        return -1;
     }
-    natsSubscription_SetOnCompleteCB(sub, csub_done, x);
-    cs->dsub[cs->ndsub++] = sub;
+    natsSubscription_SetOnCompleteCB(c->sub, csub_done, x);
+    return 0;
+}
+
+static void consumer_unbind(struct consumer *c) {
+    if (!c->sub)
+        return;
+    natsSubscription_Unsubscribe(c->sub);
+    natsSubscription_Destroy(c->sub);
+    c->sub = NULL;
 }
 
 static void consumers_unbind(struct cl_sess *cs) {
-    for (int i = 0; i < cs->ndsub; i++) {
-        natsSubscription_Unsubscribe(cs->dsub[i]);
-        natsSubscription_Destroy(cs->dsub[i]);
-    }
-    cs->ndsub = 0;
+    for (struct consumer *c = cs->consumers; c; c = c->next)
+        consumer_unbind(c);
 }
 
 /*
@@ -1005,7 +1057,8 @@ static int consumer_make(struct cluster *cl, struct session *s, const char *filt
             js_DeleteConsumer(cl->js, cl->stream, oldname, NULL, NULL);
         c->next = cs->consumers;
         cs->consumers = c;
-        consumer_bind(cl, s, c->name);
+        if (consumer_bind(cl, s, c) < 0)
+            return -1;
     }
     return 0;
 }
@@ -1017,6 +1070,7 @@ static void consumers_delete(struct cluster *cl, struct cl_sess *cs, const char 
             pp = &c->next;
             continue;
         }
+        consumer_unbind(c);
         js_DeleteConsumer(cl->js, cl->stream, c->name, NULL, NULL);
         *pp = c->next;
         free(c);
@@ -1057,19 +1111,31 @@ void cluster_connect(struct session *s, bool clean, bool *present) {
         bool elsewhere = rev && (strcmp(r.node, cl->node) != 0 || fresh);
         cs->durable = is_durable(s);
         atomic_store_explicit(&s->cl_durable, cs->durable, memory_order_relaxed);
-        if (elsewhere && !clean && cs->durable) {
-            /* Resume here what another node (or this one before a restart) held. */
+        if (elsewhere && !clean && r.persistent) {
+            /* Resume here what another node (or this one before a restart)
+             * held; its consumers go on here if the session is still
+             * persistent (MQTT 5 may have set its expiry to 0). */
             for (size_t i = 0; i < r.nsubs; i++) {
                 struct reg_sub *x = &r.subs[i];
                 size_t fl = strlen(x->filter);
                 if (!session_has_sub(s, x->filter, fl) &&
                     session_sub_add(s, x->filter, fl, &x->o) < 0)
                     continue;
-                if (x->o.qos > 0 && strncmp(x->filter, "$share/", 7) != 0)
+                if (x->consumer[0] == '-')
+                    continue;
+                if (cs->durable) {
                     consumer_make(cl, s, x->filter, x->consumer, rev);
+                } else {
+                    char other[48];
+                    snprintf(other, sizeof(other), "%s", x->consumer);
+                    js_DeleteConsumer(cl->js, cl->stream, other, NULL, NULL);
+                    if (strlen(other) > 25) {
+                        other[25] = other[25] == 'w' ? 'p' : 'w';
+                        js_DeleteConsumer(cl->js, cl->stream, other, NULL, NULL);
+                    }
+                }
             }
-            if (r.nsubs || rev)
-                *present = true;
+            *present = true;
         } else if (elsewhere && clean) {
             for (size_t i = 0; i < r.nsubs; i++)
                 if (r.subs[i].consumer[0] != '-') {
@@ -1106,7 +1172,10 @@ int cluster_session_sub(struct session *s, const char *filter, size_t len, bool 
     struct sess_sub *x = added ? strmap_get(&s->submap, filter, len) : NULL;
     struct consumer *c = cons_find(cs, f);
     if (added && x && x->opts.qos > 0 && !c) {
-        consumer_make(cl, s, f, NULL, 0);
+        if (consumer_make(cl, s, f, NULL, 0) < 0) {
+            consumers_delete(cl, cs, f); /* half of an a/# pair */
+            return -1;
+        }
     } else if ((!added || (x && x->opts.qos == 0)) && c) {
         /* Its deliver subscription ends with the consumer; the rest stay. */
         consumers_delete(cl, cs, f);
@@ -1198,6 +1267,7 @@ static void *watch_sessions(void *arg) {
                     memcpy(name, id, (size_t)il);
                     name[il] = 0;
                     ci->kind = CI_TAKEN;
+                    ci->ack = strdup(r.node);
                     ci->name = name;
                     ci->name_len = (size_t)il;
                     post(cl, broker_owner(cl->b, name, (size_t)il), ci);
@@ -1210,6 +1280,78 @@ static void *watch_sessions(void *arg) {
         kvEntry_Destroy(e);
     }
     return NULL;
+}
+
+/* ---- handover ------------------------------------------------------------------ */
+
+/*
+ * A session taken over by another node: what it holds that JetStream does
+ * not (its shared subscriptions' messages, queued QoS 0) goes to that node's
+ * inbox, PREFIX.n.NODE, as u16 id length, id, u8 QoS, then the envelope.
+ * What a JetStream consumer gave it comes again from the new consumer.
+ */
+static void handover_one(struct cluster *cl, struct session *s, const char *subj,
+                         const struct deliv *d) {
+    if (d->jsack || !d->m || d->state == DS_WAIT_PUBCOMP)
+        return; /* from JetStream, or already delivered (QoS 2 PUBREL pending) */
+    size_t el = 0;
+    uint8_t *env = envelope(cl, d->m, cl->incarnation & ~0xFFFFull, 0, 0, &el);
+    size_t n = 3 + s->id_len + el;
+    uint8_t *buf = env ? malloc(n) : NULL;
+    if (buf) {
+        buf[0] = (uint8_t)(s->id_len >> 8);
+        buf[1] = (uint8_t)s->id_len;
+        memcpy(buf + 2, s->client_id, s->id_len);
+        buf[2 + s->id_len] = d->qos;
+        memcpy(buf + 3 + s->id_len, env, el);
+        natsConnection_Publish(cl->nc, subj, buf, (int)n);
+    }
+    free(buf);
+    free(env);
+}
+
+static void handover(struct cluster *cl, struct session *s, const char *node) {
+    if (!cl || cl->closed || !node || !s->cl || !s->cl->durable)
+        return;
+    char subj[NAME_MAX_LEN * 2 + 16];
+    snprintf(subj, sizeof(subj), "%s.n.%s", cl->prefix, node);
+    for (uint32_t i = 0; i < s->ninflight; i++)
+        handover_one(cl, s, subj, &s->inflight[s->inflight_head + i]);
+    for (uint32_t i = 0; i < s->qlen; i++)
+        handover_one(cl, s, subj, &s->queue[(s->qhead + i) % s->qcap]);
+}
+
+static void on_handover(natsConnection *nc, natsSubscription *sub, natsMsg *nm, void *closure) {
+    (void)nc;
+    (void)sub;
+    struct cluster *cl = closure;
+    const uint8_t *p = (const uint8_t *)natsMsg_GetData(nm);
+    size_t len = (size_t)natsMsg_GetDataLength(nm);
+    size_t il = len >= 2 ? (size_t)(p[0] << 8 | p[1]) : 0;
+    struct cl_env e;
+    const char *why = "too short";
+    struct msg *m = NULL;
+    if (len >= 3 + il && il)
+        m = from_envelope(p + 3 + il, len - 3 - il, &e, &why);
+    struct citem *ci = m ? calloc(1, sizeof(*ci)) : NULL;
+    char *name = ci ? malloc(il + 1) : NULL;
+    if (!name) {
+        if (m)
+            msg_unref(m);
+        free(ci);
+        log_warn("Cluster: handed-over message dropped: %s.", m ? "out of memory" : why);
+        natsMsg_Destroy(nm);
+        return;
+    }
+    memcpy(name, p + 2, il);
+    name[il] = 0;
+    ci->kind = CI_HANDOVER;
+    ci->m = m;
+    ci->name = name;
+    ci->name_len = il;
+    ci->qos = p[2 + il] <= 2 ? p[2 + il] : 1;
+    natsMsg_Destroy(nm);
+    post(cl, broker_owner(cl->b, name, il), ci);
 }
 
 /* ---- worker items -------------------------------------------------------------- */
@@ -1254,12 +1396,23 @@ void cluster_item_run(struct worker *w, struct item *it) {
         session_unref(s);
         break;
     }
+    case CI_HANDOVER: {
+        struct session *s = strmap_get(&w->sessions, ci->name, ci->name_len);
+        if (!s || s->dead)
+            break; /* gone meanwhile (it ended here too): as its old node would have */
+        struct deliv d = {.m = msg_ref(ci->m), .qos = ci->qos};
+        session_ref(s);
+        session_deliver(s, &d);
+        session_unref(s);
+        break;
+    }
     case CI_TAKEN: {
         struct session *s = strmap_get(&w->sessions, ci->name, ci->name_len);
         if (!s || s->dead)
             break;
         if (s->cl)
             s->cl->migrated = true;
+        handover(CL(w->b), s, ci->ack);
         if (s->conn) {
             struct conn *c = s->conn;
             log_client(LOG_NOTICE | LOG_CONN, s->client_id, c->username, c->si.peer,
@@ -1315,43 +1468,87 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
     log_warn("Cluster: NATS error: %s.", natsStatus_GetText(err));
 }
 
+/* Nodes seen in the nodes bucket and their last beat (house thread only). */
+struct beat {
+    char node[NAME_MAX_LEN + 1];
+    int64_t at;
+};
+
 static void *house(void *arg) {
     struct cluster *cl = arg;
-    char key[NAME_MAX_LEN + 1];
-    snprintf(key, sizeof(key), "%s", cl->node);
+    struct beat beats[256];
+    size_t nbeats = 0;
+    int64_t next_beat = 0;
     pthread_mutex_lock(&cl->house_lock);
     while (!atomic_load(&cl->stop)) {
+        /* Publishes to send again (on_pub_ack), after a quarter second. */
+        natsMsg **again = cl->retry;
+        size_t nagain = cl->nretry;
+        cl->retry = NULL;
+        cl->nretry = cl->capretry = 0;
         pthread_mutex_unlock(&cl->house_lock);
-        uint64_t rev = 0;
-        char val[64];
-        snprintf(val, sizeof(val), "%lld", (long long)wall_ms());
-        kvStore_PutString(&rev, cl->kv_nodes, key, val);
-        /* Live: a beat within NODE_TTL_MS (the nodes' clocks are assumed in
-         * step, as NTP keeps them; a bucket TTL would need a duplicate
-         * window as short as the beat). */
-        kvKeysList kl = {0};
-        if (kvStore_Keys(&kl, cl->kv_nodes, NULL) == NATS_OK) {
-            unsigned live = 0;
-            int64_t now = wall_ms();
-            for (int i = 0; i < kl.Count; i++) {
-                kvEntry *e = NULL;
-                if (kvStore_Get(&e, cl->kv_nodes, kl.Keys[i]) != NATS_OK || !e)
-                    continue;
-                long long t = atoll(kvEntry_ValueString(e));
-                if (now - t < NODE_TTL_MS)
-                    live++;
-                kvEntry_Destroy(e);
-            }
-            atomic_store(&cl->nodes, live);
-            kvKeysList_Destroy(&kl);
+        if (nagain) {
+            struct timespec ts = {0, 250 * 1000 * 1000};
+            nanosleep(&ts, NULL);
         }
+        for (size_t i = 0; i < nagain; i++) {
+            natsMsg *m = again[i];
+            if (atomic_load(&cl->stop) || js_PublishMsgAsync(cl->js, &m, &cl->po) != NATS_OK) {
+                if (m && !retry_later(cl, m))
+                    natsMsg_Destroy(m);
+            }
+        }
+        free(again);
+        int64_t now = wall_ms();
+        if (now >= next_beat) {
+            next_beat = now + BEAT_MS;
+            uint64_t rev = 0;
+            char val[32];
+            snprintf(val, sizeof(val), "%lld", (long long)now);
+            kvStore_PutString(&rev, cl->kv_nodes, cl->node, val);
+        }
+        /* Other nodes' beats, from the bucket's watcher. */
+        kvEntry *e = NULL;
+        while (kvWatcher_Next(&e, cl->wnodes, 1) == NATS_OK) {
+            if (!e)
+                continue;
+            const char *key = kvEntry_Key(e);
+            size_t k = 0;
+            while (k < nbeats && strcmp(beats[k].node, key) != 0)
+                k++;
+            if (k == nbeats && nbeats < sizeof(beats) / sizeof(beats[0]) &&
+                strlen(key) <= NAME_MAX_LEN)
+                snprintf(beats[nbeats++].node, sizeof(beats[0].node), "%s", key);
+            if (k < nbeats)
+                beats[k].at = kvEntry_Operation(e) == kvOp_Put ? atoll(kvEntry_ValueString(e)) : 0;
+            kvEntry_Destroy(e);
+            e = NULL;
+        }
+        /* Live: a beat within NODE_TTL_MS (the nodes' clocks are assumed in
+         * step, as NTP keeps them). */
+        unsigned live = 0;
+        for (size_t k = 0; k < nbeats; k++)
+            if (now - beats[k].at < NODE_TTL_MS)
+                live++;
+        atomic_store(&cl->nodes, live);
         pthread_mutex_lock(&cl->house_lock);
+        if (atomic_load(&cl->stop) || cl->nretry)
+            continue;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += BEAT_MS / 1000;
-        if (!atomic_load(&cl->stop))
-            pthread_cond_timedwait(&cl->house_cond, &cl->house_lock, &ts);
+        ts.tv_nsec += 500 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&cl->house_cond, &cl->house_lock, &ts);
     }
+    /* Stopping: what was to be sent again is not (its publishers were not acknowledged). */
+    for (size_t i = 0; i < cl->nretry; i++)
+        natsMsg_Destroy(cl->retry[i]);
+    free(cl->retry);
+    cl->retry = NULL;
+    cl->nretry = cl->capretry = 0;
     pthread_mutex_unlock(&cl->house_lock);
     return NULL;
 }
@@ -1521,6 +1718,8 @@ int cluster_start(struct broker *b) {
         return -1;
     }
     atomic_store(&cl->connected, true);
+    jsPubOptions_Init(&cl->po);
+    cl->po.MaxWait = 2000; /* then sent again (same Nats-Msg-Id: a late first copy is dropped) */
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = 5000;
@@ -1537,7 +1736,8 @@ int cluster_start(struct broker *b) {
         make_bucket(cl, &cl->kv_nodes, cl->b_nodes, 0) < 0)
         return -1;
     if (kvStore_WatchAll(&cl->wret, cl->kv_ret, NULL) != NATS_OK ||
-        kvStore_WatchAll(&cl->wsess, cl->kv_sess, NULL) != NATS_OK) {
+        kvStore_WatchAll(&cl->wsess, cl->kv_sess, NULL) != NATS_OK ||
+        kvStore_WatchAll(&cl->wnodes, cl->kv_nodes, NULL) != NATS_OK) {
         log_error("Error: cluster: cannot watch the buckets: %s.", nats_GetLastError(NULL));
         return -1;
     }
@@ -1559,6 +1759,12 @@ int cluster_start(struct broker *b) {
             }
         }
         kvEntry_Destroy(e);
+    }
+    char inbox[NAME_MAX_LEN * 2 + 16];
+    snprintf(inbox, sizeof(inbox), "%s.n.%s", cl->prefix, cl->node);
+    if (natsConnection_Subscribe(&cl->inbox, cl->nc, inbox, on_handover, cl) != NATS_OK) {
+        log_error("Error: cluster: cannot subscribe to %s.", inbox);
+        return -1;
     }
     if (pthread_create(&cl->watch_ret, NULL, watch_retained, cl) != 0 ||
         pthread_create(&cl->watch_sess, NULL, watch_sessions, cl) != 0 ||
@@ -1619,8 +1825,13 @@ void cluster_stop(struct broker *b) {
         pthread_join(cl->house, NULL);
         cl->threads = false;
     }
-    if (cl->js)
-        js_PublishAsyncComplete(cl->js, NULL); /* what is on its way gets there */
+    if (cl->js) {
+        /* What is on its way gets there, for two seconds at most. */
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = 2000;
+        js_PublishAsyncComplete(cl->js, &po);
+    }
     for (int i = 0; i < b->nworkers; i++)
         strmap_each(&b->workers[i].sessions, forget_session, NULL);
     strmap_each(&cl->interest, interest_drop, NULL);
@@ -1630,6 +1841,9 @@ void cluster_stop(struct broker *b) {
         kvWatcher_Destroy(cl->wret);
     if (cl->wsess)
         kvWatcher_Destroy(cl->wsess);
+    if (cl->wnodes)
+        kvWatcher_Destroy(cl->wnodes);
+    cl->wnodes = NULL;
     if (cl->kv_ret)
         kvStore_Destroy(cl->kv_ret);
     if (cl->kv_sess)
@@ -1638,6 +1852,9 @@ void cluster_stop(struct broker *b) {
         kvStore_Destroy(cl->kv_nodes);
     cl->wret = cl->wsess = NULL;
     cl->kv_ret = cl->kv_sess = cl->kv_nodes = NULL;
+    if (cl->inbox)
+        natsSubscription_Destroy(cl->inbox);
+    cl->inbox = NULL;
     if (cl->js)
         jsCtx_Destroy(cl->js);
     cl->js = NULL;
