@@ -206,8 +206,9 @@ class Client:
                 assert all(code < 0x80 for code in p.codes), f"SUBACK refused: {p.codes}"
                 return p
 
-    def publish(self, topic, payload, qos=0, retain=False):
-        """Publish and complete the sender side of the flow (other packets are kept)."""
+    def publish(self, topic, payload, qos=0, retain=False, ack_timeout=10):
+        """Publish and complete the sender side of the flow (other packets are kept);
+        each acknowledgement is awaited for ack_timeout seconds."""
         pid = self._next_pid() if qos else None
         self.c.send(publish(topic, payload, qos=qos, retain=retain, pid=pid,
                             version=self.version))
@@ -215,13 +216,13 @@ class Client:
             return
         want = PUBACK if qos == 1 else PUBREC
         while True:
-            p = self._recv(10)
+            p = self._recv(ack_timeout)
             if p.type == want and p.pid == pid:
                 break
         if qos == 2:
             self.c.send(ack(PUBREL, pid))
             while True:
-                p = self._recv(10)
+                p = self._recv(ack_timeout)
                 if p.type == PUBCOMP and p.pid == pid:
                     break
 

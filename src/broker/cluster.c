@@ -1413,6 +1413,7 @@ void cluster_item_run(struct worker *w, struct item *it) {
         if (s->cl)
             s->cl->migrated = true;
         handover(CL(w->b), s, ci->ack);
+        session_ref(s); /* closing a clean session's connection ends it */
         if (s->conn) {
             struct conn *c = s->conn;
             log_client(LOG_NOTICE | LOG_CONN, s->client_id, c->username, c->si.peer,
@@ -1429,7 +1430,8 @@ void cluster_item_run(struct worker *w, struct item *it) {
             s->will = NULL;
             conn_close(c, "session taken over by another node");
         }
-        session_end(s);
+        session_end(s); /* returns at once if it ended above */
+        session_unref(s);
         break;
     }
     }

@@ -1848,7 +1848,8 @@ static bool cluster_name_ok(const char *s) {
 static int cluster_conf_check(const struct hato_config *cfg, char *err, size_t errlen) {
     if (!cfg->cluster_nats_url) {
         if (cfg->cluster_name || cfg->node_name || cfg->cluster_nats_user ||
-            cfg->cluster_nats_password || cfg->cluster_nats_cafile || cfg->cluster_nats_certfile) {
+            cfg->cluster_nats_password || cfg->cluster_nats_cafile || cfg->cluster_nats_certfile ||
+            cfg->cluster_nats_keyfile || cfg->cluster_replicas != 1) {
             set_err(err, errlen, "cluster_* and node_name settings need cluster_nats_url");
             return -1;
         }

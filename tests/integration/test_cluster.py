@@ -33,11 +33,11 @@ def payloads(got):
     return [m[1] for m in got]
 
 
-def publish_all(node, topic, msgs, qos, client_id="pub"):
+def publish_all(node, topic, msgs, qos, client_id="pub", ack_timeout=10):
     pub = Client(node, client_id)
     for m in msgs:
-        pub.publish(topic, m, qos=qos)
-    pub.publish(topic, b"END", qos=qos)
+        pub.publish(topic, m, qos=qos, ack_timeout=ack_timeout)
+    pub.publish(topic, b"END", qos=qos, ack_timeout=ack_timeout)
     pub.close()
 
 
@@ -365,7 +365,9 @@ def test_nats_server_killed_nodes_reconnect_and_carry_on(cluster):
         c.nats.kill(i)
         await_route(n1, [s], "k/t", timeout=30)
         msgs = [f"r{i}-{j}".encode() for j in range(20)]
-        publish_all(n1, "k/t", msgs, qos=1, client_id=f"pub-{i}")
+        # A PUBACK waits for JetStream, whose stream may be electing a new
+        # leader (seconds; more under ASan): 30 s each.
+        publish_all(n1, "k/t", msgs, qos=1, client_id=f"pub-{i}", ack_timeout=30)
         got = payloads(sentinel_wait(s, timeout=30))
         # QoS 1 is at least once (MQTT 4.3.2): a resend is allowed, a gap or a swap not.
         assert list(dict.fromkeys(got)) == msgs, f"with nats-{i} down: {got}"
