@@ -605,6 +605,20 @@ static int h_max_packet_size(struct parser *p, const struct key *k, char *value)
 static int h_expiration(struct parser *p, const struct key *k, char *value);
 static int h_per_listener(struct parser *p, const struct key *k, char *value);
 static int h_control_api(struct parser *p, const struct key *k, char *value);
+/* A cluster name or node name: one NATS token and part of stream and bucket names. */
+static bool cluster_name_ok(const char *s) {
+    size_t n = strlen(s);
+    if (!n || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
 static int h_dup_messages(struct parser *p, const struct key *k, char *value);
 static int h_log_dest(struct parser *p, const struct key *k, char *value);
 static int h_log_type(struct parser *p, const struct key *k, char *value);
@@ -940,6 +954,10 @@ static int apply_generic(struct parser *p, const struct key *k, char *value) {
     if (k->kind == K_STR) {
         if (*value == '\0')
             return fail(p, "%s: missing value", k->name);
+        /* A NATS token and part of stream and bucket names (docs/cluster.md). */
+        if (k->scope == SC_GLOBAL && (k->goff == CO(cluster_name) || k->goff == CO(node_name)) &&
+            !cluster_name_ok(value))
+            return fail(p, "%s '%s': 1 to 64 of A-Z a-z 0-9 - _", k->name, value);
         return set_string(p, (char **)field, value);
     }
 
@@ -1830,20 +1848,6 @@ static int finish_metrics_listener(const struct hato_config *cfg, struct hato_li
     return 0;
 }
 
-/* A cluster name or node name: one NATS token and part of stream and bucket names. */
-static bool cluster_name_ok(const char *s) {
-    size_t n = strlen(s);
-    if (!n || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_'))
-            return false;
-    }
-    return true;
-}
-
 /* Clustering settings that cannot work (docs/cluster.md). */
 static int cluster_conf_check(const struct hato_config *cfg, char *err, size_t errlen) {
     if (!cfg->cluster_nats_url) {
@@ -1854,14 +1858,6 @@ static int cluster_conf_check(const struct hato_config *cfg, char *err, size_t e
             return -1;
         }
         return 0;
-    }
-    if (cfg->cluster_name && !cluster_name_ok(cfg->cluster_name)) {
-        set_err(err, errlen, "cluster_name '%s': 1 to 64 of A-Z a-z 0-9 - _", cfg->cluster_name);
-        return -1;
-    }
-    if (cfg->node_name && !cluster_name_ok(cfg->node_name)) {
-        set_err(err, errlen, "node_name '%s': 1 to 64 of A-Z a-z 0-9 - _", cfg->node_name);
-        return -1;
     }
     if (cfg->persistence) {
         set_err(err, errlen,

@@ -68,6 +68,31 @@ def test_cross_node_pubsub_in_order_exactly_once(cluster, qos):
         s.close_settled()
 
 
+@needs_nodes
+def test_topic_too_long_for_a_subject_stays_on_its_node(cluster):
+    """A topic whose NATS subject would pass 2048 bytes (700 '%' escape to 2100) is
+    delivered on its own node, not to other nodes, and counted in
+    $SYS/broker/cluster/messages/refused: refused with a reason, never cut or dropped
+    silently; a short topic from the same publisher still crosses."""
+    c = cluster(2)
+    n1, n2 = c.nodes
+    long_topic = "lt/" + "%" * 700
+    here, there = Client(n1, "lt-here"), Client(n2, "lt-there")
+    for s in (here, there):
+        s.subscribe("lt/#", qos=1)
+    await_route(n1, [there], "lt/probe")
+    pub = Client(n1, "lt-pub")
+    pub.publish(long_topic, b"long", qos=1)
+    pub.publish("lt/end", b"END", qos=1)
+    pub.close()
+    assert [m[0] for m in sentinel_wait(here)] == [long_topic]  # up to END
+    assert [m[0] for m in sentinel_wait(there)] == []
+    v = sys_values(n1, ("$SYS/broker/cluster/messages/refused",),
+                   lambda v: v.get("$SYS/broker/cluster/messages/refused", "0") != "0")
+    assert v["$SYS/broker/cluster/messages/refused"] == "1"
+    n1.wait_log(r"too long for a NATS subject")
+
+
 def test_hash_wildcard_matches_parent_across_nodes(cluster):
     """MQTT 4.7.1.2: `a/#` also matches `a`; `a/+/c` matches `a/b/c` only (4.7.1.3):
     subscribers on n2 and n3, messages published on n1."""
@@ -494,3 +519,51 @@ def test_without_cluster_settings_no_cluster_topics(tmp_path):
         s.close()
     finally:
         n.stop()
+
+
+# ---------------------------------------------------------------------------
+# Configuration errors (refused at start-up with a reason, never ignored)
+
+
+def start_refused(tmp_path, body):
+    import subprocess
+    from conftest import HATO_BIN, RUN_AS, free_port
+    conf = tmp_path / "c.conf"
+    conf.write_text(f"{RUN_AS}listener {free_port()} 127.0.0.1\n{body}")
+    r = subprocess.run([HATO_BIN, "-c", str(conf)], capture_output=True, text=True, timeout=20,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode != 0, f"started with:\n{body}"
+    return conf, (3 if RUN_AS else 2), r.stderr
+
+
+@pytest.mark.parametrize("key", ["cluster_name", "node_name"])
+def test_bad_cluster_name_refused_with_its_line(tmp_path, key):
+    """A cluster or node name is a NATS token and part of stream names: anything but
+    1..64 of A-Z a-z 0-9 - _ stops start-up at its file:line."""
+    conf, line, err = start_refused(
+        tmp_path, f"cluster_nats_url nats://127.0.0.1:1\n{key} a.b\n")
+    assert f"{conf}:{line + 1}: {key} 'a.b': 1 to 64 of A-Z a-z 0-9 - _" in err
+
+
+@pytest.mark.parametrize("body", ["cluster_name c1\n", "node_name n1\n", "cluster_replicas 3\n",
+                                  "cluster_nats_user u\n"])
+def test_cluster_settings_without_url_refused(tmp_path, body):
+    """A cluster directive without cluster_nats_url would do nothing: refused."""
+    _, _, err = start_refused(tmp_path, body)
+    assert "cluster_* and node_name settings need cluster_nats_url" in err
+
+
+def test_persistence_with_cluster_refused(tmp_path):
+    """persistence true and a cluster do not go together (docs/cluster.md): refused."""
+    _, _, err = start_refused(tmp_path, f"persistence true\npersistence_location {tmp_path}\n"
+                              "cluster_nats_url nats://127.0.0.1:1\n")
+    assert "persistence true with cluster_nats_url" in err
+
+
+def test_nats_unreachable_stops_start_up(tmp_path):
+    """No NATS server at cluster_nats_url: start-up stops with the URL and the reason
+    (a node that cannot join its cluster does not pretend to be one)."""
+    from conftest import free_port
+    port = free_port()
+    _, _, err = start_refused(tmp_path, f"cluster_nats_url nats://127.0.0.1:{port}\n")
+    assert f"cannot connect to NATS at nats://127.0.0.1:{port}" in err
