@@ -85,6 +85,7 @@ struct citem {
     size_t name_len;
     char *ack; /* CI_DELIVER: the JetStream reply subject; CI_TAKEN: the new node */
     uint8_t qos;
+    uint64_t rev; /* CI_TAKEN: the registry revision that names the other node */
 };
 
 /* A publisher's acknowledgement waiting for JetStream. */
@@ -1268,6 +1269,7 @@ static void *watch_sessions(void *arg) {
                     name[il] = 0;
                     ci->kind = CI_TAKEN;
                     ci->ack = strdup(r.node);
+                    ci->rev = kvEntry_Revision(e);
                     ci->name = name;
                     ci->name_len = (size_t)il;
                     post(cl, broker_owner(cl->b, name, (size_t)il), ci);
@@ -1409,6 +1411,11 @@ void cluster_item_run(struct worker *w, struct item *it) {
     case CI_TAKEN: {
         struct session *s = strmap_get(&w->sessions, ci->name, ci->name_len);
         if (!s || s->dead)
+            break;
+        /* The watcher may be behind: an entry older than the one this node
+         * wrote for the session (the other node's, before this CONNECT took
+         * it back) is not a takeover. */
+        if (s->cl && s->cl->rev && ci->rev <= s->cl->rev)
             break;
         if (s->cl)
             s->cl->migrated = true;
