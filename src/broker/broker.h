@@ -347,7 +347,8 @@ struct worker {
     /* Cluster: the message routed last waits for JetStream (its sequence), 0 = not. */
     uint64_t cl_hold;
     uint64_t cl_seq; /* cluster.c: number of the last message this worker published */
-    bool cl_group; /* route.c: delivering a shared message NATS picked this node for */
+    bool cl_group;   /* route.c: delivering a shared message NATS picked this node for */
+    bool cl_local;   /* the message routed now did not go to NATS (too long): all local */
 };
 
 struct pending_deliv {

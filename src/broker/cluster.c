@@ -507,6 +507,7 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
 void cluster_publish(struct worker *w, struct msg *m) {
     struct cluster *cl = CL(w->b);
     w->cl_hold = 0;
+    w->cl_local = false;
     if (!cl || m->from_cluster)
         return;
     if (m->topic_len >= 5 && memcmp(m->topic, "$SYS/", 5) == 0)
@@ -515,6 +516,7 @@ void cluster_publish(struct worker *w, struct msg *m) {
     int sl = cl_topic_subject(m->qos ? cl->pub1 : cl->pub0, (const uint8_t *)m->topic, m->topic_len,
                               subj, sizeof(subj));
     if (sl < 0) {
+        w->cl_local = true; /* its shared subscribers are served here (route.c) */
         atomic_fetch_add_explicit(&cl->refused, 1, memory_order_relaxed);
         if (!atomic_exchange(&cl->refuse_logged, true))
             log_warn("Cluster: topic '%.*s...' is too long for a NATS subject (%d bytes at "

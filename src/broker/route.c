@@ -294,7 +294,8 @@ static size_t deliver(struct worker *w, struct msg *m, struct match *mv, size_t 
     /* In a cluster, a shared group's member is chosen by NATS (a queue group
      * over every node): local members get their messages from cluster.c,
      * unless the node is cut off from NATS. */
-    bool skip_shared = b->cluster && !w->cl_group && (m->from_cluster || !cluster_shared_local(b));
+    bool skip_shared = b->cluster && !w->cl_group &&
+                       (m->from_cluster || (!w->cl_local && !cluster_shared_local(b)));
     for (size_t i = 0; i < n;) {
         struct match *first = &mv[i];
         struct session *s = first->s;
@@ -326,7 +327,7 @@ static size_t deliver(struct worker *w, struct msg *m, struct match *mv, size_t 
             any = false;
         /* A persistent session of a cluster gets its QoS 1/2 messages from its
          * JetStream consumers (cluster.c), not from here. */
-        if (any && b->cluster && !first->shared &&
+        if (any && b->cluster && !w->cl_local && !first->shared &&
             (upgrade ? qos : (m->qos < qos ? m->qos : qos)) &&
             atomic_load_explicit(&s->cl_durable, memory_order_relaxed))
             any = false;
