@@ -3,8 +3,8 @@
 # `test` for the test suite too, `deb` for the Debian package. As root it runs apt-get; otherwise it
 # prints the one command to run.
 set -e
-want="cmake make gcc pkg-config libssl-dev liblmdb-dev libsystemd-dev libcjson-dev libargon2-dev libwslay-dev mosquitto-dev"
-test_only="clang libcmocka-dev python3 python3-pytest python3-pytest-xdist python3-pytest-timeout python3-paho-mqtt mosquitto mosquitto-clients openssl haproxy chromium prometheus systemd"
+want="cmake make gcc pkg-config libssl-dev liblmdb-dev libsystemd-dev libcjson-dev libargon2-dev libwslay-dev mosquitto-dev libnats-dev"
+test_only="clang libcmocka-dev python3 python3-pytest python3-pytest-xdist python3-pytest-timeout python3-paho-mqtt mosquitto mosquitto-clients openssl haproxy chromium prometheus systemd nats-server"
 # `deps.sh list-test-only`: the packages only the tests need (CI builds
 # once with them hidden, scripts/without-packages.sh).
 if [ "$1" = "list-test-only" ]; then
