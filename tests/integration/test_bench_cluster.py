@@ -51,6 +51,9 @@ def test_quick_cluster_benchmark_runs_and_counts(tmp_path):
         assert m["interest_ok"], key
     for run in res["runs"]:
         for s in run["results"]:
+            # The brokers' logs (read after they stopped): no sanitizer report.
+            bad = [n for n in s["log_notes"] if "Sanitizer" in n or "runtime error" in n]
+            assert not bad, bad
             assert s["received"] > 0 and s["expected"] > 0
             if run["variant"] in ("alone", "mosquitto", "durable"):
                 # One broker, or JetStream-backed sessions: QoS 0 on loopback
@@ -62,6 +65,7 @@ def test_quick_cluster_benchmark_runs_and_counts(tmp_path):
     model = res["model"]
     for label in ("clean_qos0", "persistent_qos1"):
         x = model[label]
+        assert not [n for n in x["log_notes"] if "Sanitizer" in n or "runtime error" in n]
         f = x["filters"]
         assert x["bench"]["lost"] == 0 and x["bench"]["received"] == 10
         n2 = [c for nm, c in x["nats_subscriptions_per_connection"].items()
