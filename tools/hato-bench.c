@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -69,6 +70,8 @@ struct opts {
     const char *id_prefix;
     const char *ws_path; /* --ws PATH: MQTT over WebSocket */
     int jobs;            /* -j N: generator processes */
+    bool persistent;     /* --persistent: subscribers keep their sessions */
+    bool go_stdin;       /* --go-stdin: publish after a line on stdin */
 };
 
 struct seqmap { /* what one subscriber got from one publisher */
@@ -337,13 +340,21 @@ static struct bclient *add_client(enum role role, int index) {
         .port = role == R_SUB && O.sub_port ? O.sub_port : O.port,
         .version = O.version,
         .client_id = id,
-        .clean = true,
+        .clean = !(role == R_SUB && O.persistent),
         .keepalive = O.keepalive,
         .nodelay = true,
         .max_inflight = (uint16_t)(O.inflight > 65535 ? 65535 : O.inflight),
         .connect_timeout_ms = 30000,
         .ws_path = O.ws_path,
     };
+    /* --persistent on MQTT 5: clean start 0 alone ends the session at the
+     * disconnect; an expiry keeps it (and makes it durable in a cluster). */
+    static struct mqtt_props persist_props;
+    if (role == R_SUB && O.persistent && O.version == MQTT_V5) {
+        persist_props.present = MQTT_PROP_BIT(MQTT_PROP_SESSION_EXPIRY);
+        persist_props.session_expiry = 3600;
+        cfg.connect_props = &persist_props;
+    }
     if (O.source_ips > 1) {
         snprintf(bind_buf, sizeof(bind_buf), "127.0.0.%d", 1 + index % O.source_ips);
         cfg.bind_address = bind_buf;
@@ -704,6 +715,25 @@ static void job_send_result(double connect_s, uint64_t held) {
 
 static int summarise(double connect_s);
 
+/* --go-stdin: say that every subscriber is in ("# subscribed N" on
+ * stderr), then wait for a line on stdin before any publisher connects, so
+ * a caller can first see the subscriptions arrive somewhere else (a
+ * cluster's interest, a bridge). Bounded by -d; EOF is a go too. */
+static void await_go(uint64_t subscribed) {
+    if (!O.go_stdin)
+        return;
+    fprintf(stderr, "# subscribed %" PRIu64 "\n", subscribed);
+    fflush(stderr);
+    double left = O.duration - secs_since(t_start_ns);
+    struct pollfd pf = {.fd = 0, .events = POLLIN};
+    int r = poll(&pf, 1, left > 0 ? (int)(left * 1000) : 0);
+    if (r <= 0)
+        die(1, "--go-stdin: no go within -d %g s", O.duration);
+    char line[64];
+    if (read(0, line, sizeof(line)) < 0)
+        die(1, "--go-stdin: %s", strerror(errno));
+}
+
 /* Parent of -j N: fork the children (each returns from here into main with
  * its `job`), hold them at the barrier, merge their results, summarise. */
 static void run_jobs(void) {
@@ -742,6 +772,8 @@ static void run_jobs(void) {
     }
     if (O.mode == M_CONN)
         fprintf(stderr, "# connected %" PRIu64 "\n", total);
+    else if (O.mode == M_RUN)
+        await_go(total);
     for (int k = 0; k < up; k++)
         write_all(go[1], "g", 1);
     close(go[1]);
@@ -891,6 +923,10 @@ static void usage(FILE *f) {
                "  -i PREFIX      client id prefix [hb]\n"
                "  --ws PATH      MQTT over WebSocket, upgrading at PATH (e.g. /mqtt)\n"
                "  -j N, --jobs N generator processes, client i in process i mod N [1]\n"
+               "  --persistent   subscribers keep their sessions (clean session 0; MQTT 5:\n"
+               "                 clean start 0, session expiry 3600 s)\n"
+               "  --go-stdin     after every SUBACK print '# subscribed N' on stderr and\n"
+               "                 connect the publishers after a line on stdin\n"
                "  --json         final summary as one JSON object on stdout\n"
                "  --quiet        no per-second progress on stderr\n");
 }
@@ -934,7 +970,9 @@ static void parse(int argc, char **argv) {
         O_WS,
         O_JOBS,
         O_SUBHOST,
-        O_SUBPORT
+        O_SUBPORT,
+        O_PERSIST,
+        O_GO
     };
     static const struct option lo[] = {
         {"pubs", required_argument, 0, O_PUBS},
@@ -949,6 +987,8 @@ static void parse(int argc, char **argv) {
         {"jobs", required_argument, 0, O_JOBS},
         {"sub-host", required_argument, 0, O_SUBHOST},
         {"sub-port", required_argument, 0, O_SUBPORT},
+        {"persistent", no_argument, 0, O_PERSIST},
+        {"go-stdin", no_argument, 0, O_GO},
         {0, 0, 0, 0},
     };
     int c;
@@ -1039,6 +1079,12 @@ static void parse(int argc, char **argv) {
             break;
         case O_SUBPORT:
             O.sub_port = (uint16_t)num("--sub-port", optarg, 1, 65535);
+            break;
+        case O_PERSIST:
+            O.persistent = true;
+            break;
+        case O_GO:
+            O.go_stdin = true;
             break;
         case O_HELP:
             usage(stdout);
@@ -1223,6 +1269,8 @@ int main(int argc, char **argv) {
     uint64_t subscribed = 0;
     for (int i = 0; i < nsub; i++)
         subscribed += clients[i].subscribed;
+    if (ready_fd < 0 && O.mode == M_RUN)
+        await_go(subscribed);
     job_barrier(subscribed);
     if (O.mode == M_RUN)
         compute_expected(O.pubs, 0, nsub);

@@ -277,3 +277,84 @@ def test_sub_port_is_checked():
     rc, s, err = bench("run", "--sub-port", 0)
     assert rc == 2 and s is None
     assert "--sub-port" in err
+
+
+def test_go_stdin_holds_the_publishers_until_told(broker):
+    # bench/cluster's runs: the caller sees every subscriber in, checks
+    # something elsewhere (a cluster's interest), then lets them publish.
+    p = subprocess.Popen([BENCH, "run", "-p", str(broker.port), "--pubs", "2", "--subs", "2",
+                          "-t", "hb/%i", "-T", "hb/%i", "-n", "100", "-i", "hbgo", "--go-stdin",
+                          "--json", "--quiet", "-d", "30"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stderr.readline() == "# subscribed 2\n"
+        broker.wait_log(r"as hbgo-\d+-s1\b")
+        # Held: no publisher connects while the go has not come.
+        assert not re.search(r"as hbgo-\d+-p", broker.log)
+        assert p.poll() is None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    s = json.loads(out.strip().splitlines()[-1])
+    assert (s["sent"], s["expected"], s["received"], s["lost"]) == (200, 200, 200, 0)
+
+
+def test_go_stdin_with_jobs_reports_the_total_once(broker):
+    p = subprocess.Popen([BENCH, "run", "-p", str(broker.port), "--pubs", "3", "--subs", "3",
+                          "-t", "hb/%i", "-T", "hb/%i", "-n", "50", "-j", "2", "--go-stdin",
+                          "--json", "--quiet", "-d", "30"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stderr.readline() == "# subscribed 3\n"
+        out, err = p.communicate("go\n", timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert "# subscribed" not in err
+    assert json.loads(out.strip().splitlines()[-1])["received"] == 150
+
+
+def test_go_stdin_without_a_go_ends_at_the_time_bound(broker):
+    p = subprocess.Popen([BENCH, "run", "-p", str(broker.port), "--go-stdin", "--quiet",
+                          "-d", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        p.wait(timeout=30)  # stdin held open (its EOF would be a go too)
+        err = p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdin.close()
+    assert p.returncode == 1 and "--go-stdin: no go within -d 1 s" in err, err
+    assert "# subscribed 1" in err
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_persistent_subscribers_keep_their_sessions(broker, version):
+    rc, s, err = bench("run", "-p", broker.port, "--pubs", 1, "--subs", 1, "-t", "hb/p",
+                       "-T", "hb/p", "-q", 1, "-n", 20, "-V", version, "-i", "hbper",
+                       "--persistent", "--quiet")
+    assert rc == 0, err
+    assert s["received"] == 20
+    # The subscriber asked for a kept session; the publisher did not.
+    level = 5 if version == 5 else 2
+    sub_id = re.search(rf"as (hbper-\d+-s0) \(p{level}, c0,", broker.log).group(1)
+    assert re.search(rf"as hbper-\d+-p0 \(p{level}, c1,", broker.log)
+    # The session outlived hato-bench's disconnect (in 5.0 because --persistent
+    # sent a Session Expiry Interval: without one the session ends with the
+    # connection, MQTT 5.0 section 3.1.2.11.2).
+    from mqttraw import RawClient
+    with RawClient(broker.port, version=version) as c:
+        ack = c.connect(sub_id, clean=False,
+                        properties=[("session_expiry", 60)] if version == 5 else None)
+        assert ack.reason == 0 and ack.session_present
