@@ -1746,6 +1746,24 @@ int cluster_start(struct broker *b) {
         make_bucket(cl, &cl->kv_sess, cl->b_sess, 0) < 0 ||
         make_bucket(cl, &cl->kv_nodes, cl->b_nodes, 0) < 0)
         return -1;
+    /* A bucket just created may have no leader yet: its first requests time
+     * out. Serve only once the registry answers (15 s at most), or the first
+     * clients would be registered nowhere. */
+    for (int64_t until = wall_ms() + 15000;;) {
+        kvEntry *e = NULL;
+        st = kvStore_Get(&e, cl->kv_sess, "hato-probe");
+        if (e)
+            kvEntry_Destroy(e);
+        if (st == NATS_OK || st == NATS_NOT_FOUND)
+            break;
+        if (wall_ms() >= until) {
+            log_error("Error: cluster: the sessions bucket %s does not answer: %s.", cl->b_sess,
+                      natsStatus_GetText(st));
+            return -1;
+        }
+        struct timespec ts = {0, 500 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     if (kvStore_WatchAll(&cl->wret, cl->kv_ret, NULL) != NATS_OK ||
         kvStore_WatchAll(&cl->wsess, cl->kv_sess, NULL) != NATS_OK ||
         kvStore_WatchAll(&cl->wnodes, cl->kv_nodes, NULL) != NATS_OK) {
