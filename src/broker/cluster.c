@@ -179,8 +179,10 @@ static void set_lag(struct cluster *cl, int64_t sent_ms) {
  * order, so the receiver's dedupe can keep the last number per origin. */
 #define ORIGIN_NODE(o) ((o) >> 16)
 
-static uint8_t *envelope(struct cluster *cl, const struct msg *m, uint64_t origin, uint64_t seq,
-                         uint64_t pubh, size_t *len) {
+/* The envelope of m in small[0..*len) when it fits (small may be NULL),
+ * else malloc'd; *len is then its size. NULL when out of memory. */
+static uint8_t *envelope_in(struct cluster *cl, const struct msg *m, uint64_t origin, uint64_t seq,
+                            uint64_t pubh, uint8_t *small, size_t *len) {
     (void)cl;
     struct cl_env e = {
         .qos = m->qos,
@@ -199,10 +201,16 @@ static uint8_t *envelope(struct cluster *cl, const struct msg *m, uint64_t origi
         .payload_len = m->payload_len,
     };
     size_t n = cl_env_size(&e);
-    uint8_t *buf = malloc(n);
+    uint8_t *buf = n <= *len && small ? small : malloc(n);
     if (buf)
         *len = cl_env_encode(&e, buf, n);
     return buf;
+}
+
+static uint8_t *envelope(struct cluster *cl, const struct msg *m, uint64_t origin, uint64_t seq,
+                         uint64_t pubh, size_t *len) {
+    *len = 0;
+    return envelope_in(cl, m, origin, seq, pubh, NULL, len);
 }
 
 /* The message in an envelope; NULL when it is not one (logged by the caller). */
@@ -250,19 +258,33 @@ static struct msg *from_envelope(const uint8_t *buf, size_t len, struct cl_env *
     return m;
 }
 
+/* An item and its cluster part in one allocation (one per message received). */
+struct citem_box {
+    struct item it;
+    struct citem ci;
+};
+
+static struct citem *citem_new(void) {
+    struct citem_box *bx = calloc(1, sizeof(*bx));
+    return bx ? &bx->ci : NULL;
+}
+
+static struct citem_box *box_of(struct citem *ci) {
+    return (struct citem_box *)(void *)((char *)ci - offsetof(struct citem_box, ci));
+}
+
+/* Free ci's contents and its box (NULL is accepted). */
 static void citem_free(struct citem *ci) {
+    if (!ci)
+        return;
     msg_unref(ci->m);
     free(ci->name);
     free(ci->ack);
-    free(ci);
+    free(box_of(ci));
 }
 
 static void post(struct cluster *cl, struct worker *to, struct citem *ci) {
-    struct item *it = calloc(1, sizeof(*it));
-    if (!it) {
-        citem_free(ci);
-        return;
-    }
+    struct item *it = &box_of(ci)->it;
     it->kind = IT_CLUSTER;
     it->cl = ci;
     (void)cl;
@@ -317,7 +339,7 @@ static void on_plain(natsConnection *nc, natsSubscription *sub, natsMsg *nm, voi
     }
     atomic_fetch_add_explicit(&cl->received, 1, memory_order_relaxed);
     set_lag(cl, e.sent_ms);
-    struct citem *ci = calloc(1, sizeof(*ci));
+    struct citem *ci = citem_new();
     if (!ci) {
         msg_unref(m);
         return;
@@ -344,10 +366,10 @@ static void on_group(natsConnection *nc, natsSubscription *sub, natsMsg *nm, voi
     }
     atomic_fetch_add_explicit(&cl->received, 1, memory_order_relaxed);
     set_lag(cl, e.sent_ms);
-    struct citem *ci = calloc(1, sizeof(*ci));
+    struct citem *ci = citem_new();
     char *name = malloc(cs->name_len + 1);
     if (!ci || !name) {
-        free(ci);
+        citem_free(ci);
         free(name);
         msg_unref(m);
         return;
@@ -379,12 +401,12 @@ static void on_consumer(natsConnection *nc, natsSubscription *sub, natsMsg *nm, 
         natsMsg_Destroy(nm);
         return;
     }
-    struct citem *ci = calloc(1, sizeof(*ci));
+    struct citem *ci = citem_new();
     char *name = malloc(cs->name_len + 1);
     char *ack = reply ? strdup(reply) : NULL;
     natsMsg_Destroy(nm);
     if (!ci || !name || (reply && !ack)) {
-        free(ci);
+        citem_free(ci);
         free(name);
         free(ack);
         msg_unref(m);
@@ -527,14 +549,16 @@ void cluster_publish(struct worker *w, struct msg *m) {
     uint64_t origin = (cl->incarnation & ~0xFFFFull) | (uint64_t)w->id;
     uint64_t seq = ++w->cl_seq;
     uint64_t pubh = (uint64_t)(uintptr_t)m->origin * 0x9E3779B97F4A7C15ull;
-    size_t len = 0;
-    uint8_t *buf = envelope(cl, m, origin, seq, pubh, &len);
+    uint8_t small[2048];
+    size_t len = sizeof(small);
+    uint8_t *buf = envelope_in(cl, m, origin, seq, pubh, small, &len);
     if (!buf)
         return;
     if (m->qos == 0) {
         if (natsConnection_Publish(cl->nc, subj, buf, (int)len) == NATS_OK)
             atomic_fetch_add_explicit(&cl->sent, 1, memory_order_relaxed);
-        free(buf);
+        if (buf != small)
+            free(buf);
         return;
     }
     natsMsg *nm = NULL;
@@ -548,12 +572,14 @@ void cluster_publish(struct worker *w, struct msg *m) {
      * JetStream has it; a will or the broker's own message is not waited for. */
     bool hold = w->bp.reading != NULL;
     struct pend *p = hold ? calloc(1, sizeof(*p)) : NULL;
-    if ((hold && !p) || natsMsg_Create(&nm, subj, NULL, (const char *)buf, (int)len) != NATS_OK) {
-        free(p);
+    natsStatus cst =
+        hold && !p ? NATS_NO_MEMORY : natsMsg_Create(&nm, subj, NULL, (const char *)buf, (int)len);
+    if (buf != small)
         free(buf);
+    if (cst != NATS_OK) {
+        free(p);
         return;
     }
-    free(buf);
     if (hold)
         natsMsgHeader_Set(nm, "Hato-Seq", id);
     natsMsgHeader_Set(nm, "Nats-Msg-Id", msgid);
@@ -1264,7 +1290,7 @@ static void *watch_sessions(void *arg) {
                 uint8_t id[CL_SUBJECT_MAX];
                 snprintf(subj, sizeof(subj), "r.%s", kvEntry_Key(e));
                 int il = cl_subject_topic("r", subj, strlen(subj), id, sizeof(id));
-                struct citem *ci = il > 0 ? calloc(1, sizeof(*ci)) : NULL;
+                struct citem *ci = il > 0 ? citem_new() : NULL;
                 char *name = ci ? malloc((size_t)il + 1) : NULL;
                 if (name) {
                     memcpy(name, id, (size_t)il);
@@ -1276,7 +1302,7 @@ static void *watch_sessions(void *arg) {
                     ci->name_len = (size_t)il;
                     post(cl, broker_owner(cl->b, name, (size_t)il), ci);
                 } else {
-                    free(ci);
+                    citem_free(ci);
                 }
             }
             reg_free(&r);
@@ -1337,12 +1363,12 @@ static void on_handover(natsConnection *nc, natsSubscription *sub, natsMsg *nm, 
     struct msg *m = NULL;
     if (len >= 3 + il && il)
         m = from_envelope(p + 3 + il, len - 3 - il, &e, &why);
-    struct citem *ci = m ? calloc(1, sizeof(*ci)) : NULL;
+    struct citem *ci = m ? citem_new() : NULL;
     char *name = ci ? malloc(il + 1) : NULL;
     if (!name) {
         if (m)
             msg_unref(m);
-        free(ci);
+        citem_free(ci);
         log_warn("Cluster: handed-over message dropped: %s.", m ? "out of memory" : why);
         natsMsg_Destroy(nm);
         return;
@@ -1448,9 +1474,7 @@ void cluster_item_run(struct worker *w, struct item *it) {
 }
 
 void cluster_item_free(struct item *it) {
-    if (it->cl)
-        citem_free(it->cl);
-    free(it);
+    citem_free(it->cl); /* its box holds the item */
 }
 
 /* ---- connection, house keeping ------------------------------------------------ */
