@@ -572,7 +572,16 @@ class Cluster:
     def logs(self):
         out = []
         for n in {id(n.proc): n for n in self.nodes}.values():  # ONE_BROKER: once
-            out.append(f"--- hato {n.name} (port {n.port}, proxy {n.pport}):\n{tail(n.log, 60)}")
+            # HAProxy's health checks (a connection on the PROXY port, reset at once)
+            # would fill the tail: left out.
+            lines = n.log.splitlines()
+            keep = [l for i, l in enumerate(lines)
+                    if not (f"on port {n.pport}." in l and i + 1 < len(lines)
+                            and "Connection reset by peer" in lines[i + 1])
+                    and not ("Connection reset by peer" in l and i > 0
+                             and f"on port {n.pport}." in lines[i - 1])]
+            out.append(f"--- hato {n.name} (port {n.port}, proxy {n.pport}):\n"
+                       f"{tail(chr(10).join(keep), 80)}")
         for h in self.proxies:
             out.append(f"--- {h.name}:\n{file_tail(h.log_path, 30)}")
         if self.nats:

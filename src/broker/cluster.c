@@ -1027,8 +1027,14 @@ static void consumers_unbind(struct cl_sess *cs) {
  * once (the stream keeps messages while a consumer wants them: the new one
  * exists before the old one goes).
  */
+/* Old consumers a takeover replaced, deleted once every new one exists. */
+struct olds {
+    char name[8][48];
+    int n;
+};
+
 static int consumer_make(struct cluster *cl, struct session *s, const char *filter, const char *old,
-                         uint64_t gen) {
+                         uint64_t gen, struct olds *olds) {
     struct cl_sess *cs = s->cl;
     char s0[CL_SUBJECT_MAX + 1], s1[CL_SUBJECT_MAX + 1];
     int ns = consumer_subjects(cl, filter, s0, s1, sizeof(s0));
@@ -1067,10 +1073,21 @@ static int consumer_make(struct cluster *cl, struct session *s, const char *filt
             if (strlen(oldname) > 25)
                 oldname[25] = i ? 'p' : 'w';
             jsConsumerInfo *oi = NULL;
-            if (js_GetConsumerInfo(&oi, cl->js, cl->stream, oldname, NULL, NULL) == NATS_OK) {
+            jsErrCode ierr = 0;
+            natsStatus ist = js_GetConsumerInfo(&oi, cl->js, cl->stream, oldname, NULL, &ierr);
+            if (ist == NATS_OK) {
                 cc.DeliverPolicy = js_DeliverByStartSequence;
                 cc.OptStartSeq = oi->AckFloor.Stream + 1;
                 jsConsumerInfo_Destroy(oi);
+            } else if (ierr != JSConsumerNotFoundErr) {
+                /* Its floor unknown (JetStream slow, a leader moving): from the
+                 * start of what the stream keeps, which is at least what the
+                 * old consumer still wanted. Duplicates, not a gap (new
+                 * messages only lost what was published meanwhile). */
+                cc.DeliverPolicy = js_DeliverAll;
+                log_warn("Cluster: the acknowledged floor of %s's consumer %s is unknown (%s): "
+                         "resumed from the stream's start (duplicates possible).",
+                         s->client_id, oldname, natsStatus_GetText(ist));
             }
         }
         jsErrCode jerr = 0;
@@ -1078,12 +1095,18 @@ static int consumer_make(struct cluster *cl, struct session *s, const char *filt
         if (st != NATS_OK) {
             log_warn("Cluster: cannot make the consumer of %s for '%s': %s (%d).", s->client_id,
                      filter, natsStatus_GetText(st), (int)jerr);
+            /* It may exist all the same (an answer that came too late). */
+            js_DeleteConsumer(cl->js, cl->stream, c->name, NULL, NULL);
             free(c);
             return -1;
         }
         jsConsumerInfo_Destroy(ci);
-        if (old && old[0] != '-' && strcmp(oldname, c->name) != 0)
-            js_DeleteConsumer(cl->js, cl->stream, oldname, NULL, NULL);
+        if (old && old[0] != '-' && strcmp(oldname, c->name) != 0) {
+            if (olds && olds->n < (int)(sizeof(olds->name) / sizeof(olds->name[0])))
+                memcpy(olds->name[olds->n++], oldname, sizeof(oldname));
+            else
+                js_DeleteConsumer(cl->js, cl->stream, oldname, NULL, NULL);
+        }
         c->next = cs->consumers;
         cs->consumers = c;
         if (consumer_bind(cl, s, c) < 0)
@@ -1110,20 +1133,22 @@ static bool is_durable(struct session *s) {
     return s->expiry > 0 && !s->bridge_local;
 }
 
-void cluster_connect(struct session *s, bool clean, bool *present) {
+int cluster_connect(struct session *s, bool clean, bool *present) {
     struct cluster *cl = CL(s->w->b);
     if (!cl)
-        return;
+        return 0;
     struct cl_sess *cs = sess_state(s);
     if (!cs)
-        return;
+        return 0;
     char key[CL_SUBJECT_MAX + 1];
     if (reg_key(s->client_id, s->id_len, key, sizeof(key)) < 0)
-        return;
+        return 0;
     bool fresh = !*present;
     for (int attempt = 0; attempt < 3; attempt++) {
         kvEntry *e = NULL;
         struct reg r = {0};
+        struct olds olds = {.n = 0};
+        bool failed = false;
         natsStatus st = kvStore_Get(&e, cl->kv_sess, key);
         uint64_t rev = 0;
         if (st == NATS_OK && e) {
@@ -1135,7 +1160,7 @@ void cluster_connect(struct session *s, bool clean, bool *present) {
             log_warn("Cluster: session registry unavailable (%s): %s connects on this node "
                      "only.",
                      natsStatus_GetText(st), s->client_id);
-            return;
+            return 0;
         }
         bool elsewhere = rev && (strcmp(r.node, cl->node) != 0 || fresh);
         cs->durable = is_durable(s);
@@ -1153,7 +1178,8 @@ void cluster_connect(struct session *s, bool clean, bool *present) {
                 if (x->consumer[0] == '-')
                     continue;
                 if (cs->durable) {
-                    consumer_make(cl, s, x->filter, x->consumer, rev);
+                    if (consumer_make(cl, s, x->filter, x->consumer, rev, &olds) < 0)
+                        failed = true;
                 } else {
                     char other[48];
                     snprintf(other, sizeof(other), "%s", x->consumer);
@@ -1178,12 +1204,22 @@ void cluster_connect(struct session *s, bool clean, bool *present) {
                 }
         }
         reg_free(&r);
+        if (failed) {
+            /* Refused: the new consumers go, the old ones (and the registry)
+             * stay as they were, so the next attempt starts from them. */
+            consumers_delete(cl, cs, NULL);
+            cs->migrated = true;
+            return -1;
+        }
+        for (int k = 0; k < olds.n; k++)
+            js_DeleteConsumer(cl->js, cl->stream, olds.name[k], NULL, NULL);
         cs->rev = rev;
         if (reg_write(cl, s) == 0)
-            return;
+            return 0;
         /* Someone wrote in between (a connection on another node): again. */
     }
     log_warn("Cluster: registry entry of %s kept changing: not registered.", s->client_id);
+    return 0;
 }
 
 int cluster_session_sub(struct session *s, const char *filter, size_t len, bool added) {
@@ -1201,7 +1237,7 @@ int cluster_session_sub(struct session *s, const char *filter, size_t len, bool 
     struct sess_sub *x = added ? strmap_get(&s->submap, filter, len) : NULL;
     struct consumer *c = cons_find(cs, f);
     if (added && x && x->opts.qos > 0 && !c) {
-        if (consumer_make(cl, s, f, NULL, 0) < 0) {
+        if (consumer_make(cl, s, f, NULL, 0, NULL) < 0) {
             consumers_delete(cl, cs, f); /* half of an a/# pair */
             return -1;
         }
@@ -2010,10 +2046,11 @@ void cluster_interest(struct broker *b, const char *filter, size_t len, int delt
 int cluster_send_ack(struct conn *c, const struct mqtt_packet *p) {
     return conn_send(c, p);
 }
-void cluster_connect(struct session *s, bool clean, bool *present) {
+int cluster_connect(struct session *s, bool clean, bool *present) {
     (void)s;
     (void)clean;
     (void)present;
+    return 0;
 }
 int cluster_session_sub(struct session *s, const char *filter, size_t len, bool added) {
     (void)s;

@@ -63,8 +63,9 @@ int cluster_send_ack(struct conn *c, const struct mqtt_packet *p);
 
 /* Sessions: a CONNECT on this node (after the session is resolved, before
  * the CONNACK); may add the subscriptions the session had on another node
- * and set *present. */
-void cluster_connect(struct session *s, bool clean, bool *present);
+ * and set *present. -1: its consumers could not be taken over here (the
+ * caller closes the connection; the client tries again). */
+int cluster_connect(struct session *s, bool clean, bool *present);
 /* A persistent session's subscription added or changed (after the tree). */
 int cluster_session_sub(struct session *s, const char *filter, size_t len, bool added);
 /* The session ends here (clean, expired, or taken over by another node). */

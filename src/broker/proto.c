@@ -603,8 +603,13 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
     stat_inc(&w->sc.connections);
 
     /* Cluster: registered as this node's; what it had on another node comes here. */
-    if (b->cluster)
-        cluster_connect(s, clean, &present);
+    if (b->cluster && cluster_connect(s, clean, &present) < 0) {
+        session_ref(s);
+        conn_close(c, "its session's JetStream consumers could not be taken over (logged above)");
+        session_end(s); /* nothing of it stays here: the next CONNECT starts again */
+        session_unref(s);
+        return;
+    }
     struct mqtt_packet ack = {.type = MQTT_CONNACK, .reason = 0};
     ack.connack.session_present = present && c->version != MQTT_V31; /* 3.1 has no such flag */
     if (v5)
