@@ -51,7 +51,7 @@ static void test_defaults_and_types(void **state) {
     assert_int_equal(d.reload, HATO_RELOAD_LIVE);
     assert_true(get("protocol", &d));
     assert_string_equal(d.def, "mqtt");
-    assert_string_equal(d.type, "mqtt|websockets|metrics");
+    assert_string_equal(d.type, "mqtt|websockets|metrics|admin");
     assert_int_equal(d.reload, HATO_RELOAD_LISTENER);
     assert_true(get("persistence_sync", &d));
     assert_string_equal(d.def, "always");
