@@ -118,9 +118,8 @@ static void accounts_update(struct broker *b, struct admin *a) {
     if (same)
         return;
     char err[512];
-    struct auth_passwd *pw = cfg->admin_password_file
-                                 ? accounts_load(cfg->admin_password_file, err, sizeof(err))
-                                 : NULL;
+    struct auth_passwd *pw =
+        cfg->admin_password_file ? accounts_load(cfg->admin_password_file, err, sizeof(err)) : NULL;
     pthread_rwlock_wrlock(&a->pw_lock);
     if (a->pw_cfg != cfg) {
         if (pw) {
@@ -358,13 +357,6 @@ static void do_logout(struct req *r) {
     respond_json(c, 200, extra, o);
 }
 
-static const char *const drop_names[STATS_DROP_N] = {
-    [STATS_DROP_OUTPUT_FULL] = "output_full",   [STATS_DROP_QUEUE_FULL] = "queue_full",
-    [STATS_DROP_QOS0_OFFLINE] = "qos0_offline", [STATS_DROP_EXPIRED] = "expired",
-    [STATS_DROP_TOO_LARGE] = "too_large",       [STATS_DROP_ACL] = "acl",
-    [STATS_DROP_MEMORY_LIMIT] = "memory_limit", [STATS_DROP_BRIDGE_QUEUE] = "bridge_queue_full",
-};
-
 static const char *const load_names[STATS_LOAD_N] = {
     [STATS_LOAD_MSGS_RECEIVED] = "messages_received",
     [STATS_LOAD_MSGS_SENT] = "messages_sent",
@@ -429,7 +421,7 @@ static cJSON *metrics_json(const struct stats_snapshot *s, int64_t started) {
         cJSON_AddNumberToObject(o, flat[i].name, (double)flat[i].v);
     cJSON *d = cJSON_AddObjectToObject(o, "publish_dropped_total");
     for (int i = 0; i < STATS_DROP_N; i++)
-        cJSON_AddNumberToObject(d, drop_names[i], (double)s->dropped[i]);
+        cJSON_AddNumberToObject(d, stats_drop_reason[i], (double)s->dropped[i]);
     cJSON *load = cJSON_AddObjectToObject(o, "load");
     for (int k = 0; k < STATS_LOAD_N; k++) {
         cJSON *w = cJSON_AddObjectToObject(load, load_names[k]);

@@ -176,13 +176,6 @@ static const struct {
                                 "CONNECTs accepted per minute, averaged ($SYS load/connections)."},
 };
 
-static const char *const drop_reasons[STATS_DROP_N] = {
-    [STATS_DROP_OUTPUT_FULL] = "output_full",   [STATS_DROP_QUEUE_FULL] = "queue_full",
-    [STATS_DROP_QOS0_OFFLINE] = "qos0_offline", [STATS_DROP_EXPIRED] = "expired",
-    [STATS_DROP_TOO_LARGE] = "too_large",       [STATS_DROP_ACL] = "acl",
-    [STATS_DROP_MEMORY_LIMIT] = "memory_limit", [STATS_DROP_BRIDGE_QUEUE] = "bridge_queue_full",
-};
-
 static void render(struct mbuf *b, const struct stats_snapshot *s, int64_t started) {
     char d[40];
     family(b, "hato_build_info", "gauge", "The broker's version, as a label; always 1.");
@@ -221,8 +214,8 @@ static void render(struct mbuf *b, const struct stats_snapshot *s, int64_t start
     family(b, "hato_publish_dropped_total", "counter",
            "Messages not delivered to a subscriber, by reason ($SYS hato/publish/dropped/...).");
     for (int i = 0; i < STATS_DROP_N; i++)
-        mb_printf(b, "hato_publish_dropped_total{reason=\"%s\"} %" PRIu64 "\n", drop_reasons[i],
-                  s->dropped[i]);
+        mb_printf(b, "hato_publish_dropped_total{reason=\"%s\"} %" PRIu64 "\n",
+                  stats_drop_reason[i], s->dropped[i]);
     counter(b, "hato_publish_received_bytes_total",
             "Payload bytes of PUBLISH packets received ($SYS publish/bytes/received).",
             s->pub_bytes_received);

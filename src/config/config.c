@@ -1820,6 +1820,17 @@ static int fill_string(char **dst, const char *def) {
     return 0;
 }
 
+/* An HTTP listener (metrics, admin) without an address, Unix path or
+ * interface binds to loopback, unlike an MQTT one. 0, or -1 with err. */
+static int loopback_by_default(struct hato_listener *l, char *err, size_t errlen) {
+    if (!l->bind_address && !l->unix_path && !l->bind_interface &&
+        !(l->bind_address = strdup(l->socket_domain == AF_INET6 ? "::1" : "127.0.0.1"))) {
+        set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * A `protocol metrics` listener (hato's Prometheus endpoint): loopback unless
  * an address or interface is given, since metrics tell a lot about a broker;
@@ -1844,12 +1855,7 @@ static int finish_metrics_listener(const struct hato_config *cfg, struct hato_li
                 l->line, l->port);
         return -1;
     }
-    if (!l->bind_address && !l->unix_path && !l->bind_interface &&
-        !(l->bind_address = strdup(l->socket_domain == AF_INET6 ? "::1" : "127.0.0.1"))) {
-        set_err(err, errlen, "out of memory");
-        return -1;
-    }
-    return 0;
+    return loopback_by_default(l, err, errlen);
 }
 
 /* A bind address on the loopback interface (127.0.0.0/8, ::1, localhost). */
@@ -1890,12 +1896,7 @@ static int finish_admin_listener(const struct hato_config *cfg, struct hato_list
                 l->file, l->line, l->port, open);
         return -1;
     }
-    if (!l->bind_address && !l->unix_path && !l->bind_interface &&
-        !(l->bind_address = strdup(l->socket_domain == AF_INET6 ? "::1" : "127.0.0.1"))) {
-        set_err(err, errlen, "out of memory");
-        return -1;
-    }
-    return 0;
+    return loopback_by_default(l, err, errlen);
 }
 
 /* Clustering settings that cannot work (docs/cluster.md). */

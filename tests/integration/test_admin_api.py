@@ -19,6 +19,7 @@ import pytest
 from authutil import hato_passwd
 from conftest import HATO_BIN, free_port
 from mqttraw import connected_client, publish_ok
+from test_metrics import http as raw_http  # raw bytes in, everything until the close out
 from tlspki import pki  # noqa: F401 (a fixture)
 
 WAIT = 10
@@ -93,23 +94,6 @@ class Api:
             assert m, r.getheader("Set-Cookie")
             self.cookie, self.csrf = m.group(1), doc["csrf"]
         return status, r, doc
-
-
-def raw_http(port, data, timeout=WAIT):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    try:
-        for part in data if isinstance(data, list) else [data]:
-            s.sendall(part)
-        out = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out
-            out += chunk
-        raise AssertionError("connection not closed after the response")
-    finally:
-        s.close()
 
 
 def status_of(raw):
