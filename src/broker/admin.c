@@ -263,8 +263,8 @@ struct req {
     const struct http_head *h;
     const char *body;
     size_t blen;
-    char user[64];  /* the session's user, "" before authentication */
-    bool get, head; /* method */
+    char user[64]; /* the session's user, "" before authentication */
+    bool get;      /* method GET: no CSRF token needed */
 };
 
 static void do_healthz(struct req *r) {
@@ -545,8 +545,7 @@ static void do_reload(struct req *r) {
 }
 
 static void do_openapi(struct req *r) {
-    httpc_respond(r->c, 200, CT_JSON, NULL, admin_openapi_json, strlen(admin_openapi_json),
-                  r->head);
+    httpc_respond(r->c, 200, CT_JSON, NULL, admin_openapi_json, strlen(admin_openapi_json), false);
 }
 
 /* ---- routing ------------------------------------------------------------- */
@@ -600,14 +599,13 @@ static void handle(struct req *r) {
         respond_error(c, 404, NULL, "no such path");
         return;
     }
-    bool get = strcmp(path->method, "GET") == 0;
-    if (!httpc_method_is(r->h, path->method) && !(get && r->head)) {
+    if (!httpc_method_is(r->h, path->method)) {
         char allow[64];
-        snprintf(allow, sizeof(allow), "Allow: %s\r\n", get ? "GET, HEAD" : path->method);
+        snprintf(allow, sizeof(allow), "Allow: %s\r\n", path->method);
         respond_error(c, 405, allow, "method not allowed");
         return;
     }
-    if (!open && !r->get && !r->head) {
+    if (!open && !r->get) {
         const struct http_field *f = http_field(r->h, "X-CSRF-Token", NULL);
         if (!f || !token_eq(csrf, f->value, f->vlen)) {
             log_warn("Admin request %.*s %.*s from %s (user '%s') refused: %s X-CSRF-Token.",
@@ -677,7 +675,6 @@ void admin_input(struct conn *c, const uint8_t *data, size_t len) {
     } else {
         struct req q = {.c = c, .h = &h, .body = (const char *)data + r, .blen = (size_t)blen};
         q.get = httpc_method_is(&h, "GET");
-        q.head = httpc_method_is(&h, "HEAD");
         handle(&q); /* h points into data: before the input goes */
     }
     httpc_drop_input(c);
