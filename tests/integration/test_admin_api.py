@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -413,3 +414,26 @@ def test_bad_admin_password_file_stops_startup(tmp_path):
     r = subprocess.run([HATO_BIN, "-c", str(path)], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert f"admin_password_file {bad}:1:" in r.stderr, r.stderr
+
+
+def test_accounts_reread_after_a_reload(broker_factory, tmp_path):
+    """api-accounts: an account added with hato-passwd can log in after SIGHUP; a removed
+    one cannot; a broken file on reload keeps the accounts loaded before."""
+    b = admin_broker(broker_factory, tmp_path)
+    admins = admin_file(tmp_path)
+    hato_passwd("-b", admins, "second", "second-pass")
+    assert Api(b.aport).login("second", "second-pass")[0] == 401  # not yet: no reload
+    mark = b.mark()
+    b.signal(signal.SIGHUP)
+    b.wait_log(r"Reloaded config", start=mark)
+    assert Api(b.aport).login("second", "second-pass")[0] == 200
+    hato_passwd("-D", admins, "second")
+    api = Api(b.aport)
+    assert api.login()[0] == 200
+    assert api.json("POST", "/api/v1/reload")[0] == 200
+    assert Api(b.aport).login("second", "second-pass")[0] == 401
+    good = admins.read_text()
+    admins.write_text(good + "broken line without a hash\n")
+    assert api.json("POST", "/api/v1/reload")[0] == 200  # the config itself is fine
+    assert Api(b.aport).login()[0] == 200  # the accounts loaded before stay
+    b.wait_log(r"admin_password_file .*:2: .*keeping the accounts loaded before")
