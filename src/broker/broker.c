@@ -26,6 +26,7 @@
 #include "broker/notify.h"
 #include "broker/plugin.h"
 #include "broker/reload.h"
+#include "broker/admin.h"
 #include "transport/ws.h"
 
 int worker_init(struct worker *w, struct broker *b, int id);
@@ -213,6 +214,8 @@ int broker_open_listener(struct broker *b, const struct hato_config *cfg, struct
     int r = l->unix_path ? open_unix(b, &vec, l) : open_tcp(b, &vec, l);
     for (size_t k = first; r == 0 && k < *n; k++)
         (*v)[k]->metrics = strcmp(l->protocol, "metrics") == 0;
+    for (size_t k = first; r == 0 && k < *n; k++)
+        (*v)[k]->admin = strcmp(l->protocol, "admin") == 0;
     if (r == 0 && strcmp(l->protocol, "websockets") == 0) {
         struct ws_server_opts *o = broker_ws_opts(b, cfg, l);
         if (!o)
@@ -258,7 +261,7 @@ int broker_init(struct broker *b, struct hato_config *cfg) {
         return -1;
     /* Certificates, keys, password and ACL files first: a bad file stops
      * start-up before any socket is opened. */
-    if (tls_init(b) < 0 || plugin_host_start(b) < 0 || security_init(b) < 0)
+    if (tls_init(b) < 0 || plugin_host_start(b) < 0 || security_init(b) < 0 || admin_init(b) < 0)
         return -1;
     /* Then the store: a store that cannot be used stops start-up before any port opens. */
     if (persist_open(b) < 0)
@@ -386,6 +389,7 @@ void broker_free(struct broker *b) {
     if (b->retain)
         retain_free(b->retain);
     security_free(b);
+    admin_free(b);
     plugin_host_stop(b); /* after the workers: nothing calls into a plugin any more */
     tls_free(b);
     reload_free(b); /* retired configs and sockets, after everything that pointed into them */

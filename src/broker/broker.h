@@ -63,6 +63,8 @@ struct lsock {
     bool retired;  /* removed by a reload: not listening any more */
     /* `protocol metrics`: HTTP /metrics and /healthz (metrics.c), not MQTT. */
     bool metrics;
+    /* `protocol admin`: the HTTP admin API (admin.c), not MQTT. */
+    bool admin;
 };
 
 /* One message as a session delivers it (queued or in flight). */
@@ -211,12 +213,16 @@ struct conn {
      * name does not replace it and no password is checked for it. */
     bool username_from_tls;
     uint8_t refuse_v3, refuse_v5; /* the refusing CONNACK's codes (refuse_at) */
-    uint16_t keep_alive;          /* seconds, 0 = none */
-    uint16_t receive_max_out;     /* MQTT 5: the client's receive maximum */
-    uint16_t nalias;              /* entries of aliases */
-    uint32_t max_packet_out;      /* MQTT 5: largest packet we may send it */
-    uint32_t session_expiry_in;   /* from CONNECT, for the DISCONNECT check */
-    uint32_t bridge_qmax;         /* bridge_local: bridge_max_queued_messages */
+    /* Admin API (admin.c): what the answer waits for until refuse_at
+     * (ADMIN_WAIT_*), and the reload it waits for. */
+    uint8_t admin_wait;
+    unsigned admin_reload_seq;
+    uint16_t keep_alive;        /* seconds, 0 = none */
+    uint16_t receive_max_out;   /* MQTT 5: the client's receive maximum */
+    uint16_t nalias;            /* entries of aliases */
+    uint32_t max_packet_out;    /* MQTT 5: largest packet we may send it */
+    uint32_t session_expiry_in; /* from CONNECT, for the DISCONNECT check */
+    uint32_t bridge_qmax;       /* bridge_local: bridge_max_queued_messages */
     /* Outgoing topic aliases (alias.h), MQTT 5 clients that accept them; NULL = none.
      * Next to max_packet_out: send_publish reads both for every MQTT 5 delivery. */
     struct alias_out *alias_out;
@@ -392,6 +398,7 @@ struct broker {
     atomic_bool serving;
     atomic_ulong id_counter;   /* for assigned client ids */
     struct security *security; /* password files, ACLs, login failures (security.c) */
+    struct admin *admin;       /* admin API accounts and sessions (admin.c) */
     int64_t started;
     struct tls_state *tls;     /* broker/tls.c: contexts of the TLS listeners */
     struct store *store;       /* NULL unless persistence is on */

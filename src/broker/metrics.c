@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "broker/broker.h"
 #include "broker/cluster.h"
+#include "broker/httpconn.h"
 #include "broker/security.h"
 #include "broker/stats.h"
 #include "transport/http.h"
@@ -175,13 +176,6 @@ static const struct {
                                 "CONNECTs accepted per minute, averaged ($SYS load/connections)."},
 };
 
-static const char *const drop_reasons[STATS_DROP_N] = {
-    [STATS_DROP_OUTPUT_FULL] = "output_full",   [STATS_DROP_QUEUE_FULL] = "queue_full",
-    [STATS_DROP_QOS0_OFFLINE] = "qos0_offline", [STATS_DROP_EXPIRED] = "expired",
-    [STATS_DROP_TOO_LARGE] = "too_large",       [STATS_DROP_ACL] = "acl",
-    [STATS_DROP_MEMORY_LIMIT] = "memory_limit", [STATS_DROP_BRIDGE_QUEUE] = "bridge_queue_full",
-};
-
 static void render(struct mbuf *b, const struct stats_snapshot *s, int64_t started) {
     char d[40];
     family(b, "hato_build_info", "gauge", "The broker's version, as a label; always 1.");
@@ -220,8 +214,8 @@ static void render(struct mbuf *b, const struct stats_snapshot *s, int64_t start
     family(b, "hato_publish_dropped_total", "counter",
            "Messages not delivered to a subscriber, by reason ($SYS hato/publish/dropped/...).");
     for (int i = 0; i < STATS_DROP_N; i++)
-        mb_printf(b, "hato_publish_dropped_total{reason=\"%s\"} %" PRIu64 "\n", drop_reasons[i],
-                  s->dropped[i]);
+        mb_printf(b, "hato_publish_dropped_total{reason=\"%s\"} %" PRIu64 "\n",
+                  stats_drop_reason[i], s->dropped[i]);
     counter(b, "hato_publish_received_bytes_total",
             "Payload bytes of PUBLISH packets received ($SYS publish/bytes/received).",
             s->pub_bytes_received);
@@ -343,27 +337,10 @@ char *metrics_render(struct broker *b, size_t *len) {
 
 /* ---- requests ---------------------------------------------------------- */
 
-/* Queue the answer and close once it is written. */
-static void respond(struct conn *c, int status, const char *type, const char *extra,
-                    const char *body, size_t blen, bool head_only) {
-    char head[512];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n",
-                     status, http_reason(status), type, blen, extra ? extra : "");
-    if (n < 0 || (size_t)n >= sizeof(head) || conn_write(c, head, (size_t)n) < 0 ||
-        (!head_only && conn_write(c, body, blen) < 0)) {
-        conn_close(c, "out of memory");
-        return;
-    }
-    c->close_when_sent = true;
-    conn_mark_dirty(c);
-}
-
 static void respond_text(struct conn *c, int status, const char *extra, bool head_only) {
     char body[64];
     int n = snprintf(body, sizeof(body), "%s\n", status == 200 ? "ok" : http_reason(status));
-    respond(c, status, CT_TEXT, extra, body, (size_t)n, head_only);
+    httpc_respond(c, status, CT_TEXT, extra, body, (size_t)n, head_only);
 }
 
 /*
@@ -439,8 +416,8 @@ static const char *check_auth(struct conn *c, const struct http_head *h, char *u
 }
 
 static void handle(struct conn *c, const struct http_head *h) {
-    bool get = h->mlen == 3 && memcmp(h->method, "GET", 3) == 0;
-    bool head_only = h->mlen == 4 && memcmp(h->method, "HEAD", 4) == 0;
+    bool get = httpc_method_is(h, "GET");
+    bool head_only = httpc_method_is(h, "HEAD");
     if (!get && !head_only) {
         respond_text(c, 405, "Allow: GET, HEAD\r\n", false);
         return;
@@ -456,10 +433,7 @@ static void handle(struct conn *c, const struct http_head *h) {
             return;
         }
     }
-    size_t plen = h->tlen;
-    const char *q = memchr(h->target, '?', h->tlen);
-    if (q)
-        plen = (size_t)(q - h->target);
+    size_t plen = httpc_path_len(h);
     if (plen == 8 && memcmp(h->target, "/metrics", 8) == 0) {
         size_t blen = 0;
         char *body = metrics_render(c->w->b, &blen);
@@ -467,7 +441,7 @@ static void handle(struct conn *c, const struct http_head *h) {
             respond_text(c, 500, NULL, head_only);
             return;
         }
-        respond(c, 200, CT_METRICS, NULL, body, blen, head_only);
+        httpc_respond(c, 200, CT_METRICS, NULL, body, blen, head_only);
         free(body);
     } else if (plen == 8 && memcmp(h->target, "/healthz", 8) == 0) {
         bool up = atomic_load(&c->w->b->serving) && !atomic_load(&c->w->b->stopping);
@@ -477,35 +451,15 @@ static void handle(struct conn *c, const struct http_head *h) {
     }
 }
 
-/* Forget the input: one request per connection, what follows it is not read. */
-static void drop_input(struct conn *c) {
-    free(c->in);
-    c->in = NULL;
-    c->inlen = c->incap = 0;
-}
-
 void metrics_input(struct conn *c, const uint8_t *data, size_t len) {
     if (c->close_when_sent) {
-        drop_input(c);
+        httpc_drop_input(c);
         return;
     }
     struct http_head h;
     int r = http_parse_request((const char *)data, len, &h);
     if (r == 0 && len < METRICS_HEAD_MAX) {
-        /* Keep the partial head (worker.c appends to c->in). */
-        if (data != c->in) {
-            size_t cap = len < 1024 ? 1024 : len;
-            uint8_t *p = malloc(cap);
-            if (!p) {
-                conn_close(c, "out of memory");
-                return;
-            }
-            memcpy(p, data, len);
-            free(c->in);
-            c->in = p;
-            c->incap = cap;
-        }
-        c->inlen = len;
+        httpc_keep(c, data, len); /* the partial head, for the next read */
         return;
     }
     int status = r == 0 || r > METRICS_HEAD_MAX ? 431 : r < 0 ? -r : 200;
@@ -516,5 +470,5 @@ void metrics_input(struct conn *c, const uint8_t *data, size_t len) {
     } else {
         handle(c, &h); /* h points into data: before the input goes */
     }
-    drop_input(c);
+    httpc_drop_input(c);
 }

@@ -4,6 +4,8 @@
 #include "broker/reload.h"
 #include "broker/bridge.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,11 @@ struct reload_state {
      * opened after it is closed. */
     struct hato_listener **deferred;
     size_t ndeferred;
+    /* The outcome of the last reload, for reload_outcome (any thread). */
+    pthread_mutex_t out_lock;
+    unsigned done; /* reloads finished */
+    bool ok;
+    char err[512];
 };
 
 static bool same_str(const char *a, const char *b) {
@@ -82,7 +89,38 @@ static int push(void ***v, size_t *n, void *p) {
 
 int reload_init(struct broker *b) {
     b->reload = calloc(1, sizeof(*b->reload));
+    if (b->reload)
+        pthread_mutex_init(&b->reload->out_lock, NULL);
     return b->reload ? 0 : -1;
+}
+
+/* A reload finished: its outcome for reload_outcome. */
+static void record(struct broker *b, bool ok, const char *err) {
+    struct reload_state *r = b->reload;
+    pthread_mutex_lock(&r->out_lock);
+    r->done++;
+    r->ok = ok;
+    snprintf(r->err, sizeof(r->err), "%s", err ? err : "");
+    pthread_mutex_unlock(&r->out_lock);
+}
+
+unsigned reload_request(struct broker *b) {
+    struct reload_state *r = b->reload;
+    pthread_mutex_lock(&r->out_lock);
+    unsigned done = r->done;
+    pthread_mutex_unlock(&r->out_lock);
+    kill(getpid(), SIGHUP); /* the main thread's signal wait runs broker_reload */
+    return done;
+}
+
+int reload_outcome(struct broker *b, unsigned since, char *err, size_t errlen) {
+    struct reload_state *r = b->reload;
+    pthread_mutex_lock(&r->out_lock);
+    int rc = r->done == since ? 1 : r->ok ? 0 : -1;
+    if (rc < 0)
+        snprintf(err, errlen, "%s", r->err);
+    pthread_mutex_unlock(&r->out_lock);
+    return rc;
 }
 
 void broker_set_config_source(struct broker *b, const char *path, bool verbose) {
@@ -308,8 +346,9 @@ static bool conflicts(const struct hato_listener *l, struct lsock *const *gone, 
     return false;
 }
 
-static void fail(struct hato_config *n, const char *what) {
+static void fail(struct broker *b, struct hato_config *n, const char *what) {
     log_error("Error: reload failed: %s; keeping the running configuration.", what);
+    record(b, false, what);
     hato_config_free(n);
     free(n);
     notify_ready_after_reload(NULL);
@@ -325,32 +364,33 @@ void broker_reload(struct broker *b) {
     struct hato_config *n = calloc(1, sizeof(*n));
     if (!n) {
         log_error("Error: reload failed: out of memory.");
+        record(b, false, "out of memory");
         notify_ready_after_reload(NULL);
         return;
     }
     if (r->nclosing) {
         hato_config_init(n);
-        fail(n, "a worker has not yet released the listeners of the previous reload");
+        fail(b, n, "a worker has not yet released the listeners of the previous reload");
         return;
     }
     const struct hato_config *old = broker_config(b);
     char err[512];
     hato_config_init(n);
     if (r->path && hato_config_load(n, r->path, err, sizeof(err)) < 0) {
-        fail(n, err);
+        fail(b, n, err);
         return;
     }
     if (old->cmd_port >= 0)
         hato_config_set_port(n, old->cmd_port);
     if (hato_config_finish(n, err, sizeof(err)) < 0) {
-        fail(n, err);
+        fail(b, n, err);
         return;
     }
     for (size_t i = 0; i < n->n_warnings; i++)
         log_warn("Warning: %s", n->warnings[i]);
     plugins_unchanged(n, old);
     if (hato_config_keep_restart(n, old, restart_needed, NULL) < 0) {
-        fail(n, "out of memory");
+        fail(b, n, "out of memory");
         return;
     }
 
@@ -468,6 +508,7 @@ void broker_reload(struct broker *b) {
     log_notice("Reloaded config: %zu listener%s (%zu socket%s opened, %zu closed).", n->n_listeners,
                n->n_listeners == 1 ? "" : "s", nadded, nadded == 1 ? "" : "s", ngone);
     notify_ready_after_reload(b);
+    record(b, true, NULL);
     return;
 
 oom_tls:
@@ -482,7 +523,7 @@ undo:
     free(gone);
     free(to);
     free(deferred);
-    fail(n, err);
+    fail(b, n, err);
     return;
 oom:
     snprintf(err, sizeof(err), "out of memory");

@@ -48,6 +48,14 @@ int reload_keep(struct broker *b, void *p);
 
 /* SIGHUP, main thread. */
 void broker_reload(struct broker *b);
+/* Any thread (the admin API): ask for the reload SIGHUP does (raised to
+ * the process, run by the main thread). Returns the count of reloads
+ * finished so far, for reload_outcome. */
+unsigned reload_request(struct broker *b);
+/* 1 while no reload finished after the first `since`; then the outcome of
+ * the latest: 0 applied, -1 failed (why in err, "FILE:LINE: reason" for a bad
+ * file; the running configuration stays). */
+int reload_outcome(struct broker *b, unsigned since, char *err, size_t errlen);
 /* Main thread, between signals: close the sockets a reload removed once
  * every worker has stopped watching them. */
 void reload_tick(struct broker *b);

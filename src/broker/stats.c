@@ -15,6 +15,13 @@
 
 #include "broker/broker.h"
 
+const char *const stats_drop_reason[STATS_DROP_N] = {
+    [STATS_DROP_OUTPUT_FULL] = "output_full",   [STATS_DROP_QUEUE_FULL] = "queue_full",
+    [STATS_DROP_QOS0_OFFLINE] = "qos0_offline", [STATS_DROP_EXPIRED] = "expired",
+    [STATS_DROP_TOO_LARGE] = "too_large",       [STATS_DROP_ACL] = "acl",
+    [STATS_DROP_MEMORY_LIMIT] = "memory_limit", [STATS_DROP_BRIDGE_QUEUE] = "bridge_queue_full",
+};
+
 /* Store commit durations, seconds. */
 static const double commit_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                                        0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5};

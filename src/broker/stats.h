@@ -46,6 +46,9 @@ enum stats_drop {
     STATS_DROP_BRIDGE_QUEUE, /* a bridge's queue full (bridge_max_queued_messages) */
     STATS_DROP_N,
 };
+/* The reason label of each drop counter ("queue_full", ...): the Prometheus
+ * label (metrics.c) and the admin API's key (admin.c). */
+extern const char *const stats_drop_reason[STATS_DROP_N];
 
 /* A histogram with fixed upper bounds (Prometheus style: counts[i] are the
  * observations <= bounds[i], not cumulative here; the +Inf bucket is

@@ -21,6 +21,7 @@
 #include "broker/cluster.h"
 #include "broker/limits.h"
 #include "broker/metrics.h"
+#include "broker/admin.h"
 #include "broker/persist.h"
 #include "broker/reload.h"
 #include "broker/security.h"
@@ -426,8 +427,11 @@ void conn_close(struct conn *c, const char *why) {
 void conn_handle_input(struct conn *c, const uint8_t *data, size_t len) {
     struct broker *b = c->w->b;
     size_t off = 0;
-    if (__builtin_expect(c->state == CS_NEW, 0) && c->ls->metrics) {
-        metrics_input(c, data, len); /* HTTP, not MQTT */
+    if (__builtin_expect(c->state == CS_NEW, 0) && (c->ls->metrics || c->ls->admin)) {
+        if (c->ls->admin)
+            admin_input(c, data, len); /* HTTP, not MQTT */
+        else
+            metrics_input(c, data, len);
         return;
     }
     /* A refused login waiting for its delay, or a CONNACK waiting for the
@@ -792,8 +796,9 @@ static void on_accept(struct ev_loop *loop, struct ev_io *io, uint32_t events) {
             conn_close(c, "epoll failed");
             continue;
         }
-        if (ls->metrics)
-            log_debug("New metrics connection from %s on port %d.", peer, lcfg->port);
+        if (ls->metrics || ls->admin)
+            log_debug("New %s connection from %s on port %d.", ls->admin ? "admin" : "metrics",
+                      peer, lcfg->port);
         else
             log_client(LOG_NOTICE | LOG_CONN, NULL, NULL, peer,
                        "New connection from %s on port %d.", peer, lcfg->port);
@@ -919,7 +924,7 @@ static void on_inbox(struct ev_loop *loop, void *data) {
 
 /* What a connection that sent no CONNECT in time was still waiting for. */
 static const char *conn_pending_handshake(const struct conn *c) {
-    if (c->ls->metrics)
+    if (c->ls->metrics || c->ls->admin)
         return "no HTTP request in time";
     if (!conn_plain(c)) {
         struct stream *p = stream_find(c->st, &proxy_stream_ops);
@@ -958,7 +963,9 @@ static void on_tick(struct ev_loop *loop, void *data) {
                 ws_stream_trim(ws);
         }
         if (c->state == CS_NEW && c->refuse_at) {
-            if (now >= c->refuse_at)
+            if (c->ls->admin)
+                admin_tick(c, now); /* a refused admin login's delay, a reload's outcome */
+            else if (now >= c->refuse_at)
                 proto_refuse_due(c); /* failed login: its delay is over */
         } else if (c->state == CS_NEW && !c->auth_id) {
             /* A parked CONNECT did arrive: it waits for the pool, bounded by its queue. */

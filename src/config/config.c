@@ -584,7 +584,7 @@ struct key {
         .doc = "removed in Mosquitto 2.0: a warning, no effect"                                    \
     }
 
-static const char *const protocols[] = {"mqtt", "websockets", "metrics", NULL};
+static const char *const protocols[] = {"mqtt", "websockets", "metrics", "admin", NULL};
 /* TLS 1.1 and older are refused (a config error with its line). */
 static const char *const tls_versions[] = {"tlsv1.3", "tlsv1.2", NULL};
 static const char *const keyforms[] = {"pem", "engine", NULL};
@@ -650,8 +650,10 @@ static const struct key keys[] = {
        DOC("prefix put before every topic of the listener's clients")),
     L_INT("max_connections", max_connections, -1, INT_MAX,
           DOC("most connections open at once on the listener; -1 = unlimited")),
-    L_ENUM("protocol", protocol, protocols, IDENT,
-           DOC("what the listener speaks: MQTT, MQTT over WebSocket, or HTTP /metrics (hato)")),
+    L_ENUM(
+        "protocol", protocol, protocols, IDENT,
+        DOC("what the listener speaks: MQTT, MQTT over WebSocket, HTTP /metrics or the admin API "
+            "(hato)")),
     L_INT("max_qos", max_qos, 0, 2, DOC("highest QoS granted and accepted on the listener")),
     L_INT("maximum_qos", max_qos, 0, 2, DOC("alias of max_qos")),
     L_INT("max_topic_alias", max_topic_alias, 0, 65535,
@@ -710,6 +712,8 @@ static const struct key keys[] = {
     S_STR("password_file", password_file,
           DOC("mosquitto_passwd file of users and password hashes")),
     S_STR("acl_file", acl_file, DOC("Mosquitto ACL file: topics each user may read and write")),
+    G_STR("admin_password_file", admin_password_file,
+          DOC("accounts of the admin API (protocol admin), hato-passwd format (hato)")),
     S_STR("psk_file", psk_file, DOC("identity:hexkey lines for TLS-PSK listeners")),
     L_TRI("listener_allow_anonymous", allow_anonymous, DEF("the global value"),
           DOC("allow_anonymous for this listener only")),
@@ -1816,6 +1820,17 @@ static int fill_string(char **dst, const char *def) {
     return 0;
 }
 
+/* An HTTP listener (metrics, admin) without an address, Unix path or
+ * interface binds to loopback, unlike an MQTT one. 0, or -1 with err. */
+static int loopback_by_default(struct hato_listener *l, char *err, size_t errlen) {
+    if (!l->bind_address && !l->unix_path && !l->bind_interface &&
+        !(l->bind_address = strdup(l->socket_domain == AF_INET6 ? "::1" : "127.0.0.1"))) {
+        set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * A `protocol metrics` listener (hato's Prometheus endpoint): loopback unless
  * an address or interface is given, since metrics tell a lot about a broker;
@@ -1840,12 +1855,48 @@ static int finish_metrics_listener(const struct hato_config *cfg, struct hato_li
                 l->line, l->port);
         return -1;
     }
-    if (!l->bind_address && !l->unix_path && !l->bind_interface &&
-        !(l->bind_address = strdup(l->socket_domain == AF_INET6 ? "::1" : "127.0.0.1"))) {
-        set_err(err, errlen, "out of memory");
+    return loopback_by_default(l, err, errlen);
+}
+
+/* A bind address on the loopback interface (127.0.0.0/8, ::1, localhost). */
+static bool loopback_address(const char *a) {
+    struct in_addr v4;
+    struct in6_addr v6;
+    if (strcmp(a, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, a, &v4) == 1)
+        return (ntohl(v4.s_addr) >> 24) == 127;
+    return inet_pton(AF_INET6, a, &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+/*
+ * A `protocol admin` listener (the HTTP API, admin.c): loopback by default;
+ * any other address or interface only with TLS (the API takes passwords and
+ * changes the broker); and never without admin accounts. 0, or -1 with err.
+ */
+static int finish_admin_listener(const struct hato_config *cfg, struct hato_listener *l, char *err,
+                                 size_t errlen) {
+    if (strcmp(l->protocol, "admin") != 0)
+        return 0;
+    if (!cfg->admin_password_file) {
+        set_err(err, errlen,
+                "%s:%d: listener %d: protocol admin needs admin_password_file (admin accounts, "
+                "made with hato-passwd; there is no default password)",
+                l->file, l->line, l->port);
         return -1;
     }
-    return 0;
+    bool tls = l->certfile && l->keyfile;
+    const char *open = l->bind_interface && strcmp(l->bind_interface, "lo") != 0 ? "bind_interface"
+                       : l->bind_address && !loopback_address(l->bind_address)   ? "address"
+                                                                                 : NULL;
+    if (open && !tls) {
+        set_err(err, errlen,
+                "%s:%d: listener %d: protocol admin on a non-loopback %s needs TLS (certfile and "
+                "keyfile): admin passwords and session cookies must not cross a network in clear",
+                l->file, l->line, l->port, open);
+        return -1;
+    }
+    return loopback_by_default(l, err, errlen);
 }
 
 /* Clustering settings that cannot work (docs/cluster.md). */
@@ -1973,6 +2024,8 @@ int hato_config_finish(struct hato_config *cfg, char *err, size_t errlen) {
         }
         if (finish_metrics_listener(cfg, l, err, errlen) < 0)
             return -1;
+        if (finish_admin_listener(cfg, l, err, errlen) < 0)
+            return -1;
         if (l->http_dir) {
             struct stat st;
             const char *why = stat(l->http_dir, &st) < 0 ? strerror(errno)
@@ -2033,6 +2086,7 @@ void hato_config_free(struct hato_config *cfg) {
         CO(password_file),
         CO(acl_file),
         CO(psk_file),
+        CO(admin_password_file),
         CO(persistence_location),
         CO(persistence_file),
         CO(include_dir),
@@ -2114,14 +2168,16 @@ size_t hato_directive_count(void) {
 }
 
 /* The default of a generic row: the value hato_config_init leaves in its field. */
-static void key_default(const struct key *k, char *out, size_t len) {
+/* The field of row k in cfg (listener rows: in l) as text; false when the
+ * row has no field of its own (FN, bridge, plugin rows). */
+static bool format_field(const struct key *k, const struct hato_config *cfg,
+                         const struct hato_listener *l, char *out, size_t len) {
     out[0] = '\0';
     if (k->scope != SC_GLOBAL && k->scope != SC_LISTENER && k->scope != SC_SECURITY)
-        return;
-    struct hato_config cfg;
-    hato_config_init(&cfg);
-    const char *base =
-        k->scope == SC_LISTENER ? (const char *)&cfg.default_listener : (const char *)&cfg;
+        return false;
+    if (k->kind == K_FN || k->kind == K_BRIDGE || k->kind == K_PLUGIN || k->kind == K_OBSOLETE)
+        return false;
+    const char *base = k->scope == SC_LISTENER ? (const char *)l : (const char *)cfg;
     const void *f = base + (k->scope == SC_LISTENER ? k->loff : k->goff);
     switch (k->kind) {
     case K_BOOL:
@@ -2155,7 +2211,24 @@ static void key_default(const struct key *k, char *out, size_t len) {
     default:
         break;
     }
+    return true;
+}
+
+static void key_default(const struct key *k, char *out, size_t len) {
+    struct hato_config cfg;
+    hato_config_init(&cfg);
+    format_field(k, &cfg, &cfg.default_listener, out, len);
     hato_config_free(&cfg);
+}
+
+bool hato_directive_value(const struct hato_config *cfg, const struct hato_listener *l, size_t i,
+                          char *out, size_t len) {
+    if (i >= N_KEYS || (keys[i].scope == SC_LISTENER && !l)) {
+        if (len)
+            out[0] = '\0';
+        return false;
+    }
+    return format_field(&keys[i], cfg, l, out, len);
 }
 
 bool hato_directive_get(size_t i, struct hato_directive *d) {

@@ -102,7 +102,7 @@ struct hato_listener {
     char *bind_interface;       /* SO_BINDTODEVICE */
     char *mount_point;          /* no wildcards */
     int max_connections;        /* -1 = unlimited */
-    char *protocol;             /* "mqtt" (default), "websockets", "metrics" */
+    char *protocol;             /* "mqtt" (default), "websockets", "metrics", "admin" */
     int max_qos;                /* 0..2, default 2 */
     int max_topic_alias;        /* aliases a v5 client may use towards us, default 10 */
     int max_topic_alias_broker; /* aliases we may use towards a client, default 10 */
@@ -196,6 +196,9 @@ struct hato_config {
     char *password_file;
     char *acl_file;
     char *psk_file;
+    /* admin_password_file (hato): the admin API's accounts (admin.c), in
+     * the password file's format; separate from MQTT users. */
+    char *admin_password_file;
     bool auth_plugin_deny_special_chars; /* true: default of the plugins that follow */
     struct hato_plugin_conf *plugins;    /* in config order */
     size_t n_plugins;
@@ -338,6 +341,12 @@ struct hato_directive {
     const char *status; /* implemented, stored, accepted, refused, obsolete */
     const char *doc;    /* one line; "" when the row has none */
 };
+
+/* The effective value of row i in cfg as text (listener rows: of l, a
+ * listener of cfg); false when the row has no single field to show (FN,
+ * bridge and plugin rows). */
+bool hato_directive_value(const struct hato_config *cfg, const struct hato_listener *l, size_t i,
+                          char *out, size_t len);
 
 /* Number of rows; row i (0 <= i < count) into *d (false if out of range). */
 size_t hato_directive_count(void);

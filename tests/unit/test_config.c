@@ -706,7 +706,7 @@ static void test_errors(void **state) {
          "hato.conf:1: listener: unexpected 'extra' after the value"},
         {"port 0\n", "hato.conf:1: port: expected an integer 1..65535, got '0'"},
         {"listener 1883\nprotocol test\n",
-         "hato.conf:2: protocol: expected one of mqtt, websockets, metrics, got 'test'"},
+         "hato.conf:2: protocol: expected one of mqtt, websockets, metrics, admin, got 'test'"},
         {"listener 1883\nsocket_domain ipv5\n",
          "hato.conf:2: socket_domain: expected one of ipv4, ipv6, got 'ipv5'"},
         {"listener 1883\nmount_point test/+/\n",
@@ -1024,7 +1024,7 @@ static void test_metrics_listener(void **state) {
                         "hato.conf:1: listener 9090: http_dir applies to WebSocket listeners only "
                         "(add 'protocol websockets')");
     expect_error("listener 9090\nprotocol prometheus\n",
-                 "hato.conf:2: protocol: expected one of mqtt, websockets, metrics, got "
+                 "hato.conf:2: protocol: expected one of mqtt, websockets, metrics, admin, got "
                  "'prometheus'");
 }
 

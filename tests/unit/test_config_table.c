@@ -51,7 +51,7 @@ static void test_defaults_and_types(void **state) {
     assert_int_equal(d.reload, HATO_RELOAD_LIVE);
     assert_true(get("protocol", &d));
     assert_string_equal(d.def, "mqtt");
-    assert_string_equal(d.type, "mqtt|websockets|metrics");
+    assert_string_equal(d.type, "mqtt|websockets|metrics|admin");
     assert_int_equal(d.reload, HATO_RELOAD_LISTENER);
     assert_true(get("persistence_sync", &d));
     assert_string_equal(d.def, "always");
@@ -210,11 +210,50 @@ static void test_print_markdown(void **state) {
     free(buf);
 }
 
+/* hato_directive_value: the effective value of a row in a loaded config
+ * (the admin API's GET /api/v1/config). */
+static size_t row(const char *name) {
+    struct hato_directive d;
+    for (size_t i = 0; i < hato_directive_count(); i++)
+        if (hato_directive_get(i, &d) && strcmp(d.name, name) == 0)
+            return i;
+    fail_msg("no row %s", name);
+    return 0;
+}
+
+static void test_directive_value(void **state) {
+    (void)state;
+    struct hato_config cfg;
+    char err[256], v[128];
+    hato_config_init(&cfg);
+    assert_int_equal(hato_config_parse_string(&cfg, "t.conf",
+                                              "max_inflight_messages 7\nretain_available false\n"
+                                              "listener 1884 127.0.0.1\nmax_qos 1\n",
+                                              err, sizeof(err)),
+                     0);
+    assert_int_equal(hato_config_finish(&cfg, err, sizeof(err)), 0);
+    assert_true(hato_directive_value(&cfg, NULL, row("max_inflight_messages"), v, sizeof(v)));
+    assert_string_equal(v, "7");
+    assert_true(hato_directive_value(&cfg, NULL, row("retain_available"), v, sizeof(v)));
+    assert_string_equal(v, "false");
+    assert_true(hato_directive_value(&cfg, NULL, row("password_file"), v, sizeof(v)));
+    assert_string_equal(v, "none");
+    assert_true(hato_directive_value(&cfg, &cfg.listeners[0], row("max_qos"), v, sizeof(v)));
+    assert_string_equal(v, "1");
+    assert_true(hato_directive_value(&cfg, &cfg.listeners[0], row("protocol"), v, sizeof(v)));
+    assert_string_equal(v, "mqtt");
+    /* A listener row needs a listener; FN rows have no single field. */
+    assert_false(hato_directive_value(&cfg, NULL, row("max_qos"), v, sizeof(v)));
+    assert_false(hato_directive_value(&cfg, NULL, row("listener"), v, sizeof(v)));
+    assert_false(hato_directive_value(&cfg, NULL, hato_directive_count(), v, sizeof(v)));
+    hato_config_free(&cfg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_row_complete), cmocka_unit_test(test_defaults_and_types),
         cmocka_unit_test(test_keep_restart),       cmocka_unit_test(test_stored_warns),
-        cmocka_unit_test(test_print_markdown),
+        cmocka_unit_test(test_print_markdown),     cmocka_unit_test(test_directive_value),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
