@@ -143,6 +143,7 @@ struct bconn {
     int64_t next_try;
     int wait_ms;        /* last back-off wait (restart_timeout base cap) */
     bool remote_up;     /* remote CONNACK 0 seen in this attempt */
+    bool once_up;       /* start_type once: a connection was up (then it is not made again) */
     bool local_up;      /* local CONNACK 0 seen */
     bool notified;      /* "1" published locally: "0" is due when it ends */
     bool dead;          /* torn down at the end of the turn */
@@ -450,7 +451,9 @@ static void schedule(struct bconn *bc, int64_t now) {
         bc->next_try = now;
         return;
     }
-    if (bc->cfg->start_type == BRIDGE_START_ONCE) {
+    /* once: connected at start and not again after that connection ends;
+     * attempts that never got a CONNACK (the remote not up yet) are retried. */
+    if (bc->cfg->start_type == BRIDGE_START_ONCE && bc->once_up) {
         bc->st = B_STOPPED;
         log_notice("Bridge %s: start_type once: not reconnecting.", bc->cfg->name);
         return;
@@ -874,6 +877,7 @@ static void remote_on_connect(struct hc_client *c, void *ud, uint8_t reason, boo
         return;
     }
     bc->remote_up = true;
+    bc->once_up = true;
     bc->wait_ms = 0; /* the back-off starts again */
     bc->st = B_UP;
     log_notice("Bridge %s connected to %s:%u.", cfg->name, cur_addr(bc)->host, addr_port(bc));
