@@ -5,6 +5,8 @@
  */
 #include "broker/admin.h"
 
+#include <stdarg.h>
+
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
@@ -17,6 +19,7 @@
 
 #include "auth/passwd.h"
 #include "base/log.h"
+#include "broker/admin_internal.h"
 #include "broker/broker.h"
 #include "broker/httpconn.h"
 #include "broker/reload.h"
@@ -25,7 +28,7 @@
 #include "config/config.h"
 #include "transport/http.h"
 
-#define CT_JSON "application/json"
+#define CT_JSON ADMIN_CT_JSON
 #define COOKIE "hato_session"
 #define TOKEN_HEX 64         /* 32 random bytes */
 #define RELOAD_WAIT_MS 30000 /* a reload that takes longer is answered 504 */
@@ -235,7 +238,7 @@ static const char *cookie_value(const struct http_head *h, const char *name, siz
 
 /* ---- answers ------------------------------------------------------------- */
 
-static void respond_json(struct conn *c, int status, const char *extra, cJSON *body) {
+void admin_respond_json(struct conn *c, int status, const char *extra, cJSON *body) {
     char *text = body ? cJSON_PrintUnformatted(body) : NULL;
     cJSON_Delete(body);
     if (!text) {
@@ -247,33 +250,24 @@ static void respond_json(struct conn *c, int status, const char *extra, cJSON *b
     free(text);
 }
 
-static void respond_error(struct conn *c, int status, const char *extra, const char *why) {
+void admin_respond_error(struct conn *c, int status, const char *extra, const char *why) {
     cJSON *o = cJSON_CreateObject();
     if (o && !cJSON_AddStringToObject(o, "error", why)) {
         cJSON_Delete(o);
         o = NULL;
     }
-    respond_json(c, status, extra, o);
+    admin_respond_json(c, status, extra, o);
 }
 
 /* ---- endpoints ----------------------------------------------------------- */
 
-struct req {
-    struct conn *c;
-    const struct http_head *h;
-    const char *body;
-    size_t blen;
-    char user[64]; /* the session's user, "" before authentication */
-    bool get;      /* method GET: no CSRF token needed */
-};
-
-static void do_healthz(struct req *r) {
+static void do_healthz(struct admin_req *r) {
     struct broker *b = r->c->w->b;
     bool up = atomic_load(&b->serving) && !atomic_load(&b->stopping);
     cJSON *o = cJSON_CreateObject();
     if (o)
         cJSON_AddStringToObject(o, "status", up ? "ok" : "unavailable");
-    respond_json(r->c, up ? 200 : 503, NULL, o);
+    admin_respond_json(r->c, up ? 200 : 503, NULL, o);
 }
 
 /* Set-Cookie attributes: HttpOnly, SameSite=Strict, Path=/, Secure over TLS. */
@@ -282,7 +276,7 @@ static const char *cookie_attrs(const struct conn *c) {
                              : "; HttpOnly; SameSite=Strict; Path=/";
 }
 
-static void do_login(struct req *r) {
+static void do_login(struct admin_req *r) {
     struct conn *c = r->c;
     struct broker *b = c->w->b;
     cJSON *in = cJSON_ParseWithLength(r->body, r->blen);
@@ -290,15 +284,16 @@ static void do_login(struct req *r) {
     const cJSON *jp = cJSON_GetObjectItemCaseSensitive(in, "password");
     if (!cJSON_IsObject(in) || !cJSON_IsString(ju) || !cJSON_IsString(jp)) {
         cJSON_Delete(in);
-        respond_error(c, 400, NULL,
-                      "malformed JSON: expected {\"username\": \"...\", \"password\": \"...\"}");
+        admin_respond_error(
+            c, 400, NULL,
+            "malformed JSON: expected {\"username\": \"...\", \"password\": \"...\"}");
         return;
     }
     const char *pass = jp->valuestring;
     char user[64], shown[64];
     if (strlen(ju->valuestring) >= sizeof(user)) {
         cJSON_Delete(in);
-        respond_error(c, 400, NULL, "user name too long");
+        admin_respond_error(c, 400, NULL, "user name too long");
         return;
     }
     snprintf(user, sizeof(user), "%s", ju->valuestring);
@@ -320,7 +315,7 @@ static void do_login(struct req *r) {
                  " ms.",
                  c->si.peer, c->lcfg->port, shown, why, delay);
         if (delay <= 0) {
-            respond_error(c, 401, NULL, "wrong user name or password");
+            admin_respond_error(c, 401, NULL, "wrong user name or password");
             return;
         }
         c->admin_wait = ADMIN_WAIT_LOGIN;
@@ -338,10 +333,10 @@ static void do_login(struct req *r) {
         o = NULL;
     }
     OPENSSL_cleanse(id, sizeof(id));
-    respond_json(c, 200, extra, o);
+    admin_respond_json(c, 200, extra, o);
 }
 
-static void do_logout(struct req *r) {
+static void do_logout(struct admin_req *r) {
     struct conn *c = r->c;
     size_t idlen = 0;
     const char *id = cookie_value(r->h, COOKIE, &idlen);
@@ -354,7 +349,7 @@ static void do_logout(struct req *r) {
     cJSON *o = cJSON_CreateObject();
     if (o)
         cJSON_AddBoolToObject(o, "logged_out", true);
-    respond_json(c, 200, extra, o);
+    admin_respond_json(c, 200, extra, o);
 }
 
 static const char *const load_names[STATS_LOAD_N] = {
@@ -453,16 +448,16 @@ static cJSON *metrics_json(const struct stats_snapshot *s, int64_t started) {
     return o;
 }
 
-static void do_metrics(struct req *r) {
+static void do_metrics(struct admin_req *r) {
     struct broker *b = r->c->w->b;
     struct stats_snapshot s;
     if (stats_snapshot(b, &s) < 0) {
-        respond_error(r->c, 500, NULL, "out of memory");
+        admin_respond_error(r->c, 500, NULL, "out of memory");
         return;
     }
     cJSON *o = metrics_json(&s, b->started);
     stats_snapshot_free(&s);
-    respond_json(r->c, 200, NULL, o);
+    admin_respond_json(r->c, 200, NULL, o);
 }
 
 /* Directives whose value is a secret (or names one): shown as "***". */
@@ -531,11 +526,11 @@ static cJSON *config_json(const struct hato_config *cfg) {
     return o;
 }
 
-static void do_config(struct req *r) {
-    respond_json(r->c, 200, NULL, config_json(broker_config(r->c->w->b)));
+static void do_config(struct admin_req *r) {
+    admin_respond_json(r->c, 200, NULL, config_json(broker_config(r->c->w->b)));
 }
 
-static void do_reload(struct req *r) {
+static void do_reload(struct admin_req *r) {
     struct conn *c = r->c;
     log_notice("Admin reload: requested by user '%s' from %s on port %d.", r->user, c->si.peer,
                c->lcfg->port);
@@ -544,28 +539,108 @@ static void do_reload(struct req *r) {
     c->refuse_at = ev_now(c->w->loop) + RELOAD_WAIT_MS;
 }
 
-static void do_openapi(struct req *r) {
+static void do_openapi(struct admin_req *r) {
     httpc_respond(r->c, 200, CT_JSON, NULL, admin_openapi_json, strlen(admin_openapi_json), false);
+}
+
+/* ---- helpers of the endpoint files (admin_internal.h) ---------------------- */
+
+cJSON *admin_body_json(struct admin_req *r, int type) {
+    cJSON *j = r->blen ? cJSON_ParseWithLength(r->body, r->blen) : NULL;
+    if (!j || (type && !(j->type & type))) {
+        cJSON_Delete(j);
+        admin_respond_error(r->c, 400, NULL,
+                            type == cJSON_Object  ? "malformed JSON: expected an object"
+                            : type == cJSON_Array ? "malformed JSON: expected an array"
+                                                  : "malformed JSON");
+        return NULL;
+    }
+    return j;
+}
+
+long admin_rest(struct admin_req *r, char *out, size_t outlen) {
+    long n = r->rest_len ? http_pct_decode(r->rest, r->rest_len, out, outlen, false) : -1;
+    if (n <= 0) {
+        admin_respond_error(r->c, 400, NULL, "bad name in the path (escape, length or empty)");
+        return -1;
+    }
+    return n;
+}
+
+long admin_query(struct admin_req *r, const char *name, char *out, size_t outlen) {
+    long n = http_query_param(r->h->target, r->h->tlen, name, out, outlen);
+    if (n == -2) {
+        char why[128];
+        snprintf(why, sizeof(why), "query parameter '%s' malformed or too long", name);
+        admin_respond_error(r->c, 400, NULL, why);
+    }
+    return n;
+}
+
+bool admin_query_int(struct admin_req *r, const char *name, long long min, long long max,
+                     long long def, long long *out) {
+    char v[32], *end = NULL;
+    long n = admin_query(r, name, v, sizeof(v));
+    if (n == -2)
+        return false;
+    if (n == -1) {
+        *out = def;
+        return true;
+    }
+    long long x = n > 0 ? strtoll(v, &end, 10) : 0;
+    if (n == 0 || *end || x < min || x > max) {
+        char why[160];
+        snprintf(why, sizeof(why), "query parameter '%s': an integer from %lld to %lld", name, min,
+                 max);
+        admin_respond_error(r->c, 400, NULL, why);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+void admin_audit(struct admin_req *r, const char *fmt, ...) {
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    log_notice("Admin %s from %s on port %d: %s.", r->user, r->c->si.peer, r->c->lcfg->port, what);
 }
 
 /* ---- routing ------------------------------------------------------------- */
 
-static const struct route {
-    const char *path, *method;
-    void (*fn)(struct req *r);
-} routes[] = {
-    {"/healthz", "GET", do_healthz},
-    {"/api/v1/login", "POST", do_login},
-    {"/api/v1/logout", "POST", do_logout},
-    {"/api/v1/metrics", "GET", do_metrics},
-    {"/api/v1/config", "GET", do_config},
-    {"/api/v1/reload", "POST", do_reload},
-    {"/api/v1/openapi.json", "GET", do_openapi},
+static const struct admin_route routes[] = {
+    {"/healthz", "GET", do_healthz, ADMIN_R_OPEN},
+    {"/api/v1/login", "POST", do_login, ADMIN_R_OPEN | ADMIN_R_READ},
+    {"/api/v1/logout", "POST", do_logout, ADMIN_R_READ},
+    {"/api/v1/metrics", "GET", do_metrics, 0},
+    {"/api/v1/config", "GET", do_config, 0},
+    {"/api/v1/reload", "POST", do_reload, 0},
+    {"/api/v1/openapi.json", "GET", do_openapi, 0},
+    {NULL, NULL, NULL, 0},
 };
-#define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+
+static const struct admin_route *const tables[] = {
+    routes, admin_clients_routes, admin_users_routes, admin_limits_routes, admin_console_routes,
+};
+#define N_TABLES (sizeof(tables) / sizeof(tables[0]))
+
+/* Does route t match the path p[0..plen)? Sets r->rest for a prefix route. */
+static bool route_match(const struct admin_route *t, const char *p, size_t plen,
+                        struct admin_req *r) {
+    size_t l = strlen(t->path);
+    if (!(t->flags & ADMIN_R_PREFIX))
+        return l == plen && memcmp(t->path, p, plen) == 0;
+    if (plen <= l + 1 || memcmp(t->path, p, l) != 0 || p[l] != '/')
+        return false;
+    r->rest = p + l + 1;
+    r->rest_len = plen - l - 1;
+    return true;
+}
 
 /* The session of the request (cookie), into r->user; NULL, or why not. */
-static const char *authenticate(struct req *r, char csrf[TOKEN_HEX + 1]) {
+static const char *authenticate(struct admin_req *r, char csrf[TOKEN_HEX + 1]) {
     size_t idlen = 0;
     const char *id = cookie_value(r->h, COOKIE, &idlen);
     if (!id)
@@ -573,49 +648,69 @@ static const char *authenticate(struct req *r, char csrf[TOKEN_HEX + 1]) {
     if (!admin_session_find(r->c->w->b->admin, id, idlen, ev_now(r->c->w->loop), false, r->user,
                             csrf))
         return "session unknown or expired (log in again)";
+    r->role = ADMIN_ROLE_FULL;
     return NULL;
 }
 
-static void handle(struct req *r) {
+static void handle(struct admin_req *r) {
     struct conn *c = r->c;
     size_t plen = httpc_path_len(r->h);
-    const struct route *path = NULL;
-    for (size_t i = 0; i < N_ROUTES && !path; i++)
-        if (strlen(routes[i].path) == plen && memcmp(routes[i].path, r->h->target, plen) == 0)
-            path = &routes[i];
-    /* No authentication for these two; everything else, known path or not, needs it. */
-    bool open = path && (path->fn == do_healthz || path->fn == do_login);
+    const struct admin_route *path = NULL, *method = NULL;
+    char allow[128] = "Allow: ";
+    for (size_t t = 0; t < N_TABLES && !method; t++)
+        for (const struct admin_route *x = tables[t]; x->path && !method; x++) {
+            if (!route_match(x, r->h->target, plen, r))
+                continue;
+            if (!path || strcmp(path->path, x->path) == 0) {
+                if (!path || strlen(allow) + strlen(x->method) + 3 < sizeof(allow))
+                    snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
+                             path ? ", " : "", x->method);
+                path = path ? path : x;
+            }
+            if (strcmp(path->path, x->path) == 0 && httpc_method_is(r->h, x->method))
+                method = x;
+        }
+    if (method)
+        path = method;
+    /* No authentication for the open ones; everything else, known path or not, needs it. */
+    bool open = path && (path->flags & ADMIN_R_OPEN) && method;
     char csrf[TOKEN_HEX + 1] = "";
     if (!open) {
         const char *why = authenticate(r, csrf);
         if (why) {
             log_info("Admin request from %s on port %d refused: %s.", c->si.peer, c->lcfg->port,
                      why);
-            respond_error(c, 401, NULL, why);
+            admin_respond_error(c, 401, NULL, why);
             return;
         }
     }
     if (!path) {
-        respond_error(c, 404, NULL, "no such path");
+        admin_respond_error(c, 404, NULL, "no such path");
         return;
     }
-    if (!httpc_method_is(r->h, path->method)) {
-        char allow[64];
-        snprintf(allow, sizeof(allow), "Allow: %s\r\n", path->method);
-        respond_error(c, 405, allow, "method not allowed");
+    if (!method) {
+        strcat(allow, "\r\n");
+        admin_respond_error(c, 405, allow, "method not allowed");
         return;
     }
+    bool write = !r->get && !(path->flags & ADMIN_R_READ);
     if (!open && !r->get) {
         const struct http_field *f = http_field(r->h, "X-CSRF-Token", NULL);
-        if (!f || !token_eq(csrf, f->value, f->vlen)) {
+        if (csrf[0] && (!f || !token_eq(csrf, f->value, f->vlen))) {
             log_warn("Admin request %.*s %.*s from %s (user '%s') refused: %s X-CSRF-Token.",
                      (int)r->h->mlen, r->h->method, (int)plen, r->h->target, c->si.peer, r->user,
                      f ? "wrong" : "no");
-            respond_error(c, 403, NULL, "X-CSRF-Token missing or wrong");
+            admin_respond_error(c, 403, NULL, "X-CSRF-Token missing or wrong");
             return;
         }
     }
     OPENSSL_cleanse(csrf, sizeof(csrf));
+    if (!open && write && r->role != ADMIN_ROLE_FULL) {
+        log_warn("Admin request %.*s %.*s from %s (user '%s') refused: read-only role.",
+                 (int)r->h->mlen, r->h->method, (int)plen, r->h->target, c->si.peer, r->user);
+        admin_respond_error(c, 403, NULL, "this admin may only read (role read)");
+        return;
+    }
     path->fn(r);
 }
 
@@ -642,7 +737,7 @@ void admin_input(struct conn *c, const uint8_t *data, size_t len) {
         return;
     }
     if (!c->w->b->admin) { /* a reload turned a listener into an admin one without accounts */
-        respond_error(c, 503, NULL, "no admin accounts (admin_password_file at start-up)");
+        admin_respond_error(c, 503, NULL, "no admin accounts (admin_password_file at start-up)");
         httpc_drop_input(c);
         return;
     }
@@ -668,12 +763,13 @@ void admin_input(struct conn *c, const uint8_t *data, size_t len) {
     if (status != 200) {
         log_notice("Admin request from %s on port %d refused: %d %s.", c->si.peer, c->lcfg->port,
                    status, http_reason(status));
-        respond_error(c, status, NULL,
-                      status == 413   ? "request body over 64 KiB"
-                      : status == 411 ? "a body needs Content-Length (no chunked encoding)"
-                                      : http_reason(status));
+        admin_respond_error(c, status, NULL,
+                            status == 413   ? "request body over 64 KiB"
+                            : status == 411 ? "a body needs Content-Length (no chunked encoding)"
+                                            : http_reason(status));
     } else {
-        struct req q = {.c = c, .h = &h, .body = (const char *)data + r, .blen = (size_t)blen};
+        struct admin_req q = {
+            .c = c, .h = &h, .body = (const char *)data + r, .blen = (size_t)blen};
         q.get = httpc_method_is(&h, "GET");
         handle(&q); /* h points into data: before the input goes */
     }
@@ -689,16 +785,16 @@ void admin_tick(struct conn *c, int64_t now) {
         c->refuse_at = 0;
         c->admin_wait = ADMIN_WAIT_NONE;
         if (rc > 0) {
-            respond_error(c, 504, NULL, "the reload did not finish in time");
+            admin_respond_error(c, 504, NULL, "the reload did not finish in time");
         } else if (rc < 0) {
             char msg[600];
             snprintf(msg, sizeof(msg), "reload failed: %s; the running configuration stays", err);
-            respond_error(c, 409, NULL, msg);
+            admin_respond_error(c, 409, NULL, msg);
         } else {
             cJSON *o = cJSON_CreateObject();
             if (o)
                 cJSON_AddBoolToObject(o, "reloaded", true);
-            respond_json(c, 200, NULL, o);
+            admin_respond_json(c, 200, NULL, o);
         }
         return;
     }
@@ -706,5 +802,5 @@ void admin_tick(struct conn *c, int64_t now) {
         return;
     c->refuse_at = 0;
     c->admin_wait = ADMIN_WAIT_NONE;
-    respond_error(c, 401, NULL, "wrong user name or password");
+    admin_respond_error(c, 401, NULL, "wrong user name or password");
 }

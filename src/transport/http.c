@@ -202,6 +202,54 @@ static int hexval(int c) {
     return -1;
 }
 
+long http_pct_decode(const char *in, size_t len, char *out, size_t outlen, bool plus) {
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        int c = (unsigned char)in[i];
+        if (c == '%') {
+            int hi = i + 2 < len ? hexval(in[i + 1]) : -1;
+            int lo = i + 2 < len ? hexval(in[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return -1;
+            c = hi * 16 + lo;
+            if (c == 0)
+                return -1;
+            i += 2;
+        } else if (c == '+' && plus) {
+            c = ' ';
+        }
+        if (n + 1 >= outlen)
+            return -1;
+        out[n++] = (char)c;
+    }
+    if (outlen)
+        out[n] = 0;
+    return outlen ? (long)n : -1;
+}
+
+long http_query_param(const char *target, size_t tlen, const char *name, char *out, size_t outlen) {
+    const char *q = memchr(target, '?', tlen);
+    if (!q)
+        return -1;
+    const char *end = memchr(q, '#', tlen - (size_t)(q - target));
+    if (!end)
+        end = target + tlen;
+    size_t nlen = strlen(name);
+    for (const char *p = q + 1; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(e - p));
+        const char *ke = eq ? eq : e;
+        if ((size_t)(ke - p) == nlen && memcmp(p, name, nlen) == 0) {
+            const char *v = eq ? eq + 1 : e;
+            long r = http_pct_decode(v, (size_t)(e - v), out, outlen, true);
+            return r < 0 ? -2 : r;
+        }
+        p = amp ? amp + 1 : end;
+    }
+    return -1;
+}
+
 const char *http_content_type(const char *path) {
     static const struct {
         const char *ext, *type;

@@ -63,6 +63,14 @@ bool http_has_token(const char *value, size_t vlen, const char *token);
  */
 int http_open_file(const char *root, const char *target, size_t tlen, off_t *size,
                    const char **type);
+/* Percent-decode in[0..len) into out (NUL-terminated; '+' becomes a space
+ * when plus is set, as in a query string). The decoded length, or -1 for a
+ * bad escape, an escaped NUL, or out too small. */
+long http_pct_decode(const char *in, size_t len, char *out, size_t outlen, bool plus);
+/* The value of query parameter name in a request target ("/p?a=1&b=x%20y"),
+ * decoded into out: its length; -1 when absent, -2 when malformed or longer
+ * than outlen - 1. The first of several wins. */
+long http_query_param(const char *target, size_t tlen, const char *name, char *out, size_t outlen);
 /* The Content-Type for a file name, by its extension. */
 const char *http_content_type(const char *path);
 /* The reason phrase of a status code ("Not Found"). */

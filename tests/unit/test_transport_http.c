@@ -605,6 +605,40 @@ static void test_open_not_readable(void **state) {
     target_is(t, "/locked.txt", -403);
 }
 
+/* Percent escapes and query parameters (RFC 3986 2.1; '+' as space in a query). */
+static void test_pct_decode(void **state) {
+    (void)state;
+    char out[16];
+    assert_int_equal(http_pct_decode("a%2Fb%20c", 9, out, sizeof(out), false), 5);
+    assert_string_equal(out, "a/b c");
+    assert_int_equal(http_pct_decode("a+b", 3, out, sizeof(out), false), 3);
+    assert_string_equal(out, "a+b");
+    assert_int_equal(http_pct_decode("a+b", 3, out, sizeof(out), true), 3);
+    assert_string_equal(out, "a b");
+    assert_int_equal(http_pct_decode("%zz", 3, out, sizeof(out), false), -1);
+    assert_int_equal(http_pct_decode("%4", 2, out, sizeof(out), false), -1);
+    assert_int_equal(http_pct_decode("%00", 3, out, sizeof(out), false), -1);
+    assert_int_equal(http_pct_decode("0123456789abcdef", 16, out, sizeof(out), false), -1);
+    assert_int_equal(http_pct_decode("", 0, out, sizeof(out), false), 0);
+}
+
+static void test_query_param(void **state) {
+    (void)state;
+    static const char t[] = "/api/v1/clients?user=al%2Bce&limit=10&empty=&flag&limit=20#frag";
+    char out[16];
+    assert_int_equal(http_query_param(t, strlen(t), "user", out, sizeof(out)), 5);
+    assert_string_equal(out, "al+ce");
+    assert_int_equal(http_query_param(t, strlen(t), "limit", out, sizeof(out)), 2);
+    assert_string_equal(out, "10"); /* the first wins */
+    assert_int_equal(http_query_param(t, strlen(t), "empty", out, sizeof(out)), 0);
+    assert_int_equal(http_query_param(t, strlen(t), "flag", out, sizeof(out)), 0);
+    assert_int_equal(http_query_param(t, strlen(t), "frag", out, sizeof(out)), -1);
+    assert_int_equal(http_query_param(t, strlen(t), "lim", out, sizeof(out)), -1);
+    assert_int_equal(http_query_param("/p", 2, "a", out, sizeof(out)), -1);
+    assert_int_equal(http_query_param("/p?a=%zz", 8, "a", out, sizeof(out)), -2);
+    assert_int_equal(http_query_param("/p?a=0123456789abcdefg", 22, "a", out, sizeof(out)), -2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_upgrade),
@@ -623,6 +657,8 @@ int main(void) {
         cmocka_unit_test(test_has_token),
         cmocka_unit_test(test_content_type),
         cmocka_unit_test(test_reason),
+        cmocka_unit_test(test_pct_decode),
+        cmocka_unit_test(test_query_param),
     };
     const struct CMUnitTest files[] = {
         cmocka_unit_test(test_open_index),         cmocka_unit_test(test_open_nested),
