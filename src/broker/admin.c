@@ -622,7 +622,12 @@ static const struct admin_route routes[] = {
 };
 
 static const struct admin_route *const tables[] = {
-    routes, admin_clients_routes, admin_users_routes, admin_limits_routes, admin_console_routes,
+    routes,
+    admin_clients_routes,
+    admin_users_routes,
+    admin_limits_routes,
+    admin_retained_routes,
+    admin_console_routes,
 };
 #define N_TABLES (sizeof(tables) / sizeof(tables[0]))
 

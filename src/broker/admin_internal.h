@@ -1,6 +1,6 @@
 /*
  * What the admin API's endpoint files share (admin.c, admin_clients.c,
- * admin_users.c, admin_limits.c, admin_console.c): the request as routed,
+ * admin_users.c, admin_limits.c, admin_retained.c, admin_console.c): the request as routed,
  * the answers, and the route tables. Not for the rest of the broker.
  *
  * A route is a path and a method. With ADMIN_R_PREFIX the path is a prefix:
@@ -57,6 +57,7 @@ struct admin_route {
 extern const struct admin_route admin_clients_routes[];
 extern const struct admin_route admin_users_routes[];
 extern const struct admin_route admin_limits_routes[];
+extern const struct admin_route admin_retained_routes[];
 extern const struct admin_route admin_console_routes[];
 
 /* Answer body (taken, may be NULL: 500) as JSON with status; extra header
