@@ -10,12 +10,7 @@
 #include <string.h>
 
 #include "auth/acl.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "check.h"
 
 static const char *const USERS[] = {NULL, "alice", "+", "#", "a/b", "%u"};
 static const char *const IDS[] = {"c1", "+", "#", "", "x/+/y"};

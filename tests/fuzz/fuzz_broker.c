@@ -28,12 +28,7 @@
 
 #include "base/log.h"
 #include "broker/broker.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "check.h"
 
 int worker_init(struct worker *w, struct broker *b, int id);
 void worker_free(struct worker *w);

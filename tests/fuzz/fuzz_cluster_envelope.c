@@ -9,12 +9,7 @@
 #include <string.h>
 
 #include "cluster/envelope.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     struct cl_env e;

@@ -10,12 +10,7 @@
 #include <string.h>
 
 #include "cluster/subject.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "check.h"
 
 #define P "hato.fz"
 

@@ -13,12 +13,7 @@
 
 #include "base/log.h"
 #include "config/config.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "check.h"
 
 /* "NAME:LINE: " with LINE a positive number. */
 static void check_where(const char *err, const char *name) {

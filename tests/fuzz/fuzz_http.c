@@ -15,12 +15,7 @@
 #include "memstream.h"
 #include "transport/http.h"
 #include "transport/ws.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "check.h"
 
 static const char upgrade[] =
     "GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"

@@ -12,12 +12,7 @@
 #include <string.h>
 
 #include "store/mosqdb.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     struct mosqdb db;

@@ -14,12 +14,7 @@
 #include <string.h>
 
 #include "hato/mqtt.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "check.h"
 
 static uint8_t enc1[1 << 17], enc2[1 << 17];
 

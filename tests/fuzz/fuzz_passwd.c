@@ -13,12 +13,7 @@
 
 #include "auth/hash.h"
 #include "auth/passwd.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "check.h"
 
 static void one_line(const char *s, size_t n) {
     if (n > AUTH_HASH_MAX + 16)

@@ -14,12 +14,7 @@
 
 #include "memstream.h"
 #include "transport/proxy.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     struct proxy_header h;

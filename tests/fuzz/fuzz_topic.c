@@ -19,12 +19,7 @@
 
 #include "broker/subtree.h"
 #include "hato/mqtt.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "check.h"
 
 #define MAXS 64
 
