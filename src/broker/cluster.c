@@ -148,6 +148,9 @@ static int64_t wall_ms(void) {
 
 /* ---- helpers ------------------------------------------------------------ */
 
+/* FNV-1a with a fixed seed: the names it makes (durable consumers) must be
+ * the same on every node and after a restart, which strmap_hash (seeded at
+ * random per process, against hash flooding) is not. */
 static uint64_t hash2(const void *a, size_t al, uint64_t seed) {
     const uint8_t *p = a;
     uint64_t h = 1469598103934665603ull ^ seed;
@@ -795,52 +798,64 @@ void cluster_retain(struct worker *w, const struct msg *m) {
     }
 }
 
-static void *watch_retained(void *arg) {
-    struct cluster *cl = arg;
+/* The next entry of watcher w, waiting through timeouts and reconnections
+ * (the watcher resumes by itself); NULL once the cluster stops. */
+static kvEntry *watch_next(struct cluster *cl, kvWatcher *w) {
     while (!atomic_load(&cl->stop)) {
         kvEntry *e = NULL;
-        natsStatus st = kvWatcher_Next(&e, cl->wret, 500);
+        natsStatus st = kvWatcher_Next(&e, w, 500);
         if (st == NATS_TIMEOUT)
             continue;
         if (st != NATS_OK) {
             if (atomic_load(&cl->stop))
                 break;
             struct timespec ts = {0, 200 * 1000 * 1000};
-            nanosleep(&ts, NULL); /* reconnecting: the watcher resumes by itself */
+            nanosleep(&ts, NULL); /* reconnecting */
             continue;
         }
-        if (!e)
-            continue; /* the initial values are in */
-        kvOperation op = kvEntry_Operation(e);
-        const char *key = kvEntry_Key(e);
-        if (op == kvOp_Put) {
-            struct cl_env env;
-            const char *why = NULL;
-            struct msg *m = from_envelope((const uint8_t *)kvEntry_Value(e),
-                                          (size_t)kvEntry_ValueLen(e), &env, &why);
-            if (!m) {
-                log_warn("Cluster: retained entry %s skipped: %s.", key, why);
-            } else {
-                m->retain = true;
-                retain_set(cl->b->retain, m);
-                msg_unref(m);
-            }
-        } else {
-            /* Deleted or purged: the topic back from the key. */
-            char subj[CL_SUBJECT_MAX + 8];
-            uint8_t topic[CL_SUBJECT_MAX];
-            snprintf(subj, sizeof(subj), "r.%s", key);
-            int tl = cl_subject_topic("r", subj, strlen(subj), topic, sizeof(topic));
-            if (tl > 0) {
-                struct msg *m =
-                    msg_new((const char *)topic, (size_t)tl, NULL, 0, 0, true, NULL, 0, NULL);
-                if (m) {
-                    m->from_cluster = true;
-                    retain_set(cl->b->retain, m); /* empty: clears */
-                    msg_unref(m);
-                }
-            }
+        if (e)
+            return e; /* NULL: the initial values are in */
+    }
+    return NULL;
+}
+
+/* A retained-bucket entry into this node's retained store: a value sets
+ * the topic's message, a delete or purge clears it (the topic back from
+ * the key). A malformed value is logged and left out. */
+static void apply_retained(struct cluster *cl, kvEntry *e) {
+    const char *key = kvEntry_Key(e);
+    if (kvEntry_Operation(e) == kvOp_Put) {
+        struct cl_env env;
+        const char *why = NULL;
+        struct msg *m = from_envelope((const uint8_t *)kvEntry_Value(e),
+                                      (size_t)kvEntry_ValueLen(e), &env, &why);
+        if (!m) {
+            log_warn("Cluster: retained entry %s skipped: %s.", key, why);
+            return;
         }
+        m->retain = true;
+        retain_set(cl->b->retain, m);
+        msg_unref(m);
+        return;
+    }
+    char subj[CL_SUBJECT_MAX + 8];
+    uint8_t topic[CL_SUBJECT_MAX];
+    snprintf(subj, sizeof(subj), "r.%s", key);
+    int tl = cl_subject_topic("r", subj, strlen(subj), topic, sizeof(topic));
+    if (tl <= 0)
+        return;
+    struct msg *m = msg_new((const char *)topic, (size_t)tl, NULL, 0, 0, true, NULL, 0, NULL);
+    if (m) {
+        m->from_cluster = true;
+        retain_set(cl->b->retain, m); /* empty: clears */
+        msg_unref(m);
+    }
+}
+
+static void *watch_retained(void *arg) {
+    struct cluster *cl = arg;
+    for (kvEntry *e; (e = watch_next(cl, cl->wret));) {
+        apply_retained(cl, e);
         kvEntry_Destroy(e);
     }
     return NULL;
@@ -1027,6 +1042,22 @@ static void consumers_unbind(struct cl_sess *cs) {
  * once (the stream keeps messages while a consumer wants them: the new one
  * exists before the old one goes).
  */
+/* A consumer's name: "s", 16 + 8 hex digits of client id and filter, the
+ * letter of its half of the pair ('w' the wider subject, 'p' the parent of
+ * a/#) at this index, then the generation. */
+#define CONSUMER_PAIR_AT 25
+
+/* Delete a consumer the registry names and the other half of its pair. */
+static void consumer_pair_delete(struct cluster *cl, const char *name) {
+    char other[48];
+    snprintf(other, sizeof(other), "%s", name);
+    js_DeleteConsumer(cl->js, cl->stream, other, NULL, NULL);
+    if (strlen(other) > CONSUMER_PAIR_AT) {
+        other[CONSUMER_PAIR_AT] = other[CONSUMER_PAIR_AT] == 'w' ? 'p' : 'w';
+        js_DeleteConsumer(cl->js, cl->stream, other, NULL, NULL);
+    }
+}
+
 /* Old consumers a takeover replaced, deleted once every new one exists. */
 struct olds {
     char name[8][48];
@@ -1070,8 +1101,8 @@ static int consumer_make(struct cluster *cl, struct session *s, const char *filt
             snprintf(oldname, sizeof(oldname), "%s", old);
             /* The registry names one consumer of the pair; the other has
              * the same base and generation, and the other letter. */
-            if (strlen(oldname) > 25)
-                oldname[25] = i ? 'p' : 'w';
+            if (strlen(oldname) > CONSUMER_PAIR_AT)
+                oldname[CONSUMER_PAIR_AT] = i ? 'p' : 'w';
             jsConsumerInfo *oi = NULL;
             jsErrCode ierr = 0;
             natsStatus ist = js_GetConsumerInfo(&oi, cl->js, cl->stream, oldname, NULL, &ierr);
@@ -1181,27 +1212,14 @@ int cluster_connect(struct session *s, bool clean, bool *present) {
                     if (consumer_make(cl, s, x->filter, x->consumer, rev, &olds) < 0)
                         failed = true;
                 } else {
-                    char other[48];
-                    snprintf(other, sizeof(other), "%s", x->consumer);
-                    js_DeleteConsumer(cl->js, cl->stream, other, NULL, NULL);
-                    if (strlen(other) > 25) {
-                        other[25] = other[25] == 'w' ? 'p' : 'w';
-                        js_DeleteConsumer(cl->js, cl->stream, other, NULL, NULL);
-                    }
+                    consumer_pair_delete(cl, x->consumer);
                 }
             }
             *present = true;
         } else if (elsewhere && clean) {
             for (size_t i = 0; i < r.nsubs; i++)
-                if (r.subs[i].consumer[0] != '-') {
-                    js_DeleteConsumer(cl->js, cl->stream, r.subs[i].consumer, NULL, NULL);
-                    char other[48];
-                    snprintf(other, sizeof(other), "%s", r.subs[i].consumer);
-                    if (strlen(other) > 25) {
-                        other[25] = other[25] == 'w' ? 'p' : 'w';
-                        js_DeleteConsumer(cl->js, cl->stream, other, NULL, NULL);
-                    }
-                }
+                if (r.subs[i].consumer[0] != '-')
+                    consumer_pair_delete(cl, r.subs[i].consumer);
         }
         reg_free(&r);
         if (failed) {
@@ -1303,20 +1321,7 @@ void cluster_deliv_done(struct deliv *d) {
 
 static void *watch_sessions(void *arg) {
     struct cluster *cl = arg;
-    while (!atomic_load(&cl->stop)) {
-        kvEntry *e = NULL;
-        natsStatus st = kvWatcher_Next(&e, cl->wsess, 500);
-        if (st == NATS_TIMEOUT)
-            continue;
-        if (st != NATS_OK) {
-            if (atomic_load(&cl->stop))
-                break;
-            struct timespec ts = {0, 200 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-            continue;
-        }
-        if (!e)
-            continue;
+    for (kvEntry *e; (e = watch_next(cl, cl->wsess));) {
         if (kvEntry_Operation(e) == kvOp_Put) {
             struct reg r;
             if (reg_parse(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &r) == 0 &&
@@ -1836,17 +1841,7 @@ int cluster_start(struct broker *b) {
         st = kvWatcher_Next(&e, cl->wret, 5000);
         if (st != NATS_OK || !e)
             break;
-        if (kvEntry_Operation(e) == kvOp_Put) {
-            struct cl_env env;
-            const char *why = NULL;
-            struct msg *m = from_envelope((const uint8_t *)kvEntry_Value(e),
-                                          (size_t)kvEntry_ValueLen(e), &env, &why);
-            if (m) {
-                m->retain = true;
-                retain_set(b->retain, m);
-                msg_unref(m);
-            }
-        }
+        apply_retained(cl, e);
         kvEntry_Destroy(e);
     }
     char inbox[NAME_MAX_LEN * 2 + 16];
