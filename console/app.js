@@ -20,7 +20,7 @@ export function el(tag, attrs = {}, ...kids) {
     else if (k === "checked") e.checked = !!v;
     else e.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const kid of kids.flat()) {
+  for (const kid of kids.flat(Infinity)) {
     if (kid === undefined || kid === null || kid === false) continue;
     e.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
   }
@@ -392,7 +392,7 @@ async function pageTopics() {
     el("form", { class: "card grid", onsubmit: (ev) => { ev.preventDefault(); connect(); } },
       el("label", {}, "WebSocket URL", url), el("label", {}, "MQTT user", user), el("label", {}, "MQTT password", pass),
       el("label", {}, "Subscribe to", filter),
-      el("div", {}, el("button", { id: "tt-connect", type: "submit" }, "Connect & subscribe"), " ",
+      el("div", { class: "actions" }, el("button", { id: "tt-connect", type: "submit" }, "Connect & subscribe"), " ",
         el("button", { type: "button", onclick: () => client && client.disconnect() }, "Disconnect"), " ", state)),
     el("form", { class: "card grid", onsubmit: (ev) => {
       ev.preventDefault();
@@ -405,7 +405,7 @@ async function pageTopics() {
     } },
       el("label", {}, "Topic", ptopic), el("label", {}, "Payload", ppayload),
       el("label", { class: "inline" }, pretain, "retain"),
-      el("div", {}, el("button", { id: "tt-publish", type: "submit" }, "Publish (QoS 0)"))),
+      el("div", { class: "actions" }, el("button", { id: "tt-publish", type: "submit" }, "Publish (QoS 0)"))),
     el("h2", {}, "Messages"), log,
     el("h2", {}, "Busiest topics"), top
   );
@@ -603,7 +603,7 @@ async function pageLimits() {
         o[i.name] = i.name === "over_limit" ? i.value : Number(i.value);
       }
       confirmDo(`Apply the ${title} limits now?`, () => api("PUT", "/api/v1/limits", wrap(o)), pageLimits);
-    } }, el("h2", {}, title), inputs, el("div", {}, el("button", { type: "submit" }, "Apply")));
+    } }, el("h2", {}, title), inputs, el("div", { class: "actions" }, el("button", { type: "submit" }, "Apply")));
   };
   view.append(section("global", doc.global, (o) => ({ global: o })));
   view.append(section("per_client", doc.per_client, (o) => ({ per_client: o })));

@@ -196,7 +196,8 @@ class Browser:
         value = None
         while time.monotonic() < deadline:
             try:
-                value = self.evaluate(f"(() => {{ try {{ return ({expr}); }} "
+                value = self.evaluate(f"(() => {{ try {{ const v = ({expr}); "
+                                      f"return v instanceof Node ? true : v; }} "
                                       f"catch (e) {{ return null; }} }})()")
             except CdpError:
                 value = None  # a navigation in progress
