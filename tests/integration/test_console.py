@@ -11,7 +11,7 @@ import pytest
 
 from admin_consoleutil import (CONSOLE, PAGES, VIEWPORTS, browser, console_broker,  # noqa: F401
                                console_copy, console_login, goto, no_overflow, page_errors, shot)
-from adminutil import ADMIN_USER, Api
+from adminutil import ADMIN_USER, Api, admin_broker
 from conftest import HATO_BIN, RUN_AS, free_port
 from mqttraw import PUBLISH, connected_client, publish, subscribe_ok
 from test_metrics import http as raw_http, split_response
@@ -106,6 +106,20 @@ def test_console_dir_gone_answers_404(broker_factory, tmp_path):
     assert get(b.aport, "/healthz")[0] == 200
 
 
+def test_default_console_dir(broker_factory, tmp_path):
+    """console-dir: without admin_console_dir the installed directory is served; when it
+    is missing (a build tree not installed), start-up warns once and /console/ is 404
+    with the reason while the API works."""
+    b = admin_broker(broker_factory, tmp_path)
+    status, _, body = get(b.aport, "/console/")
+    if "Warning: admin console directory" in b.log:
+        assert re.search(r"admin console directory /\S+/hato/console: No such file", b.log), b.log
+        assert status == 404 and b"admin_console_dir" in body
+    else:
+        assert status == 200 and b"<title>hato console</title>" in body
+    assert get(b.aport, "/healthz")[0] == 200
+
+
 # ---- in the browser ---------------------------------------------------------------
 
 def test_login_overview_config_logout(broker_factory, tmp_path, browser):
@@ -117,6 +131,7 @@ def test_login_overview_config_logout(broker_factory, tmp_path, browser):
     b = console_broker(broker_factory, tmp_path)
     console_login(browser, b, password="wrong", expect_ok=False)
     assert "wrong user name or password" in browser.text("#login-error")
+    shot(browser, tmp_path, "login")
     console_login(browser, b)
     assert browser.text("#who-name").startswith(ADMIN_USER)
     browser.wait_until("document.querySelector('#stat-connections').textContent === '0'")
