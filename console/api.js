@@ -4,6 +4,7 @@
 
 const CSRF_KEY = "hato.csrf";
 const USER_KEY = "hato.user";
+const ROLE_KEY = "hato.role";
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -14,12 +15,15 @@ export class ApiError extends Error {
 
 export function session() {
   const csrf = sessionStorage.getItem(CSRF_KEY);
-  return csrf ? { csrf, user: sessionStorage.getItem(USER_KEY) || "" } : null;
+  return csrf
+    ? { csrf, user: sessionStorage.getItem(USER_KEY) || "", role: sessionStorage.getItem(ROLE_KEY) || "full" }
+    : null;
 }
 
 export function forget() {
   sessionStorage.removeItem(CSRF_KEY);
   sessionStorage.removeItem(USER_KEY);
+  sessionStorage.removeItem(ROLE_KEY);
 }
 
 // Called with the ApiError of a 401 (session gone): the app shows the login.
@@ -67,7 +71,9 @@ export async function api(method, path, body) {
 export async function login(username, password) {
   const doc = await api("POST", "/api/v1/login", { username, password });
   sessionStorage.setItem(CSRF_KEY, doc.csrf);
-  sessionStorage.setItem(USER_KEY, doc.user + (doc.role ? " (" + doc.role + ")" : ""));
+  sessionStorage.setItem(USER_KEY, doc.user);
+  // "read" admins may only look: the pages hide what would change something
+  sessionStorage.setItem(ROLE_KEY, doc.role || "full");
   return doc;
 }
 

@@ -473,7 +473,7 @@ async function pageUsers() {
           } }, "Roles"), " ",
           el("button", { type: "button", class: "danger", onclick: () => confirmDo(`Delete user ${u.username}?`, () => api("DELETE", "/api/v1/users/" + seg(u.username)), loadUsers) }, "Delete")] },
       ], doc.items || [], "users-table"),
-      el("form", { class: "toolbar", onsubmit: (ev) => {
+      el("form", { class: "toolbar add", onsubmit: (ev) => {
         ev.preventDefault();
         confirmDo(`Create user ${name.value}?`, () => api("POST", "/api/v1/users", { username: name.value, password: pw.value, roles: listOf(rolesIn.value).map((rolename) => ({ rolename })) }), loadUsers);
       } }, name, pw, rolesIn, el("button", { type: "submit" }, "Add user"))
@@ -496,7 +496,7 @@ async function pageUsers() {
           el("button", { type: "button", onclick: () => editRole(r.rolename) }, "Edit ACLs"), " ",
           el("button", { type: "button", class: "danger", onclick: () => confirmDo(`Delete role ${r.rolename}?`, () => api("DELETE", "/api/v1/roles/" + seg(r.rolename)), loadRoles) }, "Delete")] },
       ], doc.items || [], "roles-table"),
-      el("form", { class: "toolbar", onsubmit: (ev) => {
+      el("form", { class: "toolbar add", onsubmit: (ev) => {
         ev.preventDefault();
         confirmDo(`Create role ${name.value}?`, () => api("POST", "/api/v1/roles", { rolename: name.value, acls: [] }), loadRoles);
       } }, name, el("button", { type: "submit" }, "Add role"))
@@ -611,7 +611,7 @@ async function pageLimits() {
     for (const [name, obj] of Object.entries(doc[kind] || {}))
       view.append(section(`${kind} ${name}`, obj, (o) => ({ [kind]: { [name]: o } })));
   const who = el("input", { placeholder: "user name" });
-  view.append(el("form", { class: "toolbar", onsubmit: (ev) => {
+  view.append(el("form", { class: "toolbar add", onsubmit: (ev) => {
     ev.preventDefault();
     if (who.value) view.append(section(`users ${who.value}`, {}, (o) => ({ users: { [who.value]: o } })));
   } }, who, el("button", { type: "submit" }, "Add limits for a user")));
@@ -665,7 +665,8 @@ function route() {
   const params = new URLSearchParams(query);
   const s = session();
   $("#nav").hidden = $("#who").hidden = !s;
-  $("#who-name").textContent = s ? s.user : "";
+  $("#who-name").textContent = s ? s.user + (s.role === "read" ? " (read only)" : "") : "";
+  document.body.dataset.role = s ? s.role : "";
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.getAttribute("href") === "#/" + name);
   if (!s || name === "login") {
     document.body.dataset.page = "login";
