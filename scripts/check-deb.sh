@@ -19,7 +19,8 @@ for f in /usr/sbin/hato /usr/sbin/hato-store /usr/bin/hato-pub /usr/bin/hato-sub
     /usr/lib/systemd/user/hato.service /usr/share/man/man8/hato.8.gz /usr/share/man/man5/hato.conf.5.gz \
     /usr/share/man/man8/hato-store.8.gz /usr/share/man/man1/hato-pub.1.gz \
     /usr/share/man/man1/hato-sub.1.gz /usr/share/man/man1/hato-rr.1.gz \
-    /usr/share/man/man1/hato-passwd.1.gz /usr/share/man/man1/hato-bench.1.gz /etc/logrotate.d/hato; do
+    /usr/share/man/man1/hato-passwd.1.gz /usr/share/man/man1/hato-bench.1.gz /etc/logrotate.d/hato \
+    /usr/share/hato/console/index.html /usr/share/hato/console/app.js; do
     [ -e "$f" ] || fail "missing $f"
 done
 grep -qx /etc/hato/hato.conf /var/lib/dpkg/info/hato.conffiles || fail "hato.conf is not a conffile"

@@ -93,6 +93,7 @@ int admin_init(struct broker *b) {
                  "(add one with hato-passwd).",
                  cfg->admin_password_file);
     a->pw_cfg = cfg;
+    admin_console_check(cfg);
     pthread_rwlock_init(&a->pw_lock, NULL);
     pthread_mutex_init(&a->lock, NULL);
     b->admin = a;

@@ -60,6 +60,10 @@ extern const struct admin_route admin_limits_routes[];
 extern const struct admin_route admin_retained_routes[];
 extern const struct admin_route admin_console_routes[];
 
+/* At start-up: warn when the console's directory (admin_console_dir or
+ * the installed one) is missing; /console/ then answers 404. */
+void admin_console_check(const struct hato_config *cfg);
+
 /* Answer body (taken, may be NULL: 500) as JSON with status; extra header
  * lines ending in CRLF, or NULL. */
 void admin_respond_json(struct conn *c, int status, const char *extra, cJSON *body);

@@ -605,6 +605,7 @@ static int h_max_packet_size(struct parser *p, const struct key *k, char *value)
 static int h_expiration(struct parser *p, const struct key *k, char *value);
 static int h_per_listener(struct parser *p, const struct key *k, char *value);
 static int h_control_api(struct parser *p, const struct key *k, char *value);
+static int h_admin_console_dir(struct parser *p, const struct key *k, char *value);
 /* A cluster name or node name: one NATS token and part of stream and bucket names. */
 static bool cluster_name_ok(const char *s) {
     size_t n = strlen(s);
@@ -714,6 +715,10 @@ static const struct key keys[] = {
     S_STR("acl_file", acl_file, DOC("Mosquitto ACL file: topics each user may read and write")),
     G_STR("admin_password_file", admin_password_file,
           DOC("accounts of the admin API (protocol admin), hato-passwd format (hato)")),
+    FN("admin_console_dir", h_admin_console_dir, IN(SC_GLOBAL), TYPE("path"),
+       DEF("the installed console (DATADIR/hato/console)"),
+       DOC("directory of the web console's files served under /console/ on admin listeners "
+           "(hato)")),
     S_STR("psk_file", psk_file, DOC("identity:hexkey lines for TLS-PSK listeners")),
     L_TRI("listener_allow_anonymous", allow_anonymous, DEF("the global value"),
           DOC("allow_anonymous for this listener only")),
@@ -1233,6 +1238,18 @@ static int h_dup_messages(struct parser *p, const struct key *k, char *value) {
 
 /* Mosquitto 2.1's $CONTROL/broker/v1 API is not in hato: false is accepted,
  * true refused (a directive that would do nothing must not pass for one). */
+/* admin_console_dir: a directory, checked here so a wrong one names its line. */
+static int h_admin_console_dir(struct parser *p, const struct key *k, char *value) {
+    struct stat st;
+    const char *why = !*value                ? "missing value"
+                      : stat(value, &st) < 0 ? strerror(errno)
+                      : !S_ISDIR(st.st_mode) ? "not a directory"
+                                             : NULL;
+    if (why)
+        return fail(p, "%s %s: %s", k->name, value, why);
+    return set_string(p, &p->cfg->admin_console_dir, value);
+}
+
 static int h_control_api(struct parser *p, const struct key *k, char *value) {
     bool b;
     if (bool_value(p, k->name, value, &b) < 0)
@@ -2087,6 +2104,7 @@ void hato_config_free(struct hato_config *cfg) {
         CO(acl_file),
         CO(psk_file),
         CO(admin_password_file),
+        CO(admin_console_dir),
         CO(persistence_location),
         CO(persistence_file),
         CO(include_dir),

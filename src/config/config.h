@@ -199,6 +199,9 @@ struct hato_config {
     /* admin_password_file (hato): the admin API's accounts (admin.c), in
      * the password file's format; separate from MQTT users. */
     char *admin_password_file;
+    /* admin_console_dir (hato): the web console's files (admin_console.c);
+     * NULL = the installed directory (HATO_CONSOLE_DIR). */
+    char *admin_console_dir;
     bool auth_plugin_deny_special_chars; /* true: default of the plugins that follow */
     struct hato_plugin_conf *plugins;    /* in config order */
     size_t n_plugins;

@@ -348,6 +348,8 @@ const char *http_reason(int status) {
         return "Switching Protocols";
     case 200:
         return "OK";
+    case 302:
+        return "Found";
     case 400:
         return "Bad Request";
     case 401:
