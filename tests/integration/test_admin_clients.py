@@ -8,8 +8,9 @@ import socket
 import time
 
 from adminutil import Api, admin_broker
-from mqttraw import (DISCONNECT, SUBACK, connected_client, publish_ok, recv_publish,
+from mqttraw import (DISCONNECT, PUBACK, SUBACK, ack, connected_client, publish_ok, recv_publish,
                      sub_opts, subscribe, subscribe_ok, v5_client)
+from persistkit import store_config
 
 WAIT = 10
 THREADS = "threads 2\n"
@@ -273,3 +274,57 @@ def test_many_queries_while_connections_close(broker_factory, tmp_path):
     assert status == 200 and doc["total"] == 6
     for c in cs:
         c.close()
+
+
+def test_delete_session_removes_it_from_the_store(broker_factory, tmp_path):
+    """api-sessions-delete with persistence: the deleted session is gone from the store
+    (after a restart it is not restored: session present 0), while another offline
+    session, kept, is restored with its queued message."""
+    store = tmp_path / "store"
+    store.mkdir()
+    conf = THREADS + store_config(store)
+    b = admin_broker(broker_factory, tmp_path, extra=conf)
+    b.wait_log(r"Persistence: restored")
+    api = logged_in(b)
+    for cid in ("drop-me", "keep-me"):
+        c = connected_client(b, cid, clean=False)
+        subscribe_ok(c, 1, [(f"p/{cid}", 1)])
+        c.close()
+    poll(lambda: get(api, "/api/v1/sessions")[1]["total"] == 2, "two offline sessions")
+    pub = connected_client(b, "pub")
+    publish_ok(pub, "p/keep-me", b"kept", qos=1)
+    publish_ok(pub, "p/drop-me", b"dropped", qos=1, pid=2)
+    pub.close()
+    status, _, doc = api.json("DELETE", "/api/v1/sessions/drop-me")
+    assert status == 200 and doc == {"deleted": True}
+    b.stop()
+    b2 = admin_broker(broker_factory, tmp_path, extra=conf)
+    b2.wait_log(r"Persistence: restored")
+    api2 = logged_in(b2)
+    status, doc = get(api2, "/api/v1/sessions")
+    assert [(i["client_id"], i["queued"]) for i in doc["items"]] == [("keep-me", 1)]
+    c = connected_client(b2, "drop-me", clean=False)
+    assert c.connack.session_present is False
+    k = connected_client(b2, "keep-me", clean=False)
+    assert k.connack.session_present is True
+    assert recv_publish(k).payload == b"kept"
+    c.close()
+    k.close()
+
+
+def test_inflight_counts_unacknowledged(broker_factory, tmp_path):
+    """api-clients-detail: a QoS 1 message sent and not acknowledged is in flight; the
+    PUBACK empties the window (MQTT-4.3.2-1 area: the sender keeps it until then)."""
+    b = admin_broker(broker_factory, tmp_path, extra=THREADS)
+    api = logged_in(b)
+    s = connected_client(b, "slow-1")
+    subscribe_ok(s, 1, [("i/#", 1)])
+    pub = connected_client(b, "pub-i")
+    publish_ok(pub, "i/1", b"x", qos=1)
+    p = recv_publish(s, complete=False)
+    status, d = get(api, "/api/v1/clients/slow-1")
+    assert status == 200 and d["inflight"] == 1 and d["queued"] == 0
+    s.send(ack(PUBACK, p.pid))
+    poll(lambda: get(api, "/api/v1/clients/slow-1")[1]["inflight"] == 0, "inflight 0")
+    s.close()
+    pub.close()
