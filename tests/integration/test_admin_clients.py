@@ -4,10 +4,15 @@ Real MQTT clients connect to a broker with two worker threads (sessions are
 spread over both, so the cross-worker query of src/broker/adminq.c is used),
 then the API lists, shows, kicks and deletes them."""
 
+import os
 import socket
+import subprocess
 import time
 
+import pytest
+
 from adminutil import Api, admin_broker
+from authutil import Mosquitto
 from mqttraw import (DISCONNECT, PUBACK, SUBACK, ack, connected_client, publish_ok, recv_publish,
                      sub_opts, subscribe, subscribe_ok, v5_client)
 from persistkit import store_config
@@ -328,3 +333,82 @@ def test_inflight_counts_unacknowledged(broker_factory, tmp_path):
     poll(lambda: get(api, "/api/v1/clients/slow-1")[1]["inflight"] == 0, "inflight 0")
     s.close()
     pub.close()
+
+
+DYNSEC = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+CTRL = "/usr/bin/mosquitto_ctrl"
+
+
+def kick_scenario(port, kick, readmit):
+    """The client side of an administrative kick, the same script for both brokers: what
+    the kicked MQTT 5 client receives, whether its will reaches a watcher (decided by a
+    marker the watcher publishes after the close: one broker orders the will first), and
+    whether its persistent session survives."""
+    obs = []
+    watch = connected_client(port, "watcher", username="w", password="wpw")
+    obs.append(("watcher suback", subscribe_ok(watch, 1, [("will/#", 0)]).codes))
+    k, ack_ = v5_client(port, "k5", clean=False, username="dev", password="devpw",
+                        properties=[("session_expiry", 600)],
+                        will={"topic": "will/k5", "payload": b"bye"})
+    obs.append(("k5 connack", ack_.reason))
+    k.send(subscribe(1, [("will/k5-own", 1)], version=5))
+    obs.append(("k5 suback", k.expect(SUBACK).codes))
+    kick()
+    obs.append(("k5 before close", [(p.type, getattr(p, "reason", None))
+                                    for p in k.expect_closed(WAIT)]))
+    k.close()
+    publish_ok(watch, "will/marker", b"m", qos=0)
+    first = recv_publish(watch, WAIT)
+    obs.append(("will published", first.topic == "will/k5"))
+    readmit()
+    k2, ack2 = v5_client(port, "k5", clean=False, username="dev", password="devpw",
+                         properties=[("session_expiry", 600)])
+    obs.append(("k5 again", ack2.reason, ack2.session_present))
+    k2.close()
+    watch.close()
+    return obs
+
+
+def test_kick_same_as_mosquitto_dynsec(broker_factory, tmp_path):
+    """api-clients-kick: hato's DELETE /api/v1/clients/ID does to the client what
+    Mosquitto's administrative kick does (its dynamic-security plugin's disableClient,
+    mosquitto_kick_client_by_username without the will): the same packets before the
+    close, no will, the session kept."""
+    if not (os.path.exists(DYNSEC) and os.path.exists(CTRL)):
+        pytest.skip("needs mosquitto-clients (mosquitto_ctrl) and the dynamic-security plugin")
+    js = tmp_path / "dynsec.json"
+    r = subprocess.run([CTRL, "dynsec", "init", str(js), "admin", "adminpw"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    mosq = Mosquitto(tmp_path, f"allow_anonymous false\nplugin {DYNSEC}\n"
+                               f"plugin_opt_config_file {js}\n")
+
+    def ctrl(*args):
+        r = subprocess.run([CTRL, "-h", "127.0.0.1", "-p", str(mosq.port), "-u", "admin", "-P",
+                            "adminpw", "dynsec", *args], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+
+    try:
+        ctrl("createRole", "r")
+        for acl in ("publishClientSend", "subscribePattern"):
+            ctrl("addRoleACL", "r", acl, "will/#", "allow")
+        for user, pw in (("dev", "devpw"), ("w", "wpw")):
+            ctrl("createClient", user, "-p", pw)
+            ctrl("addClientRole", user, "r")
+        expected = kick_scenario(mosq.port, lambda: ctrl("disableClient", "dev"),
+                                 lambda: ctrl("enableClient", "dev"))
+    finally:
+        mosq.stop()
+    b = admin_broker(broker_factory, tmp_path, extra=THREADS)
+    api = logged_in(b)
+
+    def kick():
+        status, _, doc = api.json("DELETE", "/api/v1/clients/k5")
+        assert status == 200, doc
+
+    got = kick_scenario(b.port, kick, lambda: None)
+    assert got == expected
+    seen = {o[0]: o[1:] for o in expected}
+    assert seen["k5 before close"] == ([(DISCONNECT, 0x98)],)
+    assert seen["will published"] == (False,)
