@@ -20,6 +20,7 @@
 #include "auth/passwd.h"
 #include "base/log.h"
 #include "broker/admin_internal.h"
+#include "broker/adminq.h"
 #include "broker/broker.h"
 #include "broker/httpconn.h"
 #include "broker/reload.h"
@@ -33,7 +34,7 @@
 #define TOKEN_HEX 64         /* 32 random bytes */
 #define RELOAD_WAIT_MS 30000 /* a reload that takes longer is answered 504 */
 
-enum { ADMIN_WAIT_NONE, ADMIN_WAIT_LOGIN, ADMIN_WAIT_RELOAD };
+enum { ADMIN_WAIT_NONE, ADMIN_WAIT_LOGIN, ADMIN_WAIT_RELOAD }; /* ADMIN_WAIT_QUERY: 3 */
 
 struct admin_session {
     char id[TOKEN_HEX + 1]; /* "" = free slot */
@@ -783,6 +784,10 @@ void admin_input(struct conn *c, const uint8_t *data, size_t len) {
 }
 
 void admin_tick(struct conn *c, int64_t now) {
+    if (c->admin_wait == ADMIN_WAIT_QUERY) {
+        adminq_tick(c, now);
+        return;
+    }
     if (c->admin_wait == ADMIN_WAIT_RELOAD) {
         char err[512];
         int rc = reload_outcome(c->w->b, c->admin_reload_seq, err, sizeof(err));

@@ -27,6 +27,10 @@
 
 #define ADMIN_CT_JSON "application/json"
 
+/* c->admin_wait of a request parked for a cross-worker query (adminq.h);
+ * admin.c's other ADMIN_WAIT_* are below it. */
+#define ADMIN_WAIT_QUERY 3
+
 enum admin_role { ADMIN_ROLE_NONE, ADMIN_ROLE_READ, ADMIN_ROLE_FULL };
 
 struct admin_req {

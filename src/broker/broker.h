@@ -41,6 +41,7 @@
 struct broker;
 struct worker;
 struct session;
+struct adminq;
 
 /*
  * A listening socket (one listener line may give two: IPv4 and IPv6).
@@ -261,6 +262,12 @@ struct conn {
     /* Incoming topic aliases: alias -> topic, array of cfg max_topic_alias. */
     char **aliases;
     struct bp_conn bp; /* back-pressure (bp.h): held publisher, full or stalled subscriber */
+    /* Admin API (admin_clients.c): the query a parked admin request waits
+     * for (adminq.h); an MQTT connection's figures since its CONNECT. */
+    uint64_t admin_qid;
+    int64_t connected_at; /* unix seconds */
+    uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
+    bool clean_start;
 };
 
 /* Cross-thread work item. */
@@ -271,7 +278,8 @@ enum item_kind {
     IT_AUTH,
     IT_PUBLISH,  /* d.m: broker_publish_internal */
     IT_DELIVERS, /* a batch of deliveries from route.c (route_batch_run / _free) */
-    IT_CLUSTER   /* from the cluster (cl: cluster_item_run / _free) */
+    IT_CLUSTER,  /* from the cluster (cl: cluster_item_run / _free) */
+    IT_ADMIN     /* an admin API query or its answer (aq: adminq.h) */
 };
 enum { AUTH_DONE_NONE, AUTH_DONE_OK, AUTH_DONE_BAD };
 struct item {
@@ -290,6 +298,7 @@ struct item {
     uint16_t send_pid; /* not 0: send the in-flight PUBLISH with this id (no abuf) */
     uint64_t auth_id;  /* IT_AUTH: the parked connection; ok = password right */
     void *cl;          /* IT_CLUSTER: the cluster's part */
+    struct adminq *aq; /* IT_ADMIN: the query (ok: its answer) */
 };
 
 struct worker {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/random.h>
 
 #include "base/log.h"
@@ -533,6 +534,8 @@ void proto_connect_owned(struct conn *c, struct mqtt_packet *p) {
         s = strmap_get(&w->sessions, id, idlen);
     }
     bool present = false;
+    c->clean_start = clean;
+    c->connected_at = (int64_t)time(NULL);
     bool was_durable = s && atomic_load(&s->durable);
     if (s && clean) {
         session_end(s);
@@ -778,6 +781,7 @@ static void handle_publish(struct conn *c, struct mqtt_packet *p) {
     const uint8_t *topic = p->publish.topic.p;
     size_t tlen = p->publish.topic.len;
     stat_inc(&c->w->msgs_in);
+    c->msgs_in++;
     stat_add(&c->w->sc.pub_bytes_in, p->publish.payload.len);
 
     if (c->version == MQTT_V5 && (p->props.present & PROP(TOPIC_ALIAS))) {

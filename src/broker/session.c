@@ -421,6 +421,7 @@ static int send_publish_plain(struct conn *c, const struct deliv *d, bool dup, c
 /* One PUBLISH went out (statistics of the owning worker). */
 static void count_sent(struct session *s, const struct msg *m) {
     stat_inc(&s->w->msgs_out);
+    s->conn->msgs_out++;
     stat_inc(&s->w->sc.pkts_out);
     stat_add(&s->w->sc.pub_bytes_out, m->payload_len);
     bp_sent(s->conn); /* past the soft limit: its publishers are held (bp.c) */

@@ -22,6 +22,7 @@
 #include "broker/limits.h"
 #include "broker/metrics.h"
 #include "broker/admin.h"
+#include "broker/adminq.h"
 #include "broker/persist.h"
 #include "broker/reload.h"
 #include "broker/security.h"
@@ -314,6 +315,7 @@ static int conn_flush(struct conn *c) {
         if (w == 0)
             break;
         stat_add(&c->w->sc.bytes_out, (unsigned long)w);
+        c->bytes_out += (size_t)w;
         conn_out_consumed(c, (size_t)w);
         wrote += (size_t)w;
     }
@@ -624,6 +626,7 @@ static void conn_read_some(struct conn *c) {
             return;
         }
         stat_add(&w->sc.bytes_in, (unsigned long)r);
+        c->bytes_in += (size_t)r;
         if (c->si.via && !c->via_logged)
             conn_log_via(c);
         if (c->si.upgraded && !c->ws_logged) {
@@ -909,6 +912,10 @@ static void on_inbox(struct ev_loop *loop, void *data) {
             cluster_item_run(w, it); /* frees it */
             it = next;
             continue;
+        } else if (it->kind == IT_ADMIN) {
+            adminq_item_run(w, it); /* frees it (or passes it on) */
+            it = next;
+            continue;
         } else {
             adopt(w, it->c);
         }
@@ -1100,6 +1107,10 @@ static void items_free(struct item *it) {
             continue;
         } else if (it->kind == IT_CLUSTER) {
             cluster_item_free(it); /* frees it */
+            it = n;
+            continue;
+        } else if (it->kind == IT_ADMIN) {
+            adminq_item_free(it); /* frees it */
             it = n;
             continue;
         } else {
